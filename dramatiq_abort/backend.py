@@ -1,0 +1,109 @@
+"""The interface between the middleware and the store that carries abort events."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Iterable
+from typing import Any, NamedTuple
+
+
+class Event(NamedTuple):
+    """Events are composed of an identifying key and associated parameters."""
+
+    key: str
+    params: dict[str, Any]
+
+
+class TimedEvent(NamedTuple):
+    """An event as a subscription hands it over: with how long it still applies."""
+
+    event: Event
+    #: Milliseconds the event stays valid from the moment it was read.
+    ttl_left: int
+    #: The TTL it was notified with, in milliseconds.
+    ttl: int
+
+
+class EventBackend(abc.ABC):
+    """ABC for event backends.
+
+    A backend needs only :meth:`notify`, :meth:`poll` and :meth:`wait_many`:
+    workers then fall back to waiting on the keys of the messages they run.
+    A backend that can also push events overrides :meth:`subscribe`, and
+    workers learn of every abort the moment it is sent without a round trip
+    per message.
+    """
+
+    @abc.abstractmethod
+    def notify(self, events: Iterable[Event], ttl: int) -> None:
+        """Signal ``events``; each stays signaled for ``ttl`` milliseconds.
+
+        Once this returns, :meth:`poll` and :meth:`wait_many` on these keys
+        report the events until the TTL runs out, and every open
+        :class:`Subscription` receives them.
+        """
+
+    @abc.abstractmethod
+    def poll(self, key: str) -> Event | None:
+        """Return the event signaled under ``key``, or ``None``, without blocking.
+
+        A backend may consume the event, so that a later call returns ``None``.
+        """
+
+    @abc.abstractmethod
+    def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
+        """Wait up to ``timeout`` milliseconds for one of ``keys`` to be signaled.
+
+        Returns the event that was signaled, or ``None`` on timeout.
+        """
+
+    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+        """Record for ``ttl`` milliseconds what became of a message (an
+        :class:`~dramatiq_abort.Outcome` value), replacing what was recorded
+        before, and wake those waiting for it. The default records nothing."""
+        return None
+
+    def wait_outcome(
+        self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
+    ) -> str | None:
+        """The outcome recorded for ``message_id``, waiting up to ``timeout``
+        seconds (``None``: for ever, ``0``: not at all) for one not in
+        ``ignore``; ``None`` if none came. The default cannot wait."""
+        raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
+
+    def subscribe(self) -> Subscription | None:
+        """Open a push channel for this worker process, or return ``None``
+        when the backend can only be polled (the default)."""
+        return None
+
+
+class Subscription(abc.ABC):
+    """A push channel of events, owned by the one thread that reads it.
+
+    Its owner waits for :meth:`fileno` to become readable, then calls
+    :meth:`receive`. Other threads may only test :meth:`fileno` for
+    readability: that tells them events are on their way.
+    """
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """A file descriptor that is readable while events wait to be received."""
+
+    @abc.abstractmethod
+    def recorded(self) -> list[TimedEvent]:
+        """Every event still valid in the backend, to catch up after (re)connecting.
+
+        Called after the subscription is live, so no event falls between the two.
+        """
+
+    @abc.abstractmethod
+    def receive(self) -> list[TimedEvent]:
+        """Every event pushed so far and not yet received; never blocks.
+
+        Raises :class:`ConnectionError` (or the client's own error) when
+        the channel is lost; the owner then opens a new subscription.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the channel. Safe to call more than once."""

@@ -1,0 +1,387 @@
+"""The Redis event backend: abort events recorded with their TTL and pushed
+to workers over one subscription each."""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import ssl
+import time
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any
+
+import redis
+
+from .. import nogil
+from ..backend import Event, EventBackend, Subscription, TimedEvent
+from ..requests import check_milliseconds
+
+DEFAULT_NAMESPACE = "dramatiq:aborts:"
+#: Larger than any notification this package sends in one call (about 70
+#: bytes an id), small enough that a hostile one cannot exhaust memory.
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+# Record every event under its own key with its TTL, index it by expiry
+# (server time, so producers' clocks do not matter) and publish the batch,
+# all in one atomic step: a subscriber that catches up after subscribing
+# cannot miss an event.
+_NOTIFY = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 2], 'PX', ttl)
+  redis.call('ZADD', KEYS[1], now + ttl, KEYS[i])
+end
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return #KEYS - 1
+"""
+
+# Every recorded event still valid: key, stored value and milliseconds left.
+_RECORDED = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local found = {}
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  local value = redis.call('GET', key)
+  local left = redis.call('PTTL', key)
+  if value and left > 0 then
+    table.insert(found, key)
+    table.insert(found, value)
+    table.insert(found, left)
+  end
+end
+return found
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBackend(EventBackend):
+    """An event backend for Redis.
+
+    Each event is a key ``namespace + event.key`` holding its parameters
+    for its TTL; ``namespace + "index"`` indexes them by expiry, and every
+    notification is published on ``namespace + "events"``. Workers
+    subscribe once per process and issue no command while nothing is aborted.
+
+    :param client: The redis-py client; defaults to one for
+        ``redis://localhost:6379/0``.
+    :param namespace: Prefix of every key and of the channel. Applications
+        that share a Redis but not their messages use different namespaces.
+    :param max_payload: Largest notification or record, in bytes, that is
+        read; a larger one is refused with a warning.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Any | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError(f"namespace must be a non-empty str, not {namespace!r}")
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload <= 0:
+            raise ValueError(f"max_payload must be a positive number of bytes, not {max_payload!r}")
+        self.max_payload = max_payload
+        self.client: Any = client if client is not None else redis.Redis()
+        self.namespace = namespace
+        self.index_key = namespace + "index"
+        self.channel = namespace + "events"
+        self.outcomes_channel = namespace + "outcomes"
+        self._notify = self.client.register_script(_NOTIFY)
+        self._recorded = self.client.register_script(_RECORDED)
+
+    @classmethod
+    def from_url(cls, url: str, *args: Any, **kwargs: Any) -> RedisBackend:
+        """Build the backend on a client for ``url`` (``redis://``, ``rediss://``
+        or ``unix://``). Extra arguments go to the constructor."""
+        return cls(*args, client=redis.Redis.from_url(url), **kwargs)
+
+    def notify(self, events: Iterable[Event], ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        events = list(events)
+        if not events:
+            return
+        stored = [json.dumps({"ttl": ttl, "params": params}) for _, params in events]
+        pushed = json.dumps({"ttl": ttl, "events": [[key, params] for key, params in events]})
+        self._notify(
+            keys=[self.index_key, *(self.namespace + key for key, _ in events)],
+            args=[ttl, self.channel, pushed, *stored],
+        )
+        # Redis may answer the script before it writes the pushes to the
+        # subscribers; once a second command is answered, they are out. So
+        # when this returns, every worker's socket has the events.
+        self.client.ping()
+
+    def poll(self, key: str) -> Event | None:
+        decoded = self._decode_record(key, self.client.get(self.namespace + key))
+        return None if decoded is None else decoded[0]
+
+    def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
+        wanted = set(keys)
+        with _Channel(self.client, self.channel, self.max_payload) as channel:
+            # Subscribed first, so an event signaled while looking is pushed.
+            for key in wanted:
+                event = self.poll(key)
+                if event is not None:
+                    return event
+            for payload in channel.payloads(timeout / 1000):
+                for timed in self.decode_pushed(payload):
+                    if timed.event.key in wanted:
+                        return timed.event
+        return None
+
+    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+        with self.client.pipeline() as pipe:
+            pipe.set(self.namespace + "outcome:" + message_id, outcome, px=ttl)
+            pipe.publish(self.outcomes_channel, json.dumps([message_id, outcome]))
+            pipe.execute()
+
+    def wait_outcome(
+        self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
+    ) -> str | None:
+        key = self.namespace + "outcome:" + message_id
+        if timeout is not None and timeout <= 0:
+            recorded = self.client.get(key)
+            return None if recorded is None or _text(recorded) in ignore else _text(recorded)
+        with _Channel(self.client, self.outcomes_channel, self.max_payload) as channel:
+            # Subscribed first, so an outcome recorded while looking is pushed.
+            recorded = self.client.get(key)
+            if recorded is not None and _text(recorded) not in ignore:
+                return _text(recorded)
+            for payload in channel.payloads(timeout):
+                try:
+                    pushed_id, outcome = json.loads(payload)
+                except (ValueError, TypeError):
+                    logger.warning("Skipping a malformed outcome: %.200r", payload)
+                    continue
+                if pushed_id == message_id and outcome not in ignore:
+                    return str(outcome)
+        return None
+
+    def subscribe(self) -> RedisSubscription:
+        return RedisSubscription(self)
+
+    def recorded(self) -> list[TimedEvent]:
+        """Every event still valid, with the milliseconds it has left."""
+        found = self._recorded(keys=[self.index_key])
+        events = []
+        for i in range(0, len(found), 3):
+            key = _text(found[i])[len(self.namespace) :]
+            decoded = self._decode_record(key, found[i + 1])
+            if decoded is not None:
+                event, ttl = decoded
+                events.append(TimedEvent(event, int(found[i + 2]), ttl))
+        return events
+
+    def decode_pushed(self, payload: Any) -> list[TimedEvent]:
+        """The events of one published notification; malformed ones are
+        logged and skipped."""
+        try:
+            data = json.loads(payload)
+            ttl = data["ttl"]
+            pairs = data["events"]
+            if not isinstance(ttl, int) or ttl <= 0 or not isinstance(pairs, list):
+                raise ValueError("bad ttl or events")
+            events = []
+            for key, params in pairs:
+                if not isinstance(key, str) or not isinstance(params, dict):
+                    raise ValueError(f"bad event {key!r}")
+                events.append(TimedEvent(Event(key, params), ttl, ttl))
+            return events
+        except (ValueError, TypeError, KeyError) as e:
+            logger.warning("Skipping a malformed abort notification (%s): %.200r", e, payload)
+            return []
+
+    def _decode_record(self, key: str, value: Any) -> tuple[Event, int] | None:
+        if value is None:
+            return None
+        if len(value) > self.max_payload:
+            logger.warning("Skipping abort record %r of %d bytes: too large.", key, len(value))
+            return None
+        try:
+            data = json.loads(value)
+            params, ttl = data["params"], data["ttl"]
+            if not isinstance(params, dict) or not isinstance(ttl, int):
+                raise ValueError("bad params or ttl")
+        except (ValueError, TypeError, KeyError) as e:
+            logger.warning("Skipping malformed abort record %r (%s): %.200r", key, e, value)
+            return None
+        return Event(key, params), ttl
+
+
+class RedisSubscription(Subscription):
+    """A worker's subscription to the backend's events."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self._channel = _Channel(backend.client, backend.channel, backend.max_payload)
+
+    def fileno(self) -> int:
+        return self._channel.fileno()
+
+    def recorded(self) -> list[TimedEvent]:
+        return self.backend.recorded()
+
+    def receive(self) -> list[TimedEvent]:
+        events: list[TimedEvent] = []
+        for payload in self._channel.ready_payloads():
+            events.extend(self.backend.decode_pushed(payload))
+        return events
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class _Channel:
+    """One connection subscribed to one channel.
+
+    The connection is made for the subscription and never returned to the
+    client's pool. Once lost it stays lost, so that its owner notices and
+    catches up instead of being silently resubscribed. Replies are read
+    here rather than by redis-py's parser, with reads that keep the GIL
+    (see :mod:`dramatiq_abort.nogil`).
+    """
+
+    def __init__(self, client: Any, channel: str, max_payload: int) -> None:
+        self._connection = client.connection_pool.make_connection()
+        self._replies = _ReplyReader(max_payload)
+        try:
+            self._connection.connect()
+            self._sock = self._connection._sock
+            self._tls = isinstance(self._sock, ssl.SSLSocket)
+            if self._tls:
+                self._sock.setblocking(False)
+            self._connection.send_command("SUBSCRIBE", channel)
+            connection = self._connection
+            timeout = connection.socket_connect_timeout or connection.socket_timeout or 10.0
+            deadline = time.monotonic() + timeout
+            while not self._replies.pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._wait(remaining):
+                    raise redis.TimeoutError(f"no reply to SUBSCRIBE {channel!r}")
+            reply = self._replies.pending.pop(0)
+            if not isinstance(reply, list) or _text(reply[0]) != "subscribe":
+                raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r:.200}")
+        except BaseException:
+            self._connection.disconnect()
+            raise
+
+    def __enter__(self) -> _Channel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def ready_payloads(self) -> list[Any]:
+        """The payloads of the messages received so far; never blocks."""
+        self._read_available()
+        replies, self._replies.pending = self._replies.pending, []
+        return [
+            reply[2]
+            for reply in replies
+            if isinstance(reply, list) and len(reply) == 3 and _text(reply[0]) == "message"
+        ]
+
+    def payloads(self, timeout: float | None) -> Iterator[Any]:
+        """The payloads of the messages that come within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            yield from self.ready_payloads()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if (remaining is not None and remaining <= 0) or not self._wait(remaining):
+                return
+
+    def close(self) -> None:
+        self._connection.disconnect()
+
+    def _wait(self, timeout: float | None) -> bool:
+        if not self._replies.pending and select.select([self._sock], [], [], timeout)[0]:
+            self._read_available()
+        return bool(self._replies.pending)
+
+    def _read_available(self) -> None:
+        while True:
+            if self._tls:
+                try:
+                    data: bytes | None = self._sock.recv(65536)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    data = None
+            else:
+                data = nogil.read_ready(self._sock.fileno())
+            if data is None:
+                return
+            if not data:
+                raise redis.ConnectionError("the subscription was closed by the server")
+            self._replies.feed(data)
+
+
+class _ReplyReader:
+    """Splits the bytes of a subscribed connection into replies: RESP2
+    arrays or RESP3 pushes of strings and integers."""
+
+    def __init__(self, max_payload: int) -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray()
+        #: Complete replies not handed over yet.
+        self.pending: list[Any] = []
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            parsed = self._parse(0)
+            if parsed is None:
+                return
+            reply, end = parsed
+            del self._buffer[:end]
+            self.pending.append(reply)
+
+    def _parse(self, start: int) -> tuple[Any, int] | None:
+        line_end = self._buffer.find(b"\r\n", start)
+        if line_end < 0:
+            return None
+        kind = bytes(self._buffer[start : start + 1])
+        header = bytes(self._buffer[start + 1 : line_end])
+        position = line_end + 2
+        if kind in (b"*", b">"):
+            items = []
+            for _ in range(int(header)):
+                parsed = self._parse(position)
+                if parsed is None:
+                    return None
+                item, position = parsed
+                items.append(item)
+            return items, position
+        if kind == b"$":
+            size = int(header)
+            if size < 0:
+                return None, position
+            if size > self.max_payload:
+                # Refused before it is read: the connection is dropped, and
+                # its owner catches up from the records when it reconnects.
+                logger.warning("Refusing a pushed payload of %d bytes: too large.", size)
+                raise redis.ConnectionError(f"a pushed payload of {size} bytes is too large")
+            if len(self._buffer) < position + size + 2:
+                return None
+            return bytes(self._buffer[position : position + size]), position + size + 2
+        if kind == b":":
+            return int(header), position
+        if kind in (b"+", b"-"):
+            return header, position
+        if kind == b"_":
+            return None, position
+        raise redis.ConnectionError(f"unexpected reply type {kind!r} on the abort subscription")

@@ -1,0 +1,155 @@
+"""An in-memory event backend for tests and single-process use."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Collection, Iterable
+
+from .. import nogil
+from ..backend import Event, EventBackend, Subscription, TimedEvent
+from ..requests import check_milliseconds
+
+
+class StubBackend(EventBackend):
+    """Keeps events in this process's memory, with their TTL, and pushes
+    them to the subscriptions of this process.
+
+    Producers and workers must share the instance, as they share a
+    ``StubBroker``.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        #: key -> (params, ttl, expires_at as time.monotonic())
+        self._records: dict[str, tuple[dict[str, object], int, float]] = {}
+        self._subscriptions: set[StubSubscription] = set()
+        #: message id -> (outcome, expires_at as time.monotonic())
+        self._outcomes: dict[str, tuple[str, float]] = {}
+
+    def notify(self, events: Iterable[Event], ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        events = [Event(key, dict(params)) for key, params in events]
+        with self._changed:
+            expires_at = time.monotonic() + ttl / 1000
+            self._forget_expired()
+            for key, params in events:
+                self._records[key] = (params, ttl, expires_at)
+            pushed = [TimedEvent(event, ttl, ttl) for event in events]
+            for subscription in self._subscriptions:
+                subscription.push(pushed)
+            self._changed.notify_all()
+
+    def poll(self, key: str) -> Event | None:
+        with self._changed:
+            return self._valid(key)
+
+    def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
+        keys = list(keys)
+        deadline = time.monotonic() + timeout / 1000
+        with self._changed:
+            while True:
+                for key in keys:
+                    event = self._valid(key)
+                    if event is not None:
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+
+    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+        with self._changed:
+            self._outcomes[message_id] = (outcome, time.monotonic() + ttl / 1000)
+            self._changed.notify_all()
+
+    def wait_outcome(
+        self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
+    ) -> str | None:
+        def recorded() -> str | None:
+            outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
+            if outcome in ignore or expires_at <= time.monotonic():
+                return None
+            return outcome
+
+        with self._changed:
+            return self._changed.wait_for(recorded, timeout)
+
+    def subscribe(self) -> StubSubscription:
+        subscription = StubSubscription(self)
+        with self._changed:
+            self._subscriptions.add(subscription)
+        return subscription
+
+    def recorded(self) -> list[TimedEvent]:
+        """Every event still valid, with the milliseconds it has left."""
+        with self._changed:
+            self._forget_expired()
+            now = time.monotonic()
+            return [
+                TimedEvent(Event(key, dict(params)), max(1, int((expires_at - now) * 1000)), ttl)
+                for key, (params, ttl, expires_at) in self._records.items()
+            ]
+
+    def unsubscribe(self, subscription: StubSubscription) -> None:
+        with self._changed:
+            self._subscriptions.discard(subscription)
+
+    def _valid(self, key: str) -> Event | None:
+        record = self._records.get(key)
+        if record is None or record[2] <= time.monotonic():
+            return None
+        return Event(key, dict(record[0]))
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        for key in [key for key, record in self._records.items() if record[2] <= now]:
+            del self._records[key]
+        for message_id in [key for key, (_, expires) in self._outcomes.items() if expires <= now]:
+            del self._outcomes[message_id]
+
+
+class StubSubscription(Subscription):
+    """A subscription to a :class:`StubBackend`: a queue and a pipe that
+    is readable while the queue has events."""
+
+    def __init__(self, backend: StubBackend) -> None:
+        self.backend = backend
+        self._queue: deque[TimedEvent] = deque()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._closed = False
+
+    def push(self, events: list[TimedEvent]) -> None:
+        self._queue.extend(events)
+        # A full pipe is readable already.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write_fd, b"x")
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def recorded(self) -> list[TimedEvent]:
+        return self.backend.recorded()
+
+    def receive(self) -> list[TimedEvent]:
+        # Drain the pipe before the queue: an event pushed in between
+        # leaves the pipe readable, so it is not stranded.
+        while nogil.read_ready(self._read_fd):
+            pass
+        events = []
+        while self._queue:
+            events.append(self._queue.popleft())
+        return events
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.backend.unsubscribe(self)
+        os.close(self._read_fd)
+        os.close(self._write_fd)

@@ -1,0 +1,77 @@
+"""Async actors: an abort cancels the actor's coroutine on dramatiq's event
+loop, and reaches it as :class:`~dramatiq_abort.errors.AsyncAbort`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Generator
+from typing import Any, Callable, Generic, TypeVar
+
+from dramatiq.asyncio import get_event_loop_thread
+
+from .delivery import Execution, Executions
+from .errors import Abort, AsyncAbort
+
+R = TypeVar("R")
+
+
+def runner(
+    executions: Executions,
+    execution: Execution,
+    async_fn: Callable[..., Coroutine[Any, Any, R]],
+) -> Callable[..., R]:
+    """A function that runs ``async_fn`` for ``execution`` on the event
+    loop of dramatiq's ``AsyncIO`` middleware and waits for it."""
+    loop_thread = get_event_loop_thread()
+    if loop_thread is None:
+        raise RuntimeError("async actors need the AsyncIO middleware on the broker")
+    execution.loop = loop_thread.loop
+
+    def run(*args: Any, **kwargs: Any) -> R:
+        return loop_thread.run_coroutine(_guarded(executions, execution, async_fn(*args, **kwargs)))
+
+    return run
+
+
+async def _guarded(
+    executions: Executions, execution: Execution, coroutine: Coroutine[Any, Any, R]
+) -> R:
+    task = asyncio.current_task()
+    assert task is not None
+    executions.attach_task(execution, task)
+    try:
+        return await _Interruptible(coroutine, execution)
+    except AsyncAbort:
+        # Leave the task failed with Abort rather than cancelled, so that
+        # the waiting worker thread sees the abort for what it is.
+        raise Abort(f"message {execution.message_id!r} was aborted") from None
+
+
+class _Interruptible(Generic[R]):
+    """Drives a coroutine, turning the cancellation of an aborted execution
+    into an :class:`AsyncAbort` thrown where the coroutine waits."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, R], execution: Execution) -> None:
+        self.coroutine = coroutine
+        self.execution = execution
+
+    def __await__(self) -> Generator[Any, Any, R]:
+        coroutine = self.coroutine
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                yielded = coroutine.send(sent) if thrown is None else coroutine.throw(thrown)
+            except StopIteration as stop:
+                result: R = stop.value
+                return result
+            sent, thrown = None, None
+            try:
+                sent = yield yielded
+            except asyncio.CancelledError as cancelled:
+                if self.execution.interrupted and not isinstance(cancelled, AsyncAbort):
+                    thrown = AsyncAbort(f"message {self.execution.message_id!r} was aborted")
+                else:
+                    thrown = cancelled
+            except BaseException as error:
+                thrown = error

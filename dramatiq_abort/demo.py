@@ -1,0 +1,193 @@
+"""``dramatiq-abort demo``: a worker in this process, one message aborted
+while it runs, one cancelled while queued, one asked to stop gracefully."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.results import ResultFailure, Results
+
+from .backend import EventBackend
+from .backends import StubBackend
+from .errors import Abort
+from .middleware import Abortable, abort, abort_requested
+from .requests import AbortMode
+
+#: How long the demo waits for any one step before it calls it a failure.
+STEP_TIMEOUT = 10.0
+
+
+@contextlib.contextmanager
+def _broker(redis_url: str | None) -> Iterator[tuple[dramatiq.Broker, EventBackend, str]]:
+    if redis_url is None:
+        from dramatiq.results.backends import StubBackend as StubResults
+
+        broker: dramatiq.Broker = StubBroker()
+        broker.add_middleware(Results(backend=StubResults()))
+        yield broker, StubBackend(), "StubBroker + StubBackend, in memory"
+        return
+
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.results.backends import RedisBackend as RedisResults
+
+    from .backends.redis import RedisBackend
+
+    namespace = f"dramatiq-abort-demo:{uuid.uuid4().hex}:"
+    broker = RedisBroker(url=redis_url, namespace=namespace + "broker")
+    broker.add_middleware(
+        Results(backend=RedisResults(url=redis_url, namespace=namespace + "results"))
+    )
+    backend = RedisBackend.from_url(redis_url, namespace=namespace)
+    try:
+        yield broker, backend, f"RedisBroker + RedisBackend, namespace {namespace!r}"
+    finally:
+        keys = list(backend.client.scan_iter(match=namespace + "*"))
+        if keys:
+            backend.client.delete(*keys)
+
+
+def _result(message: dramatiq.Message[Any]) -> str:
+    try:
+        return f"returned {message.get_result(block=True, timeout=int(STEP_TIMEOUT * 1000))!r}"
+    except ResultFailure as e:
+        return f"failed with {e.orig_exc_type}: {e.orig_exc_msg}"
+
+
+class _Report:
+    """The demo's printed report, and whether every step behaved."""
+
+    def __init__(self, out: TextIO | None) -> None:
+        self.out = out
+        self.ok = True
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def step(self, name: str, text: str, passed: bool = True) -> None:
+        self.ok = self.ok and passed
+        self.say(f"  {'ok  ' if passed else 'FAIL'} {name:<22} {text}")
+
+
+def run(redis_url: str | None = None, out: TextIO | None = None) -> bool:
+    """Run the demo, printing to ``out``; returns whether every step
+    behaved as documented."""
+    report = _Report(out)
+    # The worker logs each aborted message as skipped; the report says it better.
+    worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
+    level = worker_logger.level
+    worker_logger.setLevel(logging.ERROR)
+    try:
+        _run(redis_url, report)
+    finally:
+        worker_logger.setLevel(level)
+    report.say(
+        "all steps behaved as documented"
+        if report.ok
+        else "some steps did not behave as documented"
+    )
+    return report.ok
+
+
+def _run(redis_url: str | None, report: _Report) -> None:
+    with _broker(redis_url) as (broker, backend, description):
+        middleware = Abortable(backend=backend)
+        broker.add_middleware(middleware)
+        dramatiq.set_broker(broker)
+        report.say(f"dramatiq-abort demo ({description})")
+
+        started = threading.Event()
+        interrupted = threading.Event()
+        greeted = threading.Event()
+        progress = {"loops": 0, "grace_left": 0.0}
+
+        @dramatiq.actor(store_results=True, max_retries=3)
+        def crunch() -> int:
+            loops = 0
+            try:
+                started.set()
+                while True:
+                    loops += 1
+            except Abort:
+                interrupted.set()
+                progress["loops"] = loops
+                raise
+
+        @dramatiq.actor(store_results=True)
+        def greet(name: str) -> str:
+            greeted.set()
+            return f"hello {name}"
+
+        @dramatiq.actor(store_results=True)
+        def tidy() -> str:
+            started.set()
+            while (left := abort_requested()) is None:
+                time.sleep(0.001)
+            progress["grace_left"] = left
+            return "stopped cleanly"
+
+        worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+        worker.start()
+        try:
+            long_running = crunch.send()
+            queued = greet.send("world")
+            if not started.wait(STEP_TIMEOUT):
+                report.step("start crunch", "never started", False)
+                return
+            report.step("start crunch", f"running message {long_running.message_id}")
+
+            sent = time.perf_counter()
+            abort(queued.message_id, mode=AbortMode.CANCEL)
+            report.step(
+                "cancel queued greet", f"recorded in {(time.perf_counter() - sent) * 1000:.1f} ms"
+            )
+
+            sent = time.perf_counter()
+            abort(long_running.message_id)
+            landed = interrupted.wait(STEP_TIMEOUT)
+            latency = (time.perf_counter() - sent) * 1000
+            report.step(
+                "abort running crunch",
+                f"Abort raised in the actor {latency:.1f} ms after abort(), "
+                f"after {progress['loops']:,} loops"
+                if landed
+                else "Abort never arrived",
+                landed,
+            )
+            report.step(
+                "crunch result", _result(long_running), "MessageAborted" in _result(long_running)
+            )
+            greet_result = _result(queued)
+            report.step(
+                "greet result",
+                f"never ran; {greet_result}",
+                not greeted.is_set() and "MessageAborted" in greet_result,
+            )
+
+            started.clear()
+            graceful = tidy.send()
+            if not started.wait(STEP_TIMEOUT):
+                report.step("start tidy", "never started", False)
+                return
+            abort(graceful.message_id, abort_timeout=2000)
+            outcome = _result(graceful)
+            report.step(
+                "graceful abort tidy",
+                f"abort_requested() said {progress['grace_left']:.0f} ms left; {outcome}",
+                outcome == "returned 'stopped cleanly'",
+            )
+        finally:
+            worker.stop()
+            broker.close()
+
+
+def main(redis_url: str | None, out: TextIO | None = None) -> int:
+    """Exit status of ``dramatiq-abort demo``."""
+    return 0 if run(redis_url, out) else 1

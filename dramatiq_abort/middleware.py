@@ -1,0 +1,420 @@
+"""The Abortable middleware, and the functions that send and read abort requests."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Coroutine, Iterable
+from typing import Any, Callable, TypeVar
+
+import dramatiq
+import wrapt
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
+from dramatiq.middleware.threading import current_platform, supported_platforms
+from dramatiq.results import Results
+
+from . import coroutines
+from .backend import EventBackend
+from .delivery import Execution, Executions, Outcome
+from .errors import ActorOptionError, MessageAborted
+from .requests import (
+    AbortMode,
+    AbortRequests,
+    check_abort_timeout,
+    check_message_id,
+    check_milliseconds,
+    check_mode,
+    events_for,
+)
+from .watcher import Watcher
+
+__all__ = ["AbortMode", "Abortable", "abort", "abort_requested", "abortable_of"]
+
+R = TypeVar("R")
+M = TypeVar("M", bound=Middleware)
+
+#: How long a booting worker waits for its watcher to catch up before it
+#: starts taking messages anyway.
+BOOT_TIMEOUT = 10.0
+
+
+class _AbortableFunction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """An actor's function, run so that an abort never escapes the actor."""
+
+
+class Abortable(Middleware):
+    """Middleware that cancels aborted messages before they start and
+    interrupts them while they run.
+
+    Each worker process holds one push channel to the backend (one Redis
+    subscription with :class:`~dramatiq_abort.backends.RedisBackend`), so
+    an abort reaches a running message within milliseconds and starting
+    a message costs no round trip.
+
+    It adds the ``abortable`` actor and message option; the value given to
+    ``send_with_options`` wins over the actor's, which wins over this
+    middleware's default.
+
+    Note: a running message is interrupted by an exception set in its
+    thread, which is raised the next time the thread runs Python code: a
+    blocking system call finishes first.
+
+    :param backend: Where abort requests are recorded and pushed from.
+    :param abortable: Whether actors are abortable unless they say otherwise.
+    :param abort_ttl: Default milliseconds an abort request stays valid for
+        messages that have not started yet.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: EventBackend,
+        abortable: bool = True,
+        abort_ttl: int = 90_000,
+    ) -> None:
+        if not isinstance(backend, EventBackend):
+            raise TypeError(f"backend must be an EventBackend, not {backend!r}")
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.backend = backend
+        self.abortable = abortable
+        self.abort_ttl = check_milliseconds("abort_ttl", abort_ttl, positive=True)
+        self.requests = AbortRequests(self.logger)
+        self.executions = Executions(self.logger)
+        self._watcher: Watcher | None = None
+        self._workers = 0
+        self._boot_lock = threading.Lock()
+
+    @property
+    def actor_options(self) -> set[str]:
+        # Celery's: ``track_started`` records when messages start (a write
+        # per message, for the actors that ask); ``bind`` is honoured by
+        # actor classes that set ``binds_self``, such as compat.AbortableActor.
+        return {"abortable", "bind", "track_started"}
+
+    def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
+        """Whether ``message`` of ``actor`` may be aborted."""
+        abortable = message.options.get("abortable")
+        if abortable is None:
+            abortable = actor.options.get("abortable")
+        if abortable is None:
+            abortable = self.abortable
+        return bool(abortable)
+
+    def before_declare_actor(
+        self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
+    ) -> None:
+        if actor.options.get("bind") and not getattr(actor, "binds_self", False):
+            raise ActorOptionError(
+                f"actor {actor.actor_name!r} sets bind=True, but {type(actor).__name__} does not"
+                " pass itself to its function: declare it with actor_class=AbortableActor"
+                " (from compat)"
+            )
+
+    def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        if isinstance(actor.fn, _AbortableFunction):
+            return
+        # dramatiq runs an ``async def`` actor through a function that wraps it.
+        wrapped = getattr(actor.fn, "__wrapped__", None)
+        async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
+        actor.fn = _AbortableFunction(
+            actor.fn, functools.partial(self._run_actor, broker, async_fn)
+        )
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if current_platform not in supported_platforms:  # pragma: no cover
+            warnings.warn(
+                f"Abortable cannot interrupt threads on {current_platform}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.executions.time_limits = getattr(middleware_of(broker, TimeLimit), "manager", None)
+        shutdown = middleware_of(broker, ShutdownNotifications)
+        self.executions.shutdown_notices = getattr(shutdown, "manager", None)
+        self.executions.stopping = False
+        with self._boot_lock:
+            self._workers += 1
+            if self._watcher is None:
+                self._watcher = Watcher(
+                    self.backend,
+                    self.requests,
+                    self.executions,
+                    self.logger,
+                    abort_ttl=self.abort_ttl,
+                )
+                self._watcher.start()
+            watcher = self._watcher
+        if watcher.pushes and not watcher.connected.wait(BOOT_TIMEOUT):
+            self.logger.warning(
+                "The abort watcher has not reached its backend yet; messages start meanwhile."
+            )
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # ShutdownNotifications, earlier in the list, has just raised Shutdown
+        # in the threads that asked for it: no Abort may follow it there.
+        self.executions.stopping = True
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        with self._boot_lock:
+            self._workers -= 1
+            if self._workers > 0 or self._watcher is None:
+                return
+            watcher, self._watcher = self._watcher, None
+        watcher.stop(timeout=5)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        actor = broker.get_actor(message.actor_name)
+        if not self.is_abortable(actor, message):
+            return
+        watcher = self._watcher
+        request = (
+            watcher.request_for(message.message_id)
+            if watcher is not None
+            else self.requests.get(message.message_id)
+        )
+        if request is not None:
+            self._stopped(broker, message, Outcome.CANCELLED)
+        self.executions.begin(message)
+        if message.options.get("track_started", actor.options.get("track_started", False)):
+            self._record_outcome(message, Outcome.STARTED)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        execution = self._end(message)
+        if execution is not None and execution.request is not None:
+            outcome = Outcome.STOPPED if execution.noticed else Outcome.FINISHED
+            self._record_outcome(message, outcome)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._end(message)
+
+    def abort(
+        self,
+        message_id: str | dramatiq.Message[Any],
+        abort_ttl: int | None = None,
+        mode: AbortMode = AbortMode.ABORT,
+        abort_timeout: float = 0,
+    ) -> None:
+        """Send an abort request for ``message_id``; see :func:`abort`."""
+        self.abort_many([message_id], abort_ttl, mode, abort_timeout)
+
+    def abort_many(
+        self,
+        message_ids: Iterable[str | dramatiq.Message[Any]],
+        abort_ttl: int | None = None,
+        mode: AbortMode = AbortMode.ABORT,
+        abort_timeout: float = 0,
+    ) -> None:
+        """Send the same abort request for every id of ``message_ids`` in
+        one write. Every argument is checked before anything is sent.
+
+        Messages may be given instead of ids: the request then lives at least
+        until ``abort_ttl`` after the latest of their ETAs, so that a message
+        delayed for longer than the TTL is still cancelled.
+        """
+        if isinstance(message_ids, str):
+            raise TypeError(f"message_ids must be an iterable of ids, not the str {message_ids!r}")
+        given = list(message_ids)
+        ids = [
+            check_message_id(m.message_id if isinstance(m, dramatiq.Message) else m) for m in given
+        ]
+        mode = check_mode(mode)
+        ttl = (
+            self.abort_ttl
+            if abort_ttl is None
+            else check_milliseconds("abort_ttl", abort_ttl, positive=True)
+        )
+        etas = [m.options.get("eta", 0) for m in given if isinstance(m, dramatiq.Message)]
+        if etas:
+            ttl += max(0, int(max(etas) - time.time() * 1000))
+        timeout = check_abort_timeout(abort_timeout)
+        events = [event for message_id in ids for event in events_for(message_id, mode, timeout)]
+        if not events:
+            return
+        self.backend.notify(events, ttl=ttl)
+        # Read-your-writes in this process: once abort() returns, the
+        # messages running here see the request.
+        watcher = self._watcher
+        if watcher is not None and watcher.pushes:
+            watcher.catch_up()
+
+    def wait_outcome(self, message_id: str, timeout: float | None = None) -> Outcome | None:
+        """Wait up to ``timeout`` seconds for a worker to report what became
+        of ``message_id`` after an abort request reached it; ``None`` if no
+        worker did in time."""
+        outcome = self.backend.wait_outcome(
+            check_message_id(message_id), timeout, ignore={Outcome.STARTED.value}
+        )
+        return None if outcome is None else Outcome(outcome)
+
+    def outcome(self, message_id: str) -> Outcome | None:
+        """What workers last reported of ``message_id``, without waiting."""
+        outcome = self.backend.wait_outcome(check_message_id(message_id), 0)
+        return None if outcome is None else Outcome(outcome)
+
+    def get_abort_request(self, message_id: str | None = None) -> float | None:
+        """Milliseconds until ``message_id`` (default: the current message)
+        is interrupted, or ``None`` when no abort is requested."""
+        if message_id is None:
+            execution = self.executions.current()
+            if execution is None:
+                return None
+            request = execution.request or self.requests.get(execution.message_id)
+            if request is not None and request.interrupts:
+                execution.noticed = True
+        else:
+            request = self.requests.get(message_id)
+        if request is None or not request.interrupts:
+            return None
+        return max(0.0, (request.abort_at - time.monotonic()) * 1000)
+
+    def _run_actor(
+        self,
+        broker: dramatiq.Broker,
+        async_fn: Callable[..., Coroutine[Any, Any, R]] | None,
+        fn: Callable[..., R],
+        instance: Any,
+        args: Any,
+        kwargs: Any,
+    ) -> R | None:
+        execution = self.executions.current()
+        if execution is None or execution.state != Execution.STARTING:
+            # Called outside a worker, or by an actor running another one.
+            return fn(*args, **kwargs)
+        if async_fn is not None:
+            fn = coroutines.runner(self.executions, execution, async_fn)
+        result, stopped = self.executions.run(execution, self.requests, fn, args, kwargs)
+        if stopped is not None:
+            self._stopped(broker, execution.message, stopped)
+        return result
+
+    def _end(self, message: MessageProxy) -> Execution | None:
+        execution = self.executions.current()
+        if execution is None or execution.message_id != message.message_id:
+            return None
+        self.executions.end(execution)
+        return execution
+
+    def _stopped(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome) -> None:
+        """End ``message`` as ``outcome`` says: skipped, with its result (if
+        stored) a :class:`MessageAborted` failure."""
+        self.logger.info("Message %r was %s.", message.message_id, outcome.value)
+        error = MessageAborted(f"message {message.message_id!r} was {outcome.value}")
+        results = middleware_of(broker, Results)
+        if results is not None:
+            actor = broker.get_actor(message.actor_name)
+            store = message.options.get(
+                "store_results", actor.options.get("store_results", results.store_results)
+            )
+            if store:
+                ttl = message.options.get(
+                    "result_ttl", actor.options.get("result_ttl", results.result_ttl)
+                )
+                try:
+                    results.backend.store_exception(message, error, ttl)
+                except Exception:
+                    self.logger.exception(
+                        "Failed to store the result of aborted message %r.", message.message_id
+                    )
+                # Results stores None for skipped messages, which would hide the failure.
+                message.options["store_results"] = False
+        self._record_outcome(message, outcome)
+        raise error
+
+    def _record_outcome(self, message: MessageProxy, outcome: Outcome) -> None:
+        # Only messages an abort request reached get here: no cost per message.
+        try:
+            self.backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
+        except Exception:
+            self.logger.warning(
+                "Failed to record that message %r was %s.",
+                message.message_id,
+                outcome.value,
+                exc_info=True,
+            )
+
+
+_default: tuple[dramatiq.Broker, Abortable] | None = None
+
+
+def middleware_of(broker: dramatiq.Broker, kind: type[M]) -> M | None:
+    """The first middleware of ``kind`` on ``broker``, if it has one."""
+    return next((m for m in broker.middleware if isinstance(m, kind)), None)
+
+
+def abortable_of(broker: dramatiq.Broker) -> Abortable:
+    """The :class:`Abortable` middleware of ``broker``; ``RuntimeError`` if it has none."""
+    middleware = middleware_of(broker, Abortable)
+    if middleware is None:
+        raise RuntimeError(f"The broker {broker!r} has no Abortable middleware.")
+    return middleware
+
+
+def default_abortable() -> Abortable:
+    """The :class:`Abortable` of ``dramatiq.get_broker()``, looked up once per broker."""
+    global _default
+    broker = dramatiq.get_broker()
+    if _default is None or _default[0] is not broker:
+        _default = (broker, abortable_of(broker))
+    return _default[1]
+
+
+def abort(
+    message_id: str | dramatiq.Message[Any],
+    middleware: Abortable | None = None,
+    abort_ttl: int | None = None,
+    mode: AbortMode = AbortMode.ABORT,
+    abort_timeout: float = 0,
+) -> None:
+    """Abort a pending or running message given its ``message_id``.
+
+    The request is recorded in the backend before this returns: a message
+    that has not started by the time a worker learns of it never starts.
+
+    :param message_id: The ``message_id`` of the message, as returned by
+        ``actor.send`` or ``actor.send_with_options``, or that message itself:
+        then a request for a delayed message lives until ``abort_ttl`` after
+        its ETA.
+    :param middleware: The :class:`Abortable` to send through; ``None``
+        uses the one on ``dramatiq.get_broker()`` and raises
+        :class:`RuntimeError` when that broker has none.
+    :param abort_ttl: Milliseconds the request stays valid for a message
+        that has not started; ``None`` uses the middleware's ``abort_ttl``.
+    :param mode: ``AbortMode.CANCEL`` stops the message only if it has not
+        started; ``AbortMode.ABORT`` also interrupts it while it runs.
+    :param abort_timeout: With ``AbortMode.ABORT``, milliseconds a running
+        message is given to finish, during which :func:`abort_requested`
+        returns the time left, before it is interrupted. ``math.inf`` asks
+        it to stop and never interrupts it.
+    :raises TypeError, ValueError: on a bad argument; nothing is sent.
+    """
+    if middleware is None:
+        middleware = default_abortable()
+    middleware.abort(message_id, abort_ttl, mode, abort_timeout)
+
+
+def abort_requested(
+    message_id: str | None = None,
+    middleware: Abortable | None = None,
+) -> float | None:
+    """Milliseconds until the current message (or ``message_id``) is
+    interrupted, or ``None`` if no abort is requested.
+
+    A local lookup: no round trip, safe to call in a tight loop.
+
+    :param message_id: Ask about this message instead of the current one.
+    :param middleware: As in :func:`abort`.
+    """
+    if middleware is None:
+        middleware = default_abortable()
+    return middleware.get_abort_request(message_id)

@@ -1,0 +1,219 @@
+"""The watcher: the one thread per worker process that learns of abort
+requests and delivers them to the messages running here."""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import random
+import select
+import selectors
+import threading
+import time
+from collections.abc import Iterable
+
+from . import nogil
+from .backend import EventBackend, Subscription, TimedEvent
+from .delivery import Executions
+from .requests import AbortMode, AbortRequest, AbortRequests, event_key
+
+#: Longest wait between two attempts to reach a backend that fails.
+MAX_BACKOFF = 30.0
+#: How long a worker thread waits for events already on their way before
+#: it starts a message anyway.
+SYNC_TIMEOUT = 0.1
+#: How long a polling backend is asked to wait for an event, in ms.
+POLL_WAIT = 1000
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures in a row: exponential, jittered."""
+    return min(MAX_BACKOFF, 0.05 * 2.0 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+
+
+class Watcher(threading.Thread):
+    """Learns every abort request sent to the backend and interrupts the
+    messages of this process they target.
+
+    With a backend that pushes, the watcher holds one subscription and
+    sends no command while nothing is aborted; it catches up on recorded
+    requests each time it (re)connects. With a backend that can only be
+    polled, it waits on the keys of the messages running here.
+    """
+
+    def __init__(
+        self,
+        backend: EventBackend,
+        requests: AbortRequests,
+        executions: Executions,
+        logger: logging.Logger,
+        *,
+        abort_ttl: int,
+    ) -> None:
+        super().__init__(name="dramatiq-abort-watcher", daemon=True)
+        self.backend = backend
+        self.requests = requests
+        self.executions = executions
+        self.logger = logger
+        self.abort_ttl = abort_ttl
+        #: Set while the watcher is subscribed and caught up.
+        self.connected = threading.Event()
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._changed = threading.Condition()
+        self._receiving = False
+        self._subscription: Subscription | None = None
+        #: Whether the backend pushes events; if not, the watcher polls it.
+        self.pushes = type(backend).subscribe is not EventBackend.subscribe
+        #: Graceful aborts of running messages: (abort_at, message_id).
+        self._deadlines: list[tuple[float, str]] = []
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the watcher and release its subscription."""
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        self.join(timeout)
+        if not self.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def request_for(self, message_id: str) -> AbortRequest | None:
+        """The abort request in force for a message about to start.
+
+        With a push channel, first waits for the events already on their
+        way (see :meth:`catch_up`): an abort sent before a message is
+        fetched is never missed.
+        """
+        if not self.pushes:
+            event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
+            if event is not None:
+                self.requests.learn(
+                    TimedEvent(event, self.abort_ttl, self.abort_ttl), time.monotonic()
+                )
+            return self.requests.get(message_id)
+        self.catch_up()
+        return self.requests.get(message_id)
+
+    def catch_up(self) -> None:
+        """Wait (at most ``SYNC_TIMEOUT``) until the watcher has learned the
+        events already pushed to it. The common case costs one ``poll(2)``.
+        """
+        subscription = self._subscription
+        # Socket first: the watcher flags itself receiving before it drains
+        # the socket, so one of the two shows events that are on their way.
+        if subscription is None or not (self._in_flight(subscription) or self._receiving):
+            return
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        with self._changed:
+            while self._receiving or self._in_flight(subscription):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or subscription is not self._subscription:
+                    break
+                self._changed.wait(remaining)
+
+    def run(self) -> None:
+        if not self.pushes:
+            self._poll_forever()
+            return
+        failures = 0
+        while not self._stopping:
+            try:
+                subscription = self.backend.subscribe()
+                if subscription is None:
+                    raise RuntimeError(f"{self.backend!r}.subscribe() returned None")
+                try:
+                    self._subscription = subscription
+                    self._learn(subscription.recorded())
+                    if failures:
+                        self.logger.info("Abort watcher reconnected.")
+                    failures = 0
+                    self.connected.set()
+                    self._listen(subscription)
+                finally:
+                    self.connected.clear()
+                    self._subscription = None
+                    subscription.close()
+            except Exception:
+                failures += 1
+                delay = backoff(failures)
+                self.logger.warning(
+                    "Abort watcher lost its backend (attempt %d); retrying in %.2fs.",
+                    failures,
+                    delay,
+                    exc_info=True,
+                )
+                self._sleep(delay)
+
+    def _listen(self, subscription: Subscription) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(subscription.fileno(), selectors.EVENT_READ, "events")
+            selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+            while not self._stopping:
+                for key, _ in selector.select(self._until_next_deadline()):
+                    if key.data == "events":
+                        self._receive(subscription)
+                    else:
+                        self._drain_wake()
+                self._deliver_due()
+
+    def _receive(self, subscription: Subscription) -> None:
+        with self._changed:
+            self._receiving = True
+        try:
+            self._learn(subscription.receive())
+        finally:
+            with self._changed:
+                self._receiving = False
+                self._changed.notify_all()
+
+    def _poll_forever(self) -> None:
+        while not self._stopping:
+            try:
+                running = self.executions.running_ids()
+                if not running:
+                    self._sleep(POLL_WAIT / 1000)
+                    continue
+                keys = [event_key(message_id, AbortMode.ABORT) for message_id in running]
+                event = self.backend.wait_many(keys, POLL_WAIT)
+                if event is not None:
+                    self._learn([TimedEvent(event, self.abort_ttl, self.abort_ttl)])
+                self._deliver_due()
+            except Exception:
+                self.logger.warning("Abort watcher failed to poll its backend.", exc_info=True)
+                self._sleep(POLL_WAIT / 1000)
+
+    def _learn(self, events: Iterable[TimedEvent]) -> None:
+        now = time.monotonic()
+        for timed in events:
+            request = self.requests.learn(timed, now)
+            if request is not None and self.executions.deliver(request, now):
+                heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
+
+    def _deliver_due(self) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, message_id = heapq.heappop(self._deadlines)
+            self.executions.deliver_due(message_id, now)
+
+    def _until_next_deadline(self) -> float | None:
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0][0] - time.monotonic())
+
+    def _sleep(self, seconds: float) -> None:
+        if select.select([self._wake_r], [], [], seconds)[0]:
+            self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 64)
+
+    @staticmethod
+    def _in_flight(subscription: Subscription) -> bool:
+        try:
+            return nogil.readable(subscription.fileno())
+        except (OSError, ValueError):
+            return False

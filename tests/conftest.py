@@ -1,0 +1,206 @@
+"""Fixtures: brokers, backends and workers, each torn down after its test.
+
+Redis tests run against ``DRAMATIQ_ABORT_TEST_REDIS`` (default
+``redis://127.0.0.1:6379/15``), in a namespace of their own; they are
+skipped when no Redis answers, except under ``CI=true`` where that fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware.asyncio import AsyncIO
+from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend as RedisResultBackend
+from dramatiq.results.backends import StubBackend as StubResultBackend
+
+from dramatiq_abort import Abortable, EventBackend
+from dramatiq_abort.backends import RedisBackend, StubBackend
+
+REDIS_URL = os.environ.get("DRAMATIQ_ABORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        message = f"no Redis answers at {REDIS_URL} (set DRAMATIQ_ABORT_TEST_REDIS): {e}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"dramatiq-abort-test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def redis_client(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    keys = list(client.scan_iter(match=namespace + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["stub", "redis"])
+def event_backend(request: pytest.FixtureRequest) -> EventBackend:
+    """Each backend in turn: the in-memory one and Redis."""
+    if request.param == "stub":
+        return StubBackend()
+    client = request.getfixturevalue("redis_client")
+    return RedisBackend(client=client, namespace=request.getfixturevalue("namespace"))
+
+
+@pytest.fixture
+def stub_broker() -> Iterator[StubBroker]:
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    dramatiq.set_broker(broker)
+    yield broker
+    broker.flush_all()
+    broker.close()
+
+
+@pytest.fixture
+def abortable(stub_broker: StubBroker, event_backend: EventBackend) -> Abortable:
+    """An Abortable on a StubBroker with Results, over each event backend."""
+    stub_broker.add_middleware(Results(backend=StubResultBackend()))
+    middleware = Abortable(backend=event_backend)
+    stub_broker.add_middleware(middleware)
+    return middleware
+
+
+@pytest.fixture
+def worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def async_worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[dramatiq.Worker]:
+    stub_broker.add_middleware(AsyncIO())
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def redis_broker(redis_url: str, namespace: str) -> Iterator[RedisBroker]:
+    """A RedisBroker in the test's namespace, with Results and Abortable."""
+    broker = RedisBroker(url=redis_url, namespace=namespace + "broker")
+    broker.add_middleware(
+        Results(backend=RedisResultBackend(url=redis_url, namespace=namespace + "results"))
+    )
+    broker.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
+    broker.emit_after("process_boot")
+    dramatiq.set_broker(broker)
+    yield broker
+    client: Any = broker.client
+    keys = list(client.scan_iter(match=namespace + "*"))
+    if keys:
+        client.delete(*keys)
+    broker.close()
+
+
+@pytest.fixture
+def redis_worker(redis_broker: RedisBroker) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(redis_broker, worker_timeout=100, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free loopback port, that the
+    test may stop and start again."""
+
+    def __init__(self, directory: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.01)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Any) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not installed: tests that restart Redis need their own"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    for attempt in range(3):
+        server = PrivateRedis(str(tmp_path))
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            # The free port found may have been taken meanwhile: try another.
+            server.stop()
+            if attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,203 @@
+"""The event backend contract, for the in-memory and the Redis backend, and a
+user's own backend that only implements the three documented methods."""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections.abc import Iterable
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+
+from dramatiq_abort import Abortable, Event, EventBackend, abort
+from dramatiq_abort.backend import Subscription
+from dramatiq_abort.backends import RedisBackend, StubBackend
+
+from .support import WAIT, spin_until_aborted
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def wait_for_events(subscription: Subscription) -> list[Event]:
+    assert select.select([subscription.fileno()], [], [], WAIT)[0], "no event was pushed"
+    return [timed.event for timed in subscription.receive()]
+
+
+def test_poll_and_wait_many_see_notified_events_until_their_ttl(
+    event_backend: EventBackend,
+) -> None:
+    assert event_backend.poll("abort:m1") is None
+    event_backend.notify(
+        [Event("cancel:m1", {}), Event("abort:m1", {"abort_timeout": 5})], ttl=60_000
+    )
+    assert event_backend.poll("abort:m1") == Event("abort:m1", {"abort_timeout": 5})
+    assert event_backend.poll("abort:m1") == Event("abort:m1", {"abort_timeout": 5}), (
+        "poll is not destructive"
+    )
+    assert event_backend.wait_many(["abort:other", "cancel:m1"], 1000) == Event("cancel:m1", {})
+
+    event_backend.notify([Event("abort:short", {})], ttl=30)
+    deadline = time.monotonic() + WAIT
+    while event_backend.poll("abort:short") is not None:
+        assert time.monotonic() < deadline, "the event outlived its TTL"
+        time.sleep(0.01)
+
+
+def test_wait_many_wakes_on_a_later_notify_and_times_out(event_backend: EventBackend) -> None:
+    assert event_backend.wait_many(["abort:nothing"], 50) is None
+    timer = threading.Timer(0.05, event_backend.notify, ([Event("abort:later", {})], 60_000))
+    timer.start()
+    try:
+        assert event_backend.wait_many(["abort:later"], int(WAIT * 1000)) == Event(
+            "abort:later", {}
+        )
+    finally:
+        timer.cancel()
+
+
+def test_a_subscription_gets_every_event_pushed_and_catches_up_on_recorded_ones(
+    event_backend: EventBackend,
+) -> None:
+    event_backend.notify([Event("cancel:before", {})], ttl=60_000)
+    subscription = event_backend.subscribe()
+    assert subscription is not None
+    try:
+        recorded = {timed.event.key: timed for timed in subscription.recorded()}
+        assert set(recorded) == {"cancel:before"}
+        assert 0 < recorded["cancel:before"].ttl_left <= recorded["cancel:before"].ttl == 60_000
+
+        event_backend.notify(
+            [Event("cancel:after", {}), Event("abort:after", {"abort_timeout": 0})], ttl=1_000
+        )
+        assert wait_for_events(subscription) == [
+            Event("cancel:after", {}),
+            Event("abort:after", {"abort_timeout": 0}),
+        ]
+        assert subscription.receive() == []
+    finally:
+        subscription.close()
+        subscription.close()
+
+
+def test_ttl_must_be_positive(event_backend: EventBackend) -> None:
+    with pytest.raises(ValueError, match="ttl must be greater than 0, not 0"):
+        event_backend.notify([Event("abort:x", {})], ttl=0)
+
+
+def test_redis_namespaces_do_not_see_each_other(redis_client: redis.Redis, namespace: str) -> None:
+    ours = RedisBackend(client=redis_client, namespace=namespace + "a:")
+    theirs = RedisBackend(client=redis_client, namespace=namespace + "b:")
+    subscription = theirs.subscribe()
+    try:
+        ours.notify([Event("abort:shared-id", {})], ttl=60_000)
+        assert theirs.poll("abort:shared-id") is None
+        assert theirs.recorded() == []
+        assert not select.select([subscription.fileno()], [], [], 0.05)[0]
+    finally:
+        subscription.close()
+
+
+@pytest.mark.parametrize("message_id", ["a:b", "*", "with space", "ünïcødé-✓", "abort:nested"])
+def test_redis_keys_hold_any_message_id(
+    redis_client: redis.Redis, namespace: str, message_id: str
+) -> None:
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    backend.notify([Event(f"abort:{message_id}", {})], ttl=60_000)
+    assert backend.poll(f"abort:{message_id}") == Event(f"abort:{message_id}", {})
+    assert backend.poll("abort:*") is None or message_id == "*"
+    assert [timed.event.key for timed in backend.recorded()] == [f"abort:{message_id}"]
+
+
+def test_malformed_redis_payloads_are_skipped_with_a_warning(
+    redis_client: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    subscription = backend.subscribe()
+    try:
+        for junk in [
+            b"not json",
+            b"[1, 2]",
+            b'{"ttl": -1, "events": []}',
+            b'{"ttl": 5, "events": [[1, {}]]}',
+        ]:
+            redis_client.publish(backend.channel, junk)
+        redis_client.set(namespace + "abort:bad", b"\xff\xfe", px=60_000)
+        redis_client.zadd(backend.index_key, {namespace + "abort:bad": time.time() * 1000 + 60_000})
+        backend.notify([Event("abort:good", {})], ttl=60_000)
+        with caplog.at_level(logging.WARNING):
+            received: list[Event] = []
+            while not received:
+                received = wait_for_events(subscription)
+            assert received == [Event("abort:good", {})]
+            assert [timed.event.key for timed in backend.recorded()] == ["abort:good"]
+            assert backend.poll("abort:bad") is None
+        assert sum("malformed" in record.message for record in caplog.records) == 6
+    finally:
+        subscription.close()
+
+
+class PollOnlyBackend(EventBackend):
+    """A user's own backend: the three documented methods and nothing else."""
+
+    def __init__(self) -> None:
+        self.inner = StubBackend()
+
+    def notify(self, events: Iterable[Event], ttl: int) -> None:
+        self.inner.notify(events, ttl)
+
+    def poll(self, key: str) -> Event | None:
+        return self.inner.poll(key)
+
+    def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
+        return self.inner.wait_many(keys, timeout)
+
+
+def test_a_poll_only_backend_still_cancels_and_aborts(stub_broker: StubBroker) -> None:
+    stub_broker.add_middleware(Abortable(backend=PollOnlyBackend()))
+    started, interrupted = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @dramatiq.actor
+    def job(name: str) -> None:
+        ran.append(name)
+        spin_until_aborted(started.set, interrupted.set)
+
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    try:
+        queued = job.send_with_options(args=("queued",), delay=100)
+        abort(queued.message_id)
+        running = job.send("running")
+        assert started.wait(WAIT)
+        abort(running.message_id)
+        assert interrupted.wait(WAIT)
+        stub_broker.join(job.queue_name)
+        worker.join()
+        assert ran == ["running"]
+    finally:
+        worker.stop()
+
+
+def test_oversized_redis_payloads_are_refused_with_a_warning(
+    redis_client: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RedisBackend(client=redis_client, namespace=namespace, max_payload=1000)
+    subscription = backend.subscribe()
+    try:
+        redis_client.set(namespace + "abort:huge", b"x" * 2000, px=60_000)
+        with caplog.at_level(logging.WARNING):
+            assert backend.poll("abort:huge") is None
+            redis_client.publish(backend.channel, b"y" * 2000)
+            assert select.select([subscription.fileno()], [], [], WAIT)[0]
+            with pytest.raises(redis.ConnectionError, match="2000 bytes"):
+                subscription.receive()
+        assert sum("too large" in record.message for record in caplog.records) == 2
+    finally:
+        subscription.close()
+    with pytest.raises(ValueError, match="max_payload"):
+        RedisBackend(client=redis_client, namespace=namespace, max_payload=0)

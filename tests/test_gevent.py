@@ -1,0 +1,41 @@
+"""gevent workers: in a monkey-patched process of its own, an abort kills
+exactly the greenlet running the aborted message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gevent")
+pytestmark = pytest.mark.timeout(90)
+
+PROGRAM = Path(__file__).parent / "programs" / "gevent_worker.py"
+
+
+@pytest.fixture(params=["stub", "redis"])
+def backend_args(request: pytest.FixtureRequest) -> list[str]:
+    """The worker's event backend: in memory, or the test Redis in a namespace of its own."""
+    if request.param == "stub":
+        return []
+    request.getfixturevalue("redis_client")  # deletes the namespace's keys afterwards
+    return [request.getfixturevalue("redis_url"), request.getfixturevalue("namespace")]
+
+
+def test_an_abort_hits_exactly_the_greenlet_of_its_message(backend_args: list[str]) -> None:
+    finished = subprocess.run(
+        [sys.executable, str(PROGRAM), "300", *backend_args],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert report["all_started"]
+    assert report["aborted"] == [report["victim"]]
+    assert report["noticed"] == [report["polite"]]

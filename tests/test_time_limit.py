@@ -1,0 +1,145 @@
+"""An abort racing dramatiq's TimeLimit or a worker shutdown on one message:
+only one of them raises in it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware.shutdown import Shutdown
+from dramatiq.middleware.time_limit import TimeLimit, TimeLimitExceeded
+from dramatiq.results import ResultFailure
+
+from dramatiq_abort import Abort, Abortable, abort
+
+from .support import WAIT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def fast_time_limit(stub_broker: StubBroker) -> Iterator[None]:
+    """dramatiq's TimeLimit, checking every 10 ms instead of every second."""
+    index = next(i for i, m in enumerate(stub_broker.middleware) if isinstance(m, TimeLimit))
+    stub_broker.middleware[index] = TimeLimit(interval=10)
+    stub_broker.middleware[index].after_process_boot(stub_broker)
+    yield
+
+
+def spin(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def failure_type(message: dramatiq.Message[None]) -> str:
+    with pytest.raises(ResultFailure) as info:
+        message.get_result(block=True, timeout=int(WAIT * 1000))
+    return str(info.value.orig_exc_type)
+
+
+def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
+    fast_time_limit: None, stub_broker: StubBroker, worker: dramatiq.Worker, abortable: Abortable
+) -> None:
+    cleaning, proceed = threading.Event(), threading.Event()
+    raised_in_cleanup: list[str] = []
+
+    @dramatiq.actor(time_limit=100, max_retries=0, store_results=True)
+    def slow() -> None:
+        try:
+            spin(WAIT)
+        except TimeLimitExceeded:
+            cleaning.set()
+            try:
+                while not proceed.is_set():
+                    pass
+            except Abort:
+                raised_in_cleanup.append("Abort")
+            raise
+
+    message = slow.send()
+    assert cleaning.wait(WAIT)
+    abort(message.message_id)
+    deadline = time.monotonic() + WAIT
+    while (execution := abortable.executions._by_message.get(message.message_id)) is None or (
+        execution.request is None
+    ):
+        assert time.monotonic() < deadline, "the watcher never applied the abort"
+        time.sleep(0.001)
+    with abortable.executions._lock:
+        pass  # the watcher has decided whether to raise
+    proceed.set()
+    assert failure_type(message) == "TimeLimitExceeded"
+    assert raised_in_cleanup == []
+
+
+def test_a_time_limit_reached_after_an_abort_does_not_raise_into_the_cleanup(
+    fast_time_limit: None, stub_broker: StubBroker, worker: dramatiq.Worker
+) -> None:
+    started = threading.Event()
+    raised_in_cleanup: list[str] = []
+
+    @dramatiq.actor(time_limit=300, max_retries=0, store_results=True)
+    def slow() -> None:
+        try:
+            started.set()
+            spin(WAIT)
+        except Abort:
+            try:
+                spin(0.6)  # well past the time limit
+            except TimeLimitExceeded:
+                raised_in_cleanup.append("TimeLimitExceeded")
+            raise
+
+    message = slow.send()
+    assert started.wait(WAIT)
+    abort(message.message_id)
+    assert failure_type(message) == "MessageAborted"
+    assert raised_in_cleanup == []
+
+
+def test_a_shutdown_after_an_abort_does_not_raise_into_the_cleanup(
+    stub_broker: StubBroker, abortable: Abortable
+) -> None:
+    started, cleaning, notified = threading.Event(), threading.Event(), threading.Event()
+    raised_in_cleanup: list[str] = []
+
+    class Notified(dramatiq.Middleware):
+        # Added after ShutdownNotifications: it runs once Shutdown was raised.
+        def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+            notified.set()
+
+    stub_broker.add_middleware(Notified())
+
+    @dramatiq.actor(notify_shutdown=True, max_retries=0, store_results=True)
+    def slow() -> None:
+        try:
+            started.set()
+            spin(WAIT)
+        except Abort:
+            cleaning.set()
+            try:
+                deadline = time.monotonic() + WAIT
+                while not notified.is_set() and time.monotonic() < deadline:
+                    pass
+                spin(0.05)  # bytecode for a Shutdown set in this thread to land in
+            except Shutdown:
+                raised_in_cleanup.append("Shutdown")
+            raise
+
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    try:
+        message = slow.send()
+        assert started.wait(WAIT)
+        abort(message.message_id)
+        assert cleaning.wait(WAIT)
+    finally:
+        worker.stop()
+    assert notified.is_set()
+    assert failure_type(message) == "MessageAborted"
+    assert raised_in_cleanup == []

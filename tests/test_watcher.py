@@ -1,0 +1,131 @@
+"""The watcher against a Redis of the test's own: what it costs per message,
+catching up, and surviving the server going away."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+
+from dramatiq_abort import Abortable, AbortMode, abort
+from dramatiq_abort.backends import RedisBackend
+
+from .conftest import PrivateRedis
+from .support import WAIT, spin_until_aborted
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def commands_served(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")
+    return sum(int(value["calls"]) for name, value in stats.items() if name != "cmdstat_info")
+
+
+@pytest.fixture
+def backend(private_redis: PrivateRedis) -> Iterator[RedisBackend]:
+    backend = RedisBackend.from_url(private_redis.url, namespace="watcher-test:")
+    yield backend
+    backend.client.close()
+
+
+def start_worker(broker: StubBroker, middleware: Abortable) -> dramatiq.Worker:
+    broker.add_middleware(middleware)
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    return worker
+
+
+def test_processing_messages_sends_no_command_to_the_backend(
+    stub_broker: StubBroker, backend: RedisBackend, private_redis: PrivateRedis
+) -> None:
+    middleware = Abortable(backend=backend)
+    done = threading.Semaphore(0)
+
+    @dramatiq.actor
+    def noop() -> None:
+        done.release()
+
+    worker = start_worker(stub_broker, middleware)
+    observer = redis.Redis.from_url(private_redis.url)
+    try:
+        noop.send()
+        assert done.acquire(timeout=WAIT)
+        before = commands_served(observer)
+        for _ in range(100):
+            noop.send()
+        for _ in range(100):
+            assert done.acquire(timeout=WAIT)
+        assert commands_served(observer) == before
+        abort("someone-else")
+        assert commands_served(observer) > before, "the count would see a command"
+    finally:
+        worker.stop()
+        observer.close()
+
+
+def test_a_cancel_recorded_before_the_worker_boots_is_honoured(
+    stub_broker: StubBroker, backend: RedisBackend
+) -> None:
+    ran = threading.Event()
+
+    @dramatiq.actor
+    def late() -> None:
+        ran.set()
+
+    @dramatiq.actor
+    def marker() -> None:
+        pass
+
+    middleware = Abortable(backend=backend)
+    message = late.send()
+    middleware.abort(message.message_id, mode=AbortMode.CANCEL)
+    marker.send()
+    worker = start_worker(stub_broker, middleware)
+    try:
+        stub_broker.join(late.queue_name)
+        worker.join()
+        assert not ran.is_set()
+    finally:
+        worker.stop()
+
+
+def test_the_watcher_survives_redis_restarts_and_aborts_again_after(
+    stub_broker: StubBroker, backend: RedisBackend, private_redis: PrivateRedis
+) -> None:
+    middleware = Abortable(backend=backend)
+    started, interrupted = threading.Semaphore(0), threading.Semaphore(0)
+
+    @dramatiq.actor(max_retries=0)
+    def crunch() -> None:
+        spin_until_aborted(started.release, interrupted.release)
+
+    worker = start_worker(stub_broker, middleware)
+    watcher = middleware._watcher
+    assert watcher is not None and watcher.connected.is_set()
+    try:
+        for _ in range(2):
+            private_redis.stop()
+            deadline = time.monotonic() + WAIT
+            while watcher.connected.is_set():
+                assert time.monotonic() < deadline, "the watcher did not notice the server left"
+                time.sleep(0.01)
+            with pytest.raises(redis.ConnectionError):
+                abort("while-down")
+
+            message = crunch.send()
+            assert started.acquire(timeout=WAIT)
+            private_redis.start()
+            # Sent at once: depending on the backoff, the watcher learns it
+            # by catching up when it reconnects or through its subscription.
+            abort(message.message_id)
+            assert interrupted.acquire(timeout=WAIT)
+            assert watcher.connected.wait(WAIT)
+        assert watcher.is_alive()
+    finally:
+        worker.stop()
