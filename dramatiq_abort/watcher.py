@@ -85,17 +85,28 @@ class Watcher(threading.Thread):
 
         With a push channel, first waits for the events already on their
         way (see :meth:`catch_up`): an abort sent before a message is
-        fetched is never missed.
+        fetched is never missed. While the channel is down, asks the backend.
         """
-        if not self.pushes:
-            event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
-            if event is not None:
-                self.requests.learn(
-                    TimedEvent(event, self.abort_ttl, self.abort_ttl), time.monotonic()
-                )
-            return self.requests.get(message_id)
-        self.catch_up()
+        if self.pushes and self.connected.is_set():
+            self.catch_up()
+        else:
+            # No push channel, or it is down and the watcher catches up only
+            # once it reconnects: ask the backend.
+            self._poll_cancel(message_id)
         return self.requests.get(message_id)
+
+    def _poll_cancel(self, message_id: str) -> None:
+        try:
+            event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
+        except Exception:
+            self.logger.warning(
+                "Could not ask the backend whether message %r was aborted; it starts anyway.",
+                message_id,
+                exc_info=True,
+            )
+            return
+        if event is not None:
+            self.requests.learn(TimedEvent(event, self.abort_ttl, self.abort_ttl), time.monotonic())
 
     def catch_up(self) -> None:
         """Wait (at most ``SYNC_TIMEOUT``) until the watcher has learned the

@@ -137,7 +137,10 @@ class PrivateRedis:
     """A redis-server of the test's own, on a free loopback port, that the
     test may stop and start again."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *options: str) -> None:
+        """``options`` are extra ``redis-server`` arguments, such as
+        ``"--cluster-enabled", "yes"``."""
+        self.options = options
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -159,6 +162,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 self.directory,
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

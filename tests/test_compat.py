@@ -271,11 +271,10 @@ def test_groups_and_pipelines_abort_in_one_call(
         release.wait(WAIT)
         return tag
 
-    tasks = dramatiq.group(
-        [step.message_with_options(args=(f"g{i}",), delay=300) for i in range(3)]
-    )
+    tasks = dramatiq.group([step.message(f"g{i}") for i in range(3)])
     grouped = AbortableGroupResult(tasks)
-    tasks.run()
+    # Delayed, so that they are all still queued when revoked.
+    tasks.run(delay=1_000)
     grouped.revoke()
 
     chain = dramatiq.pipeline([step.message("p1"), step.message("p2"), step.message("p3")])

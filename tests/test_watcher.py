@@ -129,3 +129,59 @@ def test_the_watcher_survives_redis_restarts_and_aborts_again_after(
         assert watcher.is_alive()
     finally:
         worker.stop()
+
+
+class GatedBackend(RedisBackend):
+    """A RedisBackend whose push channel can be kept from reconnecting."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.subscriptions_allowed = threading.Event()
+        self.subscriptions_allowed.set()
+
+    def subscribe(self) -> Any:
+        if not self.subscriptions_allowed.is_set():
+            raise redis.ConnectionError("subscriptions are held back by the test")
+        return super().subscribe()
+
+
+def test_a_cancel_sent_while_the_watcher_reconnects_is_honoured(
+    stub_broker: StubBroker, private_redis: PrivateRedis
+) -> None:
+    backend = GatedBackend(
+        client=redis.Redis.from_url(private_redis.url), namespace="watcher-test:"
+    )
+    middleware = Abortable(backend=backend)
+    ran: list[str] = []
+
+    @dramatiq.actor
+    def job(name: str) -> None:
+        ran.append(name)
+
+    worker = start_worker(stub_broker, middleware)
+    watcher = middleware._watcher
+    observer = redis.Redis.from_url(private_redis.url)
+    try:
+        assert watcher is not None and watcher.connected.is_set()
+        backend.subscriptions_allowed.clear()
+        observer.client_kill_filter(_type="pubsub")
+        deadline = time.monotonic() + WAIT
+        while watcher.connected.is_set():
+            assert time.monotonic() < deadline, "the watcher did not notice it was cut off"
+            time.sleep(0.01)
+
+        cancelled = job.message("cancelled")
+        abort(cancelled.message_id, mode=AbortMode.CANCEL)
+        stub_broker.enqueue(cancelled)
+        job.send("kept")
+        stub_broker.join(job.queue_name)
+        worker.join()
+        assert ran == ["kept"]
+
+        backend.subscriptions_allowed.set()
+        assert watcher.connected.wait(WAIT)
+    finally:
+        backend.subscriptions_allowed.set()
+        worker.stop()
+        observer.close()
+        backend.client.close()
