@@ -137,10 +137,11 @@ class PrivateRedis:
     """A redis-server of the test's own, on a free loopback port, that the
     test may stop and start again."""
 
-    def __init__(self, directory: str, *options: str) -> None:
+    def __init__(self, directory: str, *options: str, config: str | None = None) -> None:
         """``options`` are extra ``redis-server`` arguments, such as
-        ``"--cluster-enabled", "yes"``."""
+        ``"--cluster-enabled", "yes"``; ``config`` a configuration file."""
         self.options = options
+        self.config = config
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -152,6 +153,7 @@ class PrivateRedis:
         self.process = subprocess.Popen(
             [
                 "redis-server",
+                *([self.config] if self.config else []),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -187,23 +189,33 @@ class PrivateRedis:
         self.process = None
 
 
-@pytest.fixture
-def private_redis(tmp_path: Any) -> Iterator[PrivateRedis]:
+def start_private_redis(
+    directory: str, *options: str, config: str | None = None
+) -> PrivateRedis:
+    """A started :class:`PrivateRedis`; skips the test when no
+    ``redis-server`` is installed, except under ``CI=true`` where that fails."""
     if shutil.which("redis-server") is None:
         message = "redis-server is not installed: tests that restart Redis need their own"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    for attempt in range(3):
-        server = PrivateRedis(str(tmp_path))
+    attempts_left = 3
+    while True:
+        server = PrivateRedis(directory, *options, config=config)
         try:
             server.start()
-            break
+            return server
         except RuntimeError:
             # The free port found may have been taken meanwhile: try another.
             server.stop()
-            if attempt == 2:
+            attempts_left -= 1
+            if not attempts_left:
                 raise
+
+
+@pytest.fixture
+def private_redis(tmp_path: Any) -> Iterator[PrivateRedis]:
+    server = start_private_redis(str(tmp_path))
     try:
         yield server
     finally:

@@ -126,8 +126,10 @@ def test_malformed_redis_payloads_are_skipped_with_a_warning(
             b'{"ttl": 5, "events": [[1, {}]]}',
         ]:
             redis_client.publish(backend.channel, junk)
-        redis_client.set(namespace + "abort:bad", b"\xff\xfe", px=60_000)
-        redis_client.zadd(backend.index_key, {namespace + "abort:bad": time.time() * 1000 + 60_000})
+        redis_client.set(backend.prefix + "abort:bad", b"\xff\xfe", px=60_000)
+        redis_client.zadd(
+            backend.index_key, {backend.prefix + "abort:bad": time.time() * 1000 + 60_000}
+        )
         backend.notify([Event("abort:good", {})], ttl=60_000)
         with caplog.at_level(logging.WARNING):
             received: list[Event] = []
@@ -189,7 +191,7 @@ def test_oversized_redis_payloads_are_refused_with_a_warning(
     backend = RedisBackend(client=redis_client, namespace=namespace, max_payload=1000)
     subscription = backend.subscribe()
     try:
-        redis_client.set(namespace + "abort:huge", b"x" * 2000, px=60_000)
+        redis_client.set(backend.prefix + "abort:huge", b"x" * 2000, px=60_000)
         with caplog.at_level(logging.WARNING):
             assert backend.poll("abort:huge") is None
             redis_client.publish(backend.channel, b"y" * 2000)

@@ -53,7 +53,7 @@ def test_abort_sends_each_id_in_the_mode_asked(
         assert backend.poll(f"abort:{message_id}") == Event(
             f"abort:{message_id}", {"abort_timeout": 250}
         )
-        assert 0 < redis_client.pttl(f"{namespace}abort:{message_id}") <= 5000
+        assert 0 < redis_client.pttl(f"{backend.prefix}abort:{message_id}") <= 5000
 
     assert (
         main(["abort", "id-3", "--mode", "cancel", "--redis", redis_url, "--namespace", namespace])

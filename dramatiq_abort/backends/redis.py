@@ -10,14 +10,22 @@ import ssl
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
 
 from .. import nogil
 from ..backend import Event, EventBackend, Subscription, TimedEvent
 from ..requests import check_milliseconds
 
 DEFAULT_NAMESPACE = "dramatiq:aborts:"
+#: Appended to a namespace without a hash tag, so that all of its keys fall
+#: in one slot of a Redis Cluster, as its Lua scripts require.
+HASH_TAG = "{aborts}:"
+#: Most events recorded and published by one script call: a larger batch
+#: is sent in chunks, so that no call blocks Redis for long.
+CHUNK_SIZE = 1000
 #: Larger than any notification this package sends in one call (about 70
 #: bytes an id), small enough that a hostile one cannot exhaust memory.
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
@@ -44,6 +52,11 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return #KEYS - 1
 """
 
+_RECORD_OUTCOME = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
+"""
+
 # Every recorded event still valid: key, stored value and milliseconds left.
 _RECORDED = """
 local clock = redis.call('TIME')
@@ -66,17 +79,43 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _hash_tag(key: str) -> str:
+    """The part of ``key`` that Redis Cluster hashes to pick its slot, when
+    that is not the whole key."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else ""
+
+
+def _split_cluster_flag(url: str) -> tuple[str, bool]:
+    """``url`` without its ``cluster`` query parameter, and that parameter."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [value.lower() for name, value in query if name == "cluster"]
+    if not flags:
+        return url, False
+    if flags[-1] not in ("true", "yes", "1", "false", "no", "0"):
+        # Not the URL itself: it may hold a password.
+        raise ValueError(f"cluster must be true or false in a Redis URL, not {flags[-1]!r}")
+    rest = urlencode([(name, value) for name, value in query if name != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), flags[-1] in ("true", "yes", "1")
+
+
 class RedisBackend(EventBackend):
-    """An event backend for Redis.
+    """An event backend for Redis, Redis Sentinel or Redis Cluster.
 
-    Each event is a key ``namespace + event.key`` holding its parameters
-    for its TTL; ``namespace + "index"`` indexes them by expiry, and every
-    notification is published on ``namespace + "events"``. Workers
-    subscribe once per process and issue no command while nothing is aborted.
+    Every key and channel starts with ``namespace``, followed by a hash
+    tag (``{aborts}:``) unless the namespace has one: all of them are in one
+    slot of a cluster. Each event is a key ``prefix + event.key`` holding
+    its parameters for its TTL; ``prefix + "index"`` indexes them by expiry,
+    and every notification is published on ``prefix + "events"``. Workers
+    subscribe once per process, on the node that holds the keys, and issue
+    no command while nothing is aborted.
 
-    :param client: The redis-py client; defaults to one for
-        ``redis://localhost:6379/0``.
-    :param namespace: Prefix of every key and of the channel. Applications
+    :param client: The redis-py client: a ``redis.Redis`` (one from a
+        Sentinel's ``master_for()`` too) or a ``redis.cluster.RedisCluster``.
+        Defaults to one for ``redis://localhost:6379/0``.
+    :param namespace: Prefix of every key and of the channels. Applications
         that share a Redis but not their messages use different namespaces.
     :param max_payload: Largest notification or record, in bytes, that is
         read; a larger one is refused with a warning.
@@ -91,46 +130,70 @@ class RedisBackend(EventBackend):
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty str, not {namespace!r}")
+        prefix = namespace if _hash_tag(namespace) else namespace + HASH_TAG
+        if not _hash_tag(prefix):
+            raise ValueError(f"namespace {namespace!r} holds an empty hash tag '{{}}'")
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload <= 0:
             raise ValueError(f"max_payload must be a positive number of bytes, not {max_payload!r}")
         self.max_payload = max_payload
         self.client: Any = client if client is not None else redis.Redis()
         self.namespace = namespace
-        self.index_key = namespace + "index"
-        self.channel = namespace + "events"
-        self.outcomes_channel = namespace + "outcomes"
+        #: What every key and channel name starts with.
+        self.prefix = prefix
+        self.index_key = prefix + "index"
+        self.channel = prefix + "events"
+        self.outcomes_channel = prefix + "outcomes"
         self._notify = self.client.register_script(_NOTIFY)
         self._recorded = self.client.register_script(_RECORDED)
+        self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
 
     @classmethod
     def from_url(cls, url: str, *args: Any, **kwargs: Any) -> RedisBackend:
         """Build the backend on a client for ``url`` (``redis://``, ``rediss://``
-        or ``unix://``). Extra arguments go to the constructor."""
-        return cls(*args, client=redis.Redis.from_url(url), **kwargs)
+        or ``unix://``). With ``cluster=true`` in its query string
+        (``redis://node:7000/0?cluster=true``) the client is a
+        ``RedisCluster`` that discovers the cluster from that node. Extra
+        arguments go to the constructor."""
+        url, cluster = _split_cluster_flag(url)
+        client = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+        return cls(*args, client=client, **kwargs)
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
         events = list(events)
-        if not events:
-            return
+        chunks = [events[i : i + CHUNK_SIZE] for i in range(0, len(events), CHUNK_SIZE)]
+        if len(chunks) == 1 or isinstance(self.client, RedisCluster):
+            # A cluster client cannot pipeline scripts.
+            for chunk in chunks:
+                self._notify_chunk(chunk, ttl, self.client)
+        elif chunks:
+            with self.client.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    self._notify_chunk(chunk, ttl, pipe)
+                pipe.execute()
+        if chunks:
+            # Redis may answer the script before it writes the pushes to the
+            # subscribers; once a second command to the same node is
+            # answered, they are out. So when this returns, every worker's
+            # socket has the events.
+            self.client.exists(self.index_key)
+
+    def _notify_chunk(self, events: list[Event], ttl: int, client: Any) -> None:
         stored = [json.dumps({"ttl": ttl, "params": params}) for _, params in events]
         pushed = json.dumps({"ttl": ttl, "events": [[key, params] for key, params in events]})
         self._notify(
-            keys=[self.index_key, *(self.namespace + key for key, _ in events)],
+            keys=[self.index_key, *(self.prefix + key for key, _ in events)],
             args=[ttl, self.channel, pushed, *stored],
+            client=client,
         )
-        # Redis may answer the script before it writes the pushes to the
-        # subscribers; once a second command is answered, they are out. So
-        # when this returns, every worker's socket has the events.
-        self.client.ping()
 
     def poll(self, key: str) -> Event | None:
-        decoded = self._decode_record(key, self.client.get(self.namespace + key))
+        decoded = self._decode_record(key, self.client.get(self.prefix + key))
         return None if decoded is None else decoded[0]
 
     def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
         wanted = set(keys)
-        with _Channel(self.client, self.channel, self.max_payload) as channel:
+        with self.listen(self.channel) as channel:
             # Subscribed first, so an event signaled while looking is pushed.
             for key in wanted:
                 event = self.poll(key)
@@ -143,19 +206,19 @@ class RedisBackend(EventBackend):
         return None
 
     def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
-        with self.client.pipeline() as pipe:
-            pipe.set(self.namespace + "outcome:" + message_id, outcome, px=ttl)
-            pipe.publish(self.outcomes_channel, json.dumps([message_id, outcome]))
-            pipe.execute()
+        self._record_outcome(
+            keys=[self.prefix + "outcome:" + message_id],
+            args=[outcome, ttl, self.outcomes_channel, json.dumps([message_id, outcome])],
+        )
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
     ) -> str | None:
-        key = self.namespace + "outcome:" + message_id
+        key = self.prefix + "outcome:" + message_id
         if timeout is not None and timeout <= 0:
             recorded = self.client.get(key)
             return None if recorded is None or _text(recorded) in ignore else _text(recorded)
-        with _Channel(self.client, self.outcomes_channel, self.max_payload) as channel:
+        with self.listen(self.outcomes_channel) as channel:
             # Subscribed first, so an outcome recorded while looking is pushed.
             recorded = self.client.get(key)
             if recorded is not None and _text(recorded) not in ignore:
@@ -173,12 +236,20 @@ class RedisBackend(EventBackend):
     def subscribe(self) -> RedisSubscription:
         return RedisSubscription(self)
 
+    def listen(self, channel: str) -> _Channel:
+        """A new connection subscribed to ``channel`` on the node that holds
+        this backend's keys, where its scripts publish."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            client = client.get_redis_connection(client.get_node_from_key(self.index_key))
+        return _Channel(client, channel, self.max_payload)
+
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
         found = self._recorded(keys=[self.index_key])
         events = []
         for i in range(0, len(found), 3):
-            key = _text(found[i])[len(self.namespace) :]
+            key = _text(found[i])[len(self.prefix) :]
             decoded = self._decode_record(key, found[i + 1])
             if decoded is not None:
                 event, ttl = decoded
@@ -226,7 +297,7 @@ class RedisSubscription(Subscription):
 
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
-        self._channel = _Channel(backend.client, backend.channel, backend.max_payload)
+        self._channel = backend.listen(backend.channel)
 
     def fileno(self) -> int:
         return self._channel.fileno()

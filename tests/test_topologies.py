@@ -1,0 +1,206 @@
+"""RedisBackend on the Redis deployments users grow into: a Redis Cluster
+of three masters and a Sentinel-managed Redis, each started for the test."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
+
+from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_requested
+from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.backends.redis import CHUNK_SIZE
+
+from .conftest import PrivateRedis, start_private_redis
+from .support import WAIT, spin_until_aborted
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_until(condition: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not callable(condition) or not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PrivateRedis]]:
+    """Three masters, no replica, every slot assigned; shared by the tests
+    of this module, which keep to namespaces of their own."""
+    nodes: list[PrivateRedis] = []
+    try:
+        for _ in range(3):
+            directory = tmp_path_factory.mktemp("cluster-node")
+            nodes.append(
+                start_private_redis(
+                    str(directory), "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"
+                )
+            )
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+        def ready() -> bool:
+            for node in nodes:
+                with redis.Redis(port=node.port) as client:
+                    info = client.cluster("info")
+                    state = info.get("cluster_state") if isinstance(info, dict) else None
+                    if state != "ok" or len(client.cluster("nodes")) != 3:
+                        return False
+            return True
+
+        wait_until(ready, "the cluster is formed")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def start_worker(broker: StubBroker, middleware: Abortable) -> dramatiq.Worker:
+    broker.add_middleware(middleware)
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    return worker
+
+
+def test_a_cluster_backend_records_and_pushes_without_crossslot_errors(
+    cluster: list[PrivateRedis],
+) -> None:
+    client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    backend = RedisBackend(client=client, namespace="cluster-test:records:")
+    subscription = backend.subscribe()
+    try:
+        # Ids whose own hash tags name other slots, and more than one chunk.
+        ids = ["{a}", "{b}x", "plain", *(f"m{i}" for i in range(CHUNK_SIZE + 10))]
+        middleware = Abortable(backend=backend)
+        middleware.abort_many(ids, mode=AbortMode.CANCEL)
+        recorded = {timed.event.key for timed in backend.recorded()}
+        assert recorded == {f"cancel:{message_id}" for message_id in ids}
+        assert backend.poll("cancel:{a}") is not None
+
+        pushed: set[str] = set()
+        deadline = time.monotonic() + WAIT
+        while len(pushed) < len(ids) and time.monotonic() < deadline:
+            pushed.update(timed.event.key for timed in subscription.receive())
+        assert pushed == recorded
+
+        backend.record_outcome("{a}", Outcome.CANCELLED.value, ttl=60_000)
+        assert middleware.wait_outcome("{a}", WAIT) is Outcome.CANCELLED
+    finally:
+        subscription.close()
+        client.close()
+
+
+def test_workers_on_a_cluster_url_abort_and_cancel(
+    stub_broker: StubBroker, cluster: list[PrivateRedis]
+) -> None:
+    url = f"redis://127.0.0.1:{cluster[1].port}/0?cluster=true"
+    backend = RedisBackend.from_url(url, namespace="cluster-test:workers:")
+    assert isinstance(backend.client, RedisCluster)
+    middleware = Abortable(backend=backend)
+    started, interrupted = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @dramatiq.actor(max_retries=0)
+    def crunch() -> None:
+        spin_until_aborted(started.set, interrupted.set)
+
+    @dramatiq.actor
+    def job(name: str) -> None:
+        ran.append(name)
+
+    reached, proceed = threading.Event(), threading.Event()
+    seen: list[float | None] = []
+
+    @dramatiq.actor
+    def checks_once() -> None:
+        reached.set()
+        assert proceed.wait(WAIT)
+        seen.append(abort_requested())
+
+    worker = start_worker(stub_broker, middleware)
+    try:
+        # The subscription is on the node that runs the scripts: once
+        # abort() returns, this process's messages see the request.
+        polite = checks_once.send()
+        assert reached.wait(WAIT)
+        abort(polite.message_id, abort_timeout=math.inf)
+        proceed.set()
+
+        running = crunch.send()
+        assert started.wait(WAIT)
+        abort(running.message_id)
+        assert interrupted.wait(WAIT)
+        assert middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
+
+        cancelled = job.message("cancelled")
+        abort(cancelled.message_id, mode=AbortMode.CANCEL)
+        stub_broker.enqueue(cancelled)
+        job.send("kept")
+        stub_broker.join(job.queue_name)
+        worker.join()
+        assert ran == ["kept"]
+        assert seen == [math.inf]
+    finally:
+        worker.stop()
+        backend.client.close()
+
+
+@pytest.mark.parametrize("flag", ["maybe", ""])
+def test_a_bad_cluster_flag_is_refused_without_echoing_the_url(flag: str) -> None:
+    with pytest.raises(ValueError, match="cluster must be true or false") as info:
+        RedisBackend.from_url(f"redis://user:hunter2@127.0.0.1:1/0?cluster={flag}")
+    assert "hunter2" not in str(info.value)
+
+
+def test_the_client_of_a_sentinel_is_accepted(
+    stub_broker: StubBroker, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    config = tmp_path / "sentinel.conf"
+    config.write_text(f"sentinel monitor primary 127.0.0.1 {private_redis.port} 1\n")
+    sentinel_server = start_private_redis(str(tmp_path), "--sentinel", config=str(config))
+    sentinel = Sentinel([("127.0.0.1", sentinel_server.port)], socket_timeout=2)
+
+    def primary_known() -> bool:
+        try:
+            address: tuple[str, int] = sentinel.discover_master("primary")
+            return address == ("127.0.0.1", private_redis.port)
+        except redis.RedisError:
+            return False
+
+    started, interrupted = threading.Event(), threading.Event()
+
+    @dramatiq.actor(max_retries=0)
+    def crunch() -> None:
+        spin_until_aborted(started.set, interrupted.set)
+
+    worker = None
+    try:
+        wait_until(primary_known, "the sentinel knows the primary")
+        middleware = Abortable(
+            backend=RedisBackend(client=sentinel.master_for("primary"), namespace="sentinel-test:")
+        )
+        worker = start_worker(stub_broker, middleware)
+        message = crunch.send()
+        assert started.wait(WAIT)
+        abort(message.message_id)
+        assert interrupted.wait(WAIT)
+    finally:
+        if worker is not None:
+            worker.stop()
+        sentinel_server.stop()
