@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
-from typing import Callable
+import uuid
+from pathlib import Path
+from typing import Any, Callable
 
-from dramatiq_abort import Abort
+import dramatiq
+import pytest
+import redis
+
+from dramatiq_abort import Abort, Abortable
+from dramatiq_abort.backends import RedisBackend
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0
+ROOT = Path(__file__).resolve().parent.parent
+RABBITMQ_URL = os.environ.get("DRAMATIQ_ABORT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 
 
 def spin_until_aborted(started: Callable[[], object], interrupted: Callable[[], object]) -> None:
@@ -22,3 +38,167 @@ def spin_until_aborted(started: Callable[[], object], interrupted: Callable[[], 
     except Abort:
         interrupted()
         raise
+
+
+def wait_until(condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``WAIT`` seconds."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def require_rabbitmq() -> None:
+    """Skip the test when no RabbitMQ answers, except under ``CI=true``
+    where that fails."""
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).close()
+    except Exception as e:
+        message = f"no RabbitMQ answers at {RABBITMQ_URL} (set DRAMATIQ_ABORT_TEST_RABBITMQ): {e}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class App:
+    """``dramatiq`` commands serving tests/programs/cli_app.py, and the
+    test's own view of their broker, abort backend and reports.
+
+    The first command starts at once; :meth:`start_workers` starts more on
+    the same queue. Reports, and the RedisBroker, live on ``redis_url``;
+    the abort backend on ``abort_redis_url`` (by default the same). ``env``
+    adds to the commands' environment, such as ``dramatiq_queue_prefetch``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        redis_url: str,
+        namespace: str,
+        *,
+        processes: int = 2,
+        threads: int = 2,
+        abort_redis_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.redis_url = redis_url
+        self.abort_redis_url = abort_redis_url or redis_url
+        self.namespace = namespace
+        self.queue = f"abort_test_{uuid.uuid4().hex[:12]}"
+        settings = {
+            "APP_BROKER": kind,
+            "APP_REDIS_URL": redis_url,
+            "APP_ABORT_REDIS_URL": self.abort_redis_url,
+            "APP_RABBITMQ_URL": RABBITMQ_URL,
+            "APP_NAMESPACE": namespace,
+            "APP_QUEUE": self.queue,
+        }
+        # The same application, imported here to send messages, with no
+        # setting left over from an earlier test's.
+        for name in [name for name in os.environ if name.startswith("APP_")]:
+            del os.environ[name]
+        os.environ.update(settings)
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+        import tests.programs.cli_app as app
+
+        self.app = importlib.reload(app)
+        self.reports = redis.Redis.from_url(redis_url)
+        self.middleware = Abortable(
+            backend=RedisBackend.from_url(self.abort_redis_url, namespace=namespace)
+        )
+        self.commands: list[subprocess.Popen[bytes]] = []
+        self.process = self.start_workers(processes, threads)
+
+    def start_workers(self, processes: int, threads: int) -> subprocess.Popen[bytes]:
+        """One more ``dramatiq`` command on the queue, in a process group of its own."""
+        command = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "tests.programs.cli_app",
+                "-p",
+                str(processes),
+                "-t",
+                str(threads),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.commands.append(command)
+        return command
+
+    def send(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
+        token = uuid.uuid4().hex
+        return token, self.app.work.send_with_options(args=(token, mode), **options)
+
+    def report(self, token: str, timeout: float = WAIT) -> str | None:
+        """The next thing the worker processes reported of ``token``."""
+        reported = self.report_and_pid(token, timeout)
+        return None if reported is None else reported[0]
+
+    def report_and_pid(self, token: str, timeout: float = WAIT) -> tuple[str, int] | None:
+        """The next thing reported of ``token``, and the pid of the worker
+        process that reported it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # Short blocks: redis-py's reads time out after a few seconds.
+            left = min(deadline - time.monotonic(), 2)
+            popped = (
+                self.reports.blpop([f"{self.namespace}report:{token}"], left)
+                if left > 0
+                else self.reports.lpop(f"{self.namespace}report:{token}")
+            )
+            if popped is not None:
+                event, pid = json.loads(popped[1] if isinstance(popped, list) else popped)
+                return str(event), int(pid)
+            if left <= 0:
+                return None
+
+    def abort_from_another_process(self, message_id: str, *extra: str) -> None:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dramatiq_abort.cli",
+                "abort",
+                message_id,
+                "--redis",
+                self.abort_redis_url,
+                "--namespace",
+                self.namespace,
+                *extra,
+            ],
+            check=True,
+            timeout=WAIT * 3,
+            cwd=ROOT,
+        )
+
+    def close(self) -> None:
+        for command in self.commands:
+            stop_process_group(command)
+        broker = self.app.broker
+        if hasattr(broker, "channel"):
+            for name in (self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"):
+                broker.channel.queue_delete(name)
+        broker.close()
+        self.reports.close()
+        self.middleware.backend.client.close()  # type: ignore[attr-defined]
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process``, leader of a process group, and every process of
+    its group: SIGTERM, then SIGKILL if they linger."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(WAIT * 3)
+    # Also when the leader is gone already: none of its children may outlive it.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -36,17 +36,10 @@ from compat import (
 from dramatiq_abort import Abort, Abortable, abort, abort_requested
 from dramatiq_abort.backends import StubBackend
 
-from .support import WAIT, spin_until_aborted
+from .support import WAIT, spin_until_aborted, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 logger = logging.getLogger(__name__)
-
-
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
 
 
 def test_the_celery_documentation_example_runs_with_imports_and_decorator_changed(

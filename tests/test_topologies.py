@@ -22,16 +22,9 @@ from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.backends.redis import CHUNK_SIZE
 
 from .conftest import PrivateRedis, start_private_redis
-from .support import WAIT, spin_until_aborted
+from .support import WAIT, spin_until_aborted, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_until(condition: object, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not callable(condition) or not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +62,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PrivateRe
     finally:
         for node in nodes:
             node.stop()
-
-
-def start_worker(broker: StubBroker, middleware: Abortable) -> dramatiq.Worker:
-    broker.add_middleware(middleware)
-    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
-    worker.start()
-    return worker
 
 
 def test_a_cluster_backend_records_and_pushes_without_crossslot_errors(

@@ -17,7 +17,7 @@ from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
 
 from .conftest import PrivateRedis
-from .support import WAIT, spin_until_aborted
+from .support import WAIT, spin_until_aborted, start_worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,13 +32,6 @@ def backend(private_redis: PrivateRedis) -> Iterator[RedisBackend]:
     backend = RedisBackend.from_url(private_redis.url, namespace="watcher-test:")
     yield backend
     backend.client.close()
-
-
-def start_worker(broker: StubBroker, middleware: Abortable) -> dramatiq.Worker:
-    broker.add_middleware(middleware)
-    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
-    worker.start()
-    return worker
 
 
 def test_processing_messages_sends_no_command_to_the_backend(
