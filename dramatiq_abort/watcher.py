@@ -26,6 +26,8 @@ MAX_BACKOFF = 30.0
 SYNC_TIMEOUT = 0.1
 #: How long a polling backend is asked to wait for an event, in ms.
 POLL_WAIT = 1000
+#: Seconds between two warnings that the backend could not be polled.
+POLL_WARNING_INTERVAL = 10
 
 
 def backoff(failures: int) -> float:
@@ -66,6 +68,7 @@ class Watcher(threading.Thread):
         self._changed = threading.Condition()
         self._receiving = False
         self._subscription: Subscription | None = None
+        self._poll_warnings_muted_until = 0.0
         #: Whether the backend pushes events; if not, the watcher polls it.
         self.pushes = type(backend).subscribe is not EventBackend.subscribe
         #: Graceful aborts of running messages: (abort_at, message_id).
@@ -98,12 +101,19 @@ class Watcher(threading.Thread):
     def _poll_cancel(self, message_id: str) -> None:
         try:
             event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
-        except Exception:
-            self.logger.warning(
-                "Could not ask the backend whether message %r was aborted; it starts anyway.",
-                message_id,
-                exc_info=True,
-            )
+        except Exception as e:
+            # Once per message would flood the log while the backend is down.
+            now = time.monotonic()
+            if now >= self._poll_warnings_muted_until:
+                self._poll_warnings_muted_until = now + POLL_WARNING_INTERVAL
+                self.logger.warning(
+                    "Could not ask the backend whether message %r was aborted; it starts "
+                    "anyway (%s: %s). Further failures are not logged for %d s.",
+                    message_id,
+                    type(e).__name__,
+                    e,
+                    POLL_WARNING_INTERVAL,
+                )
             return
         if event is not None:
             self.requests.learn(TimedEvent(event, self.abort_ttl, self.abort_ttl), time.monotonic())
