@@ -3,6 +3,7 @@ catching up, and surviving the server going away."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
 
 from .conftest import PrivateRedis
-from .support import WAIT, spin_until_aborted, start_worker
+from .support import WAIT, spin_until_aborted, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -178,3 +179,35 @@ def test_a_cancel_sent_while_the_watcher_reconnects_is_honoured(
         worker.stop()
         observer.close()
         backend.client.close()
+
+
+def test_messages_run_while_the_backend_is_unreachable_and_the_log_says_so_once(
+    stub_broker: StubBroker,
+    backend: RedisBackend,
+    private_redis: PrivateRedis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    middleware = Abortable(backend=backend)
+    ran: list[int] = []
+
+    @dramatiq.actor
+    def job(number: int) -> None:
+        ran.append(number)
+
+    worker = start_worker(stub_broker, middleware)
+    watcher = middleware._watcher
+    try:
+        assert watcher is not None and watcher.connected.is_set()
+        private_redis.stop()
+        wait_until(lambda: not watcher.connected.is_set(), "the watcher notices")
+        with caplog.at_level(logging.WARNING, logger=middleware.logger.name):
+            for number in range(20):
+                job.send(number)
+            stub_broker.join(job.queue_name)
+            worker.join()
+        assert sorted(ran) == list(range(20))
+        unpolled = [r for r in caplog.records if "Could not ask the backend" in r.getMessage()]
+        assert len(unpolled) == 1
+        assert "ConnectionError" in unpolled[0].getMessage()
+    finally:
+        worker.stop()
