@@ -4,10 +4,14 @@ for operators."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from .requests import AbortMode
+
+#: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
+REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +29,14 @@ def _parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser("abort", help="send abort requests for message ids")
     send.add_argument("message_ids", metavar="ID", nargs="+", help="message ids to abort")
-    send.add_argument("--redis", metavar="URL", required=True, help="Redis the workers listen to")
+    send.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get(REDIS_URL_VARIABLE),
+        required=REDIS_URL_VARIABLE not in os.environ,
+        help=f"Redis the workers listen to (default: ${REDIS_URL_VARIABLE}, which keeps a "
+        "password out of the process list)",
+    )
     send.add_argument("--namespace", default="dramatiq:aborts:", help="the backend's key namespace")
     send.add_argument(
         "--mode",
@@ -48,6 +59,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.redis is None:
+        return _run(args)
+    # Imported only now: Redis is an optional extra, which the in-memory
+    # demo does without.
+    import redis
+
+    try:
+        return _run(args)
+    except redis.RedisError as e:
+        # The client's words name the host and port, never the password that
+        # the URL may hold; a traceback would say no more to an operator.
+        print(f"dramatiq-abort: Redis error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import main as demo
 

@@ -46,6 +46,10 @@ def _broker(redis_url: str | None) -> Iterator[tuple[dramatiq.Broker, EventBacke
         Results(backend=RedisResults(url=redis_url, namespace=namespace + "results"))
     )
     backend = RedisBackend.from_url(redis_url, namespace=namespace)
+    # A Redis that cannot be reached (or refuses these credentials) fails
+    # here, with the client's error, rather than after the worker has waited
+    # for a watcher that cannot connect and the messages could not be sent.
+    backend.client.ping()
     try:
         yield broker, backend, f"RedisBroker + RedisBackend, namespace {namespace!r}"
     finally:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -169,18 +169,26 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.01)
-            finally:
-                client.close()
+        try:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError(
+                            f"redis-server did not start on port {self.port}"
+                        ) from None
+                    time.sleep(0.01)
+                finally:
+                    client.close()
+        except BaseException:
+            # Whatever stopped the wait (a test's timeout too), the server
+            # must not outlive the test.
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -190,10 +198,14 @@ class PrivateRedis:
 
 
 def start_private_redis(
-    directory: str, *options: str, config: str | None = None
+    directory: str,
+    *options: str,
+    config: str | None = None,
+    server_class: Callable[..., PrivateRedis] = PrivateRedis,
 ) -> PrivateRedis:
-    """A started :class:`PrivateRedis`; skips the test when no
-    ``redis-server`` is installed, except under ``CI=true`` where that fails."""
+    """A started :class:`PrivateRedis` (or ``server_class``, called as it
+    is); skips the test when no ``redis-server`` is installed, except under
+    ``CI=true`` where that fails."""
     if shutil.which("redis-server") is None:
         message = "redis-server is not installed: tests that restart Redis need their own"
         if os.environ.get("CI") == "true":
@@ -201,13 +213,12 @@ def start_private_redis(
         pytest.skip(message)
     attempts_left = 3
     while True:
-        server = PrivateRedis(directory, *options, config=config)
+        server = server_class(directory, *options, config=config)
         try:
             server.start()
             return server
         except RuntimeError:
             # The free port found may have been taken meanwhile: try another.
-            server.stop()
             attempts_left -= 1
             if not attempts_left:
                 raise

@@ -11,7 +11,7 @@ import redis
 
 from dramatiq_abort import Event
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.cli import main
+from dramatiq_abort.cli import REDIS_URL_VARIABLE, main
 from dramatiq_abort.demo import run
 
 pytestmark = pytest.mark.timeout(60)
@@ -83,8 +83,20 @@ def test_abort_rejects_bad_values_and_sends_nothing(
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
 
 
-def test_abort_requires_a_redis_url(capsys: pytest.CaptureFixture[str]) -> None:
+def test_abort_requires_a_redis_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(REDIS_URL_VARIABLE, raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["abort", "some-id"])
     assert exit_info.value.code == 2
     assert "--redis" in capsys.readouterr().err
+
+
+def test_abort_takes_the_redis_url_from_the_environment(
+    redis_url: str, redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(REDIS_URL_VARIABLE, redis_url)
+    assert main(["abort", "id-from-env", "--namespace", namespace]) == 0
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    assert backend.poll("abort:id-from-env") is not None
