@@ -107,6 +107,10 @@ class AbortRequests:
         self._by_message: dict[str, AbortRequest] = {}
         self._expiries: list[tuple[float, str]] = []
 
+    def __len__(self) -> int:
+        """How many requests are held, expired ones not forgotten yet included."""
+        return len(self._by_message)
+
     def get(self, message_id: str) -> AbortRequest | None:
         """The request in force for ``message_id``, if any."""
         request = self._by_message.get(message_id)
@@ -150,6 +154,16 @@ class AbortRequests:
             heapq.heappush(self._expiries, (request.expires_at, message_id))
             self._forget_expired(now)
         return request
+
+    def next_expiry(self) -> float | None:
+        """``time.monotonic()`` at which the next request expires, if any."""
+        with self._lock:
+            return self._expiries[0][0] if self._expiries else None
+
+    def forget_expired(self, now: float) -> None:
+        """Drop the requests expired by ``now`` (``time.monotonic()``)."""
+        with self._lock:
+            self._forget_expired(now)
 
     def _forget_expired(self, now: float) -> None:
         expiries = self._expiries

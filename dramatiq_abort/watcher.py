@@ -26,6 +26,8 @@ MAX_BACKOFF = 30.0
 SYNC_TIMEOUT = 0.1
 #: How long a polling backend is asked to wait for an event, in ms.
 POLL_WAIT = 1000
+#: Seconds the watcher lets expired requests wait before it forgets them.
+FORGET_DELAY = 1.0
 #: Seconds between two warnings that the backend could not be polled.
 POLL_WARNING_INTERVAL = 10
 
@@ -179,6 +181,7 @@ class Watcher(threading.Thread):
                     else:
                         self._drain_wake()
                 self._deliver_due()
+                self.requests.forget_expired(time.monotonic())
 
     def _receive(self, subscription: Subscription) -> None:
         with self._changed:
@@ -192,6 +195,7 @@ class Watcher(threading.Thread):
 
     def _poll_forever(self) -> None:
         while not self._stopping:
+            self.requests.forget_expired(time.monotonic())
             try:
                 running = self.executions.running_ids()
                 if not running:
@@ -220,9 +224,19 @@ class Watcher(threading.Thread):
             self.executions.deliver_due(message_id, now)
 
     def _until_next_deadline(self) -> float | None:
-        if not self._deadlines:
+        """Seconds until the watcher has something to do without an event:
+        a grace that runs out, or requests to forget."""
+        moments = []
+        if self._deadlines:
+            moments.append(self._deadlines[0][0])
+        expiry = self.requests.next_expiry()
+        if expiry is not None:
+            # Late on purpose, so that requests expiring together are
+            # forgotten in one wake-up.
+            moments.append(expiry + FORGET_DELAY)
+        if not moments:
             return None
-        return max(0.0, self._deadlines[0][0] - time.monotonic())
+        return max(0.0, min(moments) - time.monotonic())
 
     def _sleep(self, seconds: float) -> None:
         if select.select([self._wake_r], [], [], seconds)[0]:

@@ -17,7 +17,7 @@ from dramatiq.results import ResultFailure
 from dramatiq_abort import Abort, Abortable, AbortMode, Outcome, abort, abort_requested
 from dramatiq_abort.delivery import Execution
 
-from .support import WAIT, spin_until_aborted
+from .support import WAIT, spin_until_aborted, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -341,6 +341,14 @@ def test_once_abort_returns_the_messages_running_in_this_process_see_it(
         abort(message.message_id, abort_timeout=math.inf)
         proceed.set()
         assert message.get_result(block=True, timeout=int(WAIT * 1000)) == math.inf
+
+
+def test_a_worker_forgets_expired_requests_without_waiting_for_another(
+    stub_broker: StubBroker, worker: dramatiq.Worker, abortable: Abortable
+) -> None:
+    abortable.abort_many([f"gone-{i}" for i in range(50)], abort_ttl=50)
+    assert len(abortable.requests) == 50
+    wait_until(lambda: len(abortable.requests) == 0, "the expired requests are forgotten")
 
 
 def test_workers_report_what_became_of_aborted_messages(
