@@ -48,6 +48,14 @@ def wait_until(condition: Callable[[], object], what: str) -> None:
         time.sleep(0.02)
 
 
+def start_worker(broker: dramatiq.Broker, middleware: Abortable) -> dramatiq.Worker:
+    """A started two-thread Worker on ``broker``, with ``middleware`` added."""
+    broker.add_middleware(middleware)
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    return worker
+
+
 def require_rabbitmq() -> None:
     """Skip the test when no RabbitMQ answers, except under ``CI=true``
     where that fails."""
@@ -105,9 +113,8 @@ class App:
 
         self.app = importlib.reload(app)
         self.reports = redis.Redis.from_url(redis_url)
-        self.middleware = Abortable(
-            backend=RedisBackend.from_url(self.abort_redis_url, namespace=namespace)
-        )
+        self.backend = RedisBackend.from_url(self.abort_redis_url, namespace=namespace)
+        self.middleware = Abortable(backend=self.backend)
         self.commands: list[subprocess.Popen[bytes]] = []
         self.process = self.start_workers(processes, threads)
 
@@ -146,19 +153,13 @@ class App:
         """The next thing reported of ``token``, and the pid of the worker
         process that reported it."""
         deadline = time.monotonic() + timeout
-        while True:
+        while (left := deadline - time.monotonic()) > 0:
             # Short blocks: redis-py's reads time out after a few seconds.
-            left = min(deadline - time.monotonic(), 2)
-            popped = (
-                self.reports.blpop([f"{self.namespace}report:{token}"], left)
-                if left > 0
-                else self.reports.lpop(f"{self.namespace}report:{token}")
-            )
+            popped = self.reports.blpop([f"{self.namespace}report:{token}"], min(left, 2))
             if popped is not None:
-                event, pid = json.loads(popped[1] if isinstance(popped, list) else popped)
+                event, pid = json.loads(popped[1])
                 return str(event), int(pid)
-            if left <= 0:
-                return None
+        return None
 
     def abort_from_another_process(self, message_id: str, *extra: str) -> None:
         subprocess.run(
@@ -188,7 +189,7 @@ class App:
                 broker.channel.queue_delete(name)
         broker.close()
         self.reports.close()
-        self.middleware.backend.client.close()  # type: ignore[attr-defined]
+        self.backend.client.close()
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

@@ -1,5 +1,6 @@
-"""The application that tests/test_processes.py runs under the ``dramatiq``
-command: its broker and namespaces come from the environment."""
+"""The application that tests/test_processes.py and tests/test_faults.py run
+under the ``dramatiq`` command: its broker, abort backend and namespaces come
+from the environment."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dramatiq_abort import Abort, Abortable, abort_requested
 from dramatiq_abort.backends import RedisBackend
 
 REDIS_URL = os.environ["APP_REDIS_URL"]
+#: The Redis of the abort backend; by default the one of the reports.
+ABORT_REDIS_URL = os.environ.get("APP_ABORT_REDIS_URL", REDIS_URL)
 NAMESPACE = os.environ["APP_NAMESPACE"]
 QUEUE = os.environ["APP_QUEUE"]
 
@@ -23,8 +26,19 @@ broker: dramatiq.Broker
 if os.environ.get("APP_BROKER") == "rabbitmq":
     broker = RabbitmqBroker(url=os.environ["APP_RABBITMQ_URL"])
 else:
-    broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE + "broker")
-broker.add_middleware(Abortable(backend=RedisBackend.from_url(REDIS_URL, namespace=NAMESPACE)))
+    options = {}
+    if "APP_HEARTBEAT_TIMEOUT" in os.environ:
+        # The messages of a dead worker are requeued once its heartbeat is
+        # this many ms old, by the next maintenance: with these, the next
+        # fetch. A test then sees them requeued in seconds, not minutes.
+        options = {
+            "heartbeat_timeout": int(os.environ["APP_HEARTBEAT_TIMEOUT"]),
+            "maintenance_chance": 1_000_000,
+        }
+    broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE + "broker", **options)
+broker.add_middleware(
+    Abortable(backend=RedisBackend.from_url(ABORT_REDIS_URL, namespace=NAMESPACE))
+)
 dramatiq.set_broker(broker)
 
 _reports = redis.Redis.from_url(REDIS_URL)
@@ -38,14 +52,20 @@ def report(token: str, event: str) -> None:
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def work(token: str, mode: str) -> None:
     """``quick`` returns at once; ``spin`` computes until aborted; ``polite``
-    returns once told that an abort is requested."""
-    report(token, "started")
-    deadline = time.monotonic() + 30
+    returns once told that an abort is requested; ``stubborn`` reports that
+    it was told, then computes on until aborted."""
     try:
+        # Inside: an abort sent as soon as the test sees "started" may land
+        # before this call returns.
+        report(token, "started")
+        deadline = time.monotonic() + 30
+        noticed = False
         while mode != "quick" and time.monotonic() < deadline:
-            if mode == "polite" and abort_requested() is not None:
+            if mode in ("polite", "stubborn") and not noticed and abort_requested() is not None:
                 report(token, "noticed")
-                return
+                if mode == "polite":
+                    return
+                noticed = True
     except Abort:
         report(token, "aborted")
         raise
