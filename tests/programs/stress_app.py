@@ -1,0 +1,256 @@
+"""The application that tests/test_stress_processes.py runs under the
+``dramatiq`` command, configured from the environment.
+
+Each worker process records what became of every message it handles, one
+line per message, in memory; a background thread pushes the lines to Redis
+in batches (one pipelined write every ``FLUSH_INTERVAL``) together with a
+snapshot of the sizes of the process's Abortable tables.
+
+Run as ``python -m tests.programs.stress_app``, it is instead the aborter of
+a third process: it reads ``<seq> <mode> <id> [<id> ...]`` lines, sends each
+as one ``abort_many`` call, and writes ``R <seq> <called> <returned> <error>``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from redis.typing import EncodableT, FieldT
+
+from dramatiq_abort import Abort, Abortable, AbortMode
+from dramatiq_abort.backends import RedisBackend
+
+REDIS_URL = os.environ["STRESS_REDIS_URL"]
+#: Everything the run makes starts with it.
+NAMESPACE = os.environ["STRESS_NAMESPACE"]
+ABORT_TTL = int(os.environ["STRESS_ABORT_TTL"])
+QUEUE = "stress"
+ACTOR = "stress_work"
+
+#: Where the abort backend, the broker and the records keep their keys: the
+#: test checks that nothing is left under the first once the TTLs are over.
+ABORTS_NAMESPACE = NAMESPACE + "aborts:"
+BROKER_NAMESPACE = NAMESPACE + "broker"
+RECORDS = NAMESPACE + "records:"
+#: One line per message: ``index how began synced started ended interrupted finished pid``.
+LOG_KEY = RECORDS + "log"
+#: Holders push their index here as their body starts, for the test to abort them.
+HELD_KEY = RECORDS + "held"
+#: A hash per worker process, by pid: its latest snapshot.
+STATS_KEY = RECORDS + "stats:"
+
+
+def told_key(index: int) -> str:
+    """Where the test tells holder ``index`` that its cancel was sent."""
+    return f"{RECORDS}told:{index}"
+
+
+# What a body does (its second argument; the third is milliseconds).
+QUICK = "quick"
+SPIN = "spin"  # pure Python for a few ms: holds the GIL
+SLEEP = "sleep"  # time.sleep for a few ms: releases it
+HOLD_ABORT = "hold-abort"  # runs until its Abort comes, at most HOLD_BOUND
+HOLD_CANCEL = "hold-cancel"  # runs until told its cancel was sent, then a little more
+
+#: How long a holder waits for its abort, or for being told of its cancel:
+#: far beyond any abort's latency, so a holder reaching it lost its abort.
+HOLD_BOUND = 10.0
+#: How long a cancel holder goes on once told: time for an Abort wrongly
+#: delivered by the cancel to land in it.
+AFTER_CANCEL = 0.02
+FLUSH_INTERVAL = 0.02
+STATS_INTERVAL = 0.1
+
+broker = RedisBroker(url=REDIS_URL, namespace=BROKER_NAMESPACE)
+abortable = Abortable(
+    backend=RedisBackend.from_url(REDIS_URL, namespace=ABORTS_NAMESPACE), abort_ttl=ABORT_TTL
+)
+broker.add_middleware(abortable)
+dramatiq.set_broker(broker)
+
+_client = redis.Redis.from_url(REDIS_URL)
+
+
+class _Current(threading.local):
+    """What the calling worker thread saw of the message it processes:
+    ``time.monotonic()`` of each step, 0 for a step not reached."""
+
+    index = -1
+    began = synced = started = ended = interrupted = 0.0
+
+
+_current = _Current()
+
+
+class Recorder:
+    """Lines to push to Redis, and the thread that pushes them with the
+    process's snapshots."""
+
+    def __init__(self) -> None:
+        # Appended to by worker threads, drained by the flusher: deque's
+        # append and popleft are atomic, so no line is lost between them.
+        self.lines: collections.deque[str] = collections.deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="stress-recorder", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush(with_stats=True)
+
+    def _run(self) -> None:
+        next_stats = 0.0
+        while not self._stop.wait(FLUSH_INTERVAL):
+            now = time.monotonic()
+            with_stats = now >= next_stats
+            if with_stats:
+                next_stats = now + STATS_INTERVAL
+            try:
+                self.flush(with_stats)
+            except redis.RedisError as e:
+                # The test sees the lines missing and says so; keep trying.
+                print(f"stress recorder could not write to Redis: {e!r}", file=sys.stderr)
+
+    def flush(self, with_stats: bool) -> None:
+        lines = []
+        while self.lines:
+            lines.append(self.lines.popleft())
+        pipe = _client.pipeline(transaction=False)
+        if lines:
+            pipe.rpush(LOG_KEY, *lines)
+        if with_stats:
+            pipe.hset(f"{STATS_KEY}{os.getpid()}", mapping=snapshot())
+        pipe.execute()
+
+
+def snapshot() -> dict[FieldT, EncodableT]:
+    """The sizes of this process's Abortable tables now."""
+    watcher = abortable._watcher
+    return {
+        "at": repr(time.monotonic()),
+        "requests": len(abortable.requests._by_message),
+        "expiries": len(abortable.requests._expiries),
+        "executions": len(abortable.executions._by_message),
+        "deadlines": len(watcher._deadlines) if watcher is not None else 0,
+    }
+
+
+recorder = Recorder()
+
+
+class BeganProbe(Middleware):
+    """Just before Abortable's check: notes when processing began. Its after
+    hooks run after Abortable's: it writes the message's line last."""
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        recorder.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        recorder.stop()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        current = _current
+        current.index = message.args[0] if message.actor_name == ACTOR else -1
+        current.began = time.monotonic()
+        current.synced = current.started = current.ended = current.interrupted = 0.0
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        how = "processed" if exception is None else f"failed:{type(exception).__name__}"
+        self._record(message, how)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._record(message, "skipped")
+
+    def _record(self, message: MessageProxy, how: str) -> None:
+        current = _current
+        if message.actor_name != ACTOR or current.index != message.args[0]:
+            return
+        recorder.lines.append(
+            f"{current.index} {how} {current.began!r} {current.synced!r} {current.started!r} "
+            f"{current.ended!r} {current.interrupted!r} {time.monotonic()!r} {os.getpid()}"
+        )
+        current.index = -1
+
+
+class SyncedProbe(Middleware):
+    """Just after Abortable's check: notes when it let the message go on."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        _current.synced = time.monotonic()
+
+
+broker.add_middleware(BeganProbe(), before=Abortable)
+broker.add_middleware(SyncedProbe(), after=Abortable)
+
+
+@dramatiq.actor(actor_name=ACTOR, queue_name=QUEUE, max_retries=0)
+def stress_work(index: int, kind: str, millis: float) -> None:
+    """Run as ``kind`` says, noting when the body started, ended, or was
+    interrupted."""
+    current = _current
+    current.started = started = time.monotonic()
+    try:
+        if kind == SPIN:
+            deadline = started + millis / 1000
+            while time.monotonic() < deadline:
+                pass
+        elif kind == SLEEP:
+            time.sleep(millis / 1000)
+        elif kind == HOLD_ABORT:
+            _client.rpush(HELD_KEY, index)
+            deadline = started + HOLD_BOUND
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+        elif kind == HOLD_CANCEL:
+            _client.rpush(HELD_KEY, index)
+            _client.blpop([told_key(index)], HOLD_BOUND)
+            deadline = time.monotonic() + AFTER_CANCEL
+            while time.monotonic() < deadline:
+                pass
+    except Abort:
+        current.interrupted = time.monotonic()
+        raise
+    current.ended = time.monotonic()
+
+
+def aborter_main() -> int:
+    """The aborter of a third process; see the module's docstring."""
+    print("READY", flush=True)
+    for line in sys.stdin:
+        seq, mode, *message_ids = line.split()
+        called = time.monotonic()
+        error = "-"
+        try:
+            abortable.abort_many(message_ids, mode=AbortMode(mode))
+        except Exception as e:
+            error = type(e).__name__
+        returned = time.monotonic()
+        print(f"R {seq} {called!r} {returned!r} {error}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(aborter_main())

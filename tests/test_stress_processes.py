@@ -1,0 +1,879 @@
+"""Stress across processes: tens of thousands of short messages on real
+``dramatiq`` worker processes (tests/programs/stress_app.py), a random
+subset aborted at random moments, from this process and from a third one.
+
+Every worker process writes one line per message it handles (when it began
+processing it, when Abortable let it go on, when its body started, ended or
+caught ``Abort``, and whether dramatiq processed or skipped it) and, every
+0.1 s, the sizes of its Abortable tables; the test reads its RSS in /proc.
+Times are ``time.monotonic()``, which all processes of the machine share,
+so they order events across processes. The test then checks:
+
+* no wrong-message abort: a message never aborted is processed, its body
+  runs to its end and never sees ``Abort``; ``Abort`` is never raised before
+  its abort was sent, nor for a cancel;
+* no lost abort: a message whose abort returned before its worker began
+  processing it never runs its body; a "holder", whose body runs until its
+  ``ABORT`` comes, is interrupted (the test aborts it only once it saw it
+  start); a holder that is only cancelled while it runs (and told so, so
+  that it goes on a little afterwards) ends normally;
+* every message is accounted for exactly once: processed or skipped, never
+  lost, never handled twice, never failed;
+* once the TTLs are over, no key is left in the abort backend's namespace;
+* flat memory: each worker process's RSS grows by less than
+  ``RSS_GROWTH_MIB`` between a quarter of the messages and the end, the
+  running-message table only ever holds running messages, and the request
+  table holds no request expired for longer than the watcher's
+  ``FORGET_DELAY`` (plus ``SLACK``), and none once they all expired.
+
+``STRESS_SCALE`` multiplies the number of messages (default 1: 20,000);
+``STRESS_SEED`` fixes the plan of a run (its timings still vary).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import dramatiq
+import pytest
+import redis
+
+from dramatiq_abort import Abortable, AbortMode
+from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.watcher import FORGET_DELAY, SYNC_TIMEOUT
+
+from .support import ROOT, stop_process_group
+
+# About 25 s on an idle 2-core machine; room for a loaded one.
+pytestmark = pytest.mark.timeout(150)
+
+SCALE = float(os.environ.get("STRESS_SCALE", "1"))
+SEED = os.environ.get("STRESS_SEED")
+MESSAGES = max(2000, int(20_000 * SCALE))
+PROCESSES = 2
+THREADS = 4
+#: Milliseconds an abort request lives: short, so that the keys are
+#: checked soon after the run, long enough for any message's wait in the queue.
+ABORT_TTL = 3000
+#: Messages sent and not accounted for yet, at most: a backlog for aborts to
+#: find queued, small enough that they also find some running.
+WINDOW = 300
+#: Chance, after each message sent, that some recent messages are aborted.
+RANDOM_ABORT_RATE = 0.1
+#: How long the test waits for any one thing; only a broken run waits that long.
+WAIT = 30.0
+#: Allowance for the time from an abort call to its workers learning of it.
+SLACK = 1.0
+#: Measured here, a worker process's RSS grows by 0.1-0.4 MiB between a
+#: quarter of the run and its end. Keeping as little as 1 KiB per message
+#: (less than a message's proxy and options weigh) adds ~7.5 MiB over the
+#: last three quarters of a process's 10,000 messages.
+RSS_GROWTH_MIB = 4
+#: How long past the moment it is due something may take to show: a key's
+#: expiry (Redis expires keys lazily and in a background cycle), a table's
+#: cleanup (seen through snapshots taken every 0.1 s).
+MARGIN = 5.0
+
+NEVER = "never"
+PRE = "pre"  # abort() returned before the message was even sent
+RANDOM = "random"  # at a random moment: queued, starting, running or done
+HELD = "held"  # once its body (a holder's) was seen running
+TEST = "test"  # sent from this process
+THIRD = "third"  # sent from the third process
+
+
+@dataclass
+class Plan:
+    index: int
+    kind: str
+    millis: float
+    message: dramatiq.Message[Any]
+    #: For PRE and HELD aborts, decided in advance.
+    when: str = NEVER
+    mode: AbortMode | None = None
+    source: str = TEST
+
+
+class SentAbort(NamedTuple):
+    when: str
+    mode: AbortMode
+    source: str
+    #: time.monotonic() just before the abort call, and once it returned.
+    called: float
+    returned: float
+    error: str
+
+
+class Line(NamedTuple):
+    """What a worker process recorded of one message; 0.0 for a step it
+    did not reach."""
+
+    how: str
+    began: float
+    synced: float
+    started: float
+    ended: float
+    interrupted: float
+    finished: float
+    pid: int
+
+    @classmethod
+    def parse(cls, text: str) -> tuple[int, Line]:
+        index, how, *times, pid = text.split()
+        began, synced, started, ended, interrupted, finished = map(float, times)
+        return int(index), cls(how, began, synced, started, ended, interrupted, finished, int(pid))
+
+
+class Snapshot(NamedTuple):
+    """The sizes of a worker process's Abortable tables at one moment."""
+
+    at: float
+    #: Requests in force (AbortRequests), and their expiry heap.
+    requests: int
+    expiries: int
+    #: Messages running (Executions), and graceful aborts due (the watcher's).
+    executions: int
+    deadlines: int
+
+    def sizes(self) -> tuple[int, int, int, int]:
+        return self.requests, self.expiries, self.executions, self.deadlines
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def holds_nothing(snapshot: Snapshot) -> bool:
+    """Whether a worker process holds no request and no running message."""
+    return not (snapshot.requests or snapshot.expiries or snapshot.executions or snapshot.deadlines)
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of process ``pid``, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class Collector:
+    """Reads the workers' lines as they come, for the sender's window and
+    the final check."""
+
+    def __init__(self, client: redis.Redis, log_key: str, count: int) -> None:
+        self.client = client
+        self.log_key = log_key
+        self.count = count
+        self.lines: dict[int, list[Line]] = defaultdict(list)
+        #: The lowest index not accounted for: about where workers are.
+        self.frontier = 0
+        self.changed = threading.Condition()
+        self.error: BaseException | None = None
+        self._offset = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stress-collector", daemon=True)
+
+    @property
+    def accounted(self) -> int:
+        return len(self.lines)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(WAIT)
+
+    def wait_for_accounted(self, count: int, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: self.accounted >= count or self.error is not None, timeout
+            )
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(0.01):
+                self.collect()
+        except BaseException as e:
+            with self.changed:
+                self.error = e
+                self.changed.notify_all()
+
+    def collect(self) -> None:
+        raw = self.client.lrange(self.log_key, self._offset, self._offset + 9999)
+        if not raw:
+            return
+        self._offset += len(raw)
+        parsed = [Line.parse(text(item)) for item in raw]
+        with self.changed:
+            for index, line in parsed:
+                self.lines[index].append(line)
+            while self.frontier < self.count and self.frontier in self.lines:
+                self.frontier += 1
+            self.changed.notify_all()
+
+
+class ThirdProcess:
+    """The aborter of a third process: ``python -m tests.programs.stress_app``."""
+
+    def __init__(self, env: dict[str, str], log: Any) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.programs.stress_app"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+        self.ready = threading.Event()
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._answered = threading.Condition()
+        #: seq -> (called, returned, error), once the process answered.
+        self.answers: dict[int, tuple[float, float, str]] = {}
+        self._sent = 0
+        self._reader = threading.Thread(target=self._read, name="stress-third", daemon=True)
+        self._reader.start()
+
+    def send(self, mode: AbortMode, message_ids: list[str]) -> int:
+        """Have it call ``abort_many(message_ids, mode=mode)``; returns the call's number."""
+        assert self.process.stdin is not None
+        with self._lock:
+            self._sent += 1
+            seq = self._sent
+            self.process.stdin.write(f"{seq} {mode.value} {' '.join(message_ids)}\n".encode())
+            self.process.stdin.flush()
+        return seq
+
+    def wait(self, seq: int, timeout: float) -> tuple[float, float, str] | None:
+        with self._answered:
+            self._answered.wait_for(lambda: seq in self.answers, timeout)
+            return self.answers.get(seq)
+
+    def wait_all(self, timeout: float) -> bool:
+        with self._answered:
+            return self._answered.wait_for(lambda: len(self.answers) >= self._sent, timeout)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            parts = raw.decode().split()
+            if parts == ["READY"]:
+                self.ready.set()
+            elif len(parts) == 5 and parts[0] == "R":
+                with self._answered:
+                    self.answers[int(parts[1])] = (float(parts[2]), float(parts[3]), parts[4])
+                    self._answered.notify_all()
+            else:
+                self.errors.append(f"the third process wrote {raw!r}")
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(WAIT / 4)
+        stop_process_group(self.process)
+        self._reader.join(WAIT)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@dataclass
+class StressRun:
+    """The worker processes, the third process, and the test's own view of
+    the application: its broker, an Abortable to send aborts through, and
+    the Redis the workers record into."""
+
+    app: ModuleType
+    env: dict[str, str]
+    logs: Path
+    middleware: Abortable
+    client: redis.Redis
+    workers: subprocess.Popen[bytes] | None = None
+    third: ThirdProcess | None = None
+    pids: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        worker_log = (self.logs / "workers.log").open("wb")
+        third_log = (self.logs / "third.log").open("wb")
+        with worker_log, third_log:
+            self.workers = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dramatiq",
+                    "tests.programs.stress_app",
+                    "-p",
+                    str(PROCESSES),
+                    "-t",
+                    str(THREADS),
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.third = ThirdProcess(self.env, third_log)
+        assert self.third.ready.wait(WAIT), "the third process did not start"
+        # Each worker process snapshots itself once its workers have booted,
+        # which they do once its abort watcher is subscribed.
+        deadline = time.monotonic() + WAIT
+        while len(self.pids) < PROCESSES:
+            assert time.monotonic() < deadline, f"{PROCESSES} worker processes did not boot"
+            assert self.workers.poll() is None, "the dramatiq command exited:\n" + self.log_tail()
+            keys = self.client.scan_iter(match=self.app.STATS_KEY + "*", count=1000)
+            self.pids = sorted(int(text(key).rpartition(":")[2]) for key in keys)
+            time.sleep(0.05)
+        assert len(self.pids) == PROCESSES, f"more worker processes than asked: {self.pids}"
+
+    def snapshot(self, pid: int) -> Snapshot | None:
+        values = {text(k): text(v) for k, v in self.client.hgetall(self.stats_key(pid)).items()}
+        if not values:
+            return None
+        return Snapshot(
+            at=float(values["at"]),
+            requests=int(values["requests"]),
+            expiries=int(values["expiries"]),
+            executions=int(values["executions"]),
+            deadlines=int(values["deadlines"]),
+        )
+
+    def snapshots_after(self, moment: float) -> dict[int, Snapshot]:
+        """Each worker process's first snapshot taken after ``moment``."""
+        found: dict[int, Snapshot] = {}
+        deadline = time.monotonic() + WAIT
+        while len(found) < len(self.pids):
+            assert time.monotonic() < deadline, f"no snapshot of {self.pids} after {moment}"
+            for pid in self.pids:
+                snapshot = self.snapshot(pid)
+                if snapshot is not None and snapshot.at > moment:
+                    found[pid] = snapshot
+            time.sleep(0.02)
+        return found
+
+    def rss_kib(self) -> dict[int, int]:
+        """Each worker process's RSS now, read here from /proc."""
+        return {pid: rss_kib(pid) for pid in self.pids}
+
+    def stats_key(self, pid: int) -> str:
+        return f"{self.app.STATS_KEY}{pid}"
+
+    def abort_keys(self) -> list[str]:
+        pattern = self.app.ABORTS_NAMESPACE + "*"
+        return [text(key) for key in self.client.scan_iter(match=pattern, count=1000)]
+
+    def log_tail(self, lines: int = 30) -> str:
+        content = (self.logs / "workers.log").read_text(errors="replace")
+        return "\n".join(content.splitlines()[-lines:])
+
+    def logged_errors(self) -> list[str]:
+        found: list[str] = []
+        for name in ("workers.log", "third.log"):
+            content = (self.logs / name).read_text(errors="replace")
+            found.extend(
+                f"{name}: {line}"
+                for line in content.splitlines()
+                if "[ERROR]" in line or "[CRITICAL]" in line or line.startswith("Traceback")
+            )
+        return found
+
+    def close(self) -> None:
+        if self.workers is not None:
+            stop_process_group(self.workers)
+        if self.third is not None:
+            self.third.close()
+
+
+@pytest.fixture
+def stress_run(
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[StressRun]:
+    settings = {
+        "STRESS_REDIS_URL": redis_url,
+        "STRESS_NAMESPACE": namespace,
+        "STRESS_ABORT_TTL": str(ABORT_TTL),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    previous_broker = dramatiq.get_broker()
+    # The same application, imported here to send messages: read at import,
+    # the settings must be this test's.
+    import tests.programs.stress_app as app
+
+    app = importlib.reload(app)
+    middleware = Abortable(
+        backend=RedisBackend.from_url(redis_url, namespace=app.ABORTS_NAMESPACE),
+        abort_ttl=ABORT_TTL,
+    )
+    env = {**os.environ, **settings, "PYTHONPATH": str(ROOT)}
+    run = StressRun(app, env, tmp_path, middleware, redis_client)
+    try:
+        run.start()
+        yield run
+    finally:
+        run.close()
+        app.broker.close()
+        app._client.close()
+        backend = middleware.backend
+        assert isinstance(backend, RedisBackend)
+        backend.client.close()
+        dramatiq.set_broker(previous_broker)
+        # The redis_client fixture deletes whatever is left in the namespace.
+
+
+class Stress:
+    """One run: send every message, abort some, wait for all; then check."""
+
+    def __init__(self, run: StressRun, seed: int) -> None:
+        self.run = run
+        self.app = run.app
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.plans = self.make_plans()
+        self.collector = Collector(run.client, self.app.LOG_KEY, len(self.plans))
+        self.aborts: dict[int, SentAbort] = {}
+        #: Messages an abort was (or is being) sent for: at most one each.
+        self.aborted: set[int] = {plan.index for plan in self.plans if plan.when != NEVER}
+        self._aborts_lock = threading.Lock()
+        #: Third-process calls not answered yet: seq -> (when, mode, indexes).
+        self._pending: dict[int, tuple[str, AbortMode, list[int]]] = {}
+        self.errors: list[str] = []
+        self.sent = 0
+        self.quarter: tuple[dict[int, int], dict[int, Snapshot]] | None = None
+        self._holders_done = threading.Event()
+
+    def make_plans(self) -> list[Plan]:
+        app, rng = self.app, self.rng
+        plans = []
+        for index in range(MESSAGES):
+            roll = rng.random()
+            millis = 0.0
+            when, mode = NEVER, None
+            if roll < 0.012:
+                kind, when, mode = app.HOLD_ABORT, HELD, AbortMode.ABORT
+            elif roll < 0.018:
+                kind, when, mode = app.HOLD_CANCEL, HELD, AbortMode.CANCEL
+            elif roll < 0.55:
+                kind = app.QUICK
+            elif roll < 0.75:
+                kind, millis = app.SPIN, rng.uniform(0.2, 3)
+            else:
+                kind, millis = app.SLEEP, rng.uniform(0.5, 5)
+            if when == NEVER and rng.random() < 0.03:
+                when = PRE
+                mode = AbortMode.CANCEL if rng.random() < 0.3 else AbortMode.ABORT
+            message = self.app.stress_work.message(index, kind, millis)
+            source = rng.choice([TEST, THIRD])
+            plans.append(Plan(index, kind, millis, message, when, mode, source))
+        return plans
+
+    # Sending aborts.
+
+    def abort(self, when: str, mode: AbortMode, source: str, indexes: list[int]) -> int | None:
+        """Abort ``indexes`` from ``source``; returns the third process's
+        call number, whose answer records the abort later."""
+        ids = [self.plans[index].message.message_id for index in indexes]
+        if source == THIRD:
+            assert self.run.third is not None
+            with self._aborts_lock:
+                seq = self.run.third.send(mode, ids)
+                self._pending[seq] = (when, mode, indexes)
+            return seq
+        called = time.monotonic()
+        error = "-"
+        try:
+            if len(ids) == 1:
+                self.run.middleware.abort(ids[0], mode=mode)
+            else:
+                self.run.middleware.abort_many(ids, mode=mode)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        self.record(when, mode, source, indexes, called, time.monotonic(), error)
+        return None
+
+    def record(
+        self,
+        when: str,
+        mode: AbortMode,
+        source: str,
+        indexes: list[int],
+        called: float,
+        returned: float,
+        error: str,
+    ) -> None:
+        sent = SentAbort(when, mode, source, called, returned, "" if error == "-" else error)
+        with self._aborts_lock:
+            for index in indexes:
+                self.aborts[index] = sent
+
+    def settle_third(self, timeout: float) -> None:
+        """Record the third process's answers received so far; wait up to
+        ``timeout`` for the ones still due."""
+        third = self.run.third
+        assert third is not None
+        if timeout > 0 and not third.wait_all(timeout):
+            self.errors.append(f"the third process did not answer every call within {timeout} s")
+        with self._aborts_lock:
+            answered = [seq for seq in self._pending if seq in third.answers]
+            pending = [(self._pending.pop(seq), third.answers[seq]) for seq in answered]
+        for (when, mode, indexes), (called, returned, error) in pending:
+            self.record(when, mode, THIRD, indexes, called, returned, error)
+
+    def abort_and_wait(self, plan: Plan, when: str) -> None:
+        """Abort ``plan``'s message as planned; return once the abort returned."""
+        assert plan.mode is not None
+        seq = self.abort(when, plan.mode, plan.source, [plan.index])
+        if seq is not None:
+            assert self.run.third is not None
+            if self.run.third.wait(seq, WAIT) is None:
+                raise AssertionError("the third process did not answer")
+
+    def abort_holders(self) -> None:
+        """Abort each holder once its body runs; tell a cancelled one its
+        cancel was sent, so that it goes on and ends."""
+        client = self.run.client
+        try:
+            while not self._holders_done.is_set():
+                popped = client.blpop([self.app.HELD_KEY], 0.2)
+                if popped is None:
+                    continue
+                plan = self.plans[int(popped[1])]
+                self.abort_and_wait(plan, HELD)
+                if plan.mode is AbortMode.CANCEL:
+                    client.rpush(self.app.told_key(plan.index), 1)
+        except BaseException as e:
+            self.errors.append(f"the holders' aborter failed: {e!r}")
+
+    def abort_at_random(self) -> None:
+        """Abort a few recent messages: some far enough back to be done or
+        in the queue, some about where the workers are (running or starting)."""
+        rng = self.rng
+        picked = []
+        for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 4)):
+            if rng.random() < 0.5:
+                index = rng.randrange(max(0, self.sent - 2 * WINDOW), self.sent)
+            else:
+                # The workers' lines come 20-30 ms late: the running messages
+                # are some tens past the frontier. Those that take a few ms
+                # are the likeliest to be found running.
+                index = self.collector.frontier + rng.randint(0, 70)
+                for _ in range(8):
+                    if index >= self.sent or self.plans[index].kind != self.app.QUICK:
+                        break
+                    index += 1
+            if 0 <= index < self.sent and index not in self.aborted:
+                self.aborted.add(index)
+                picked.append(index)
+        if picked:
+            mode = AbortMode.CANCEL if rng.random() < 0.3 else AbortMode.ABORT
+            self.abort(RANDOM, mode, rng.choice([TEST, THIRD]), picked)
+
+    # The run.
+
+    def send_all(self) -> None:
+        collector, broker = self.collector, self.app.broker
+        for plan in self.plans:
+            if not collector.wait_for_accounted(self.sent - WINDOW + 1, WAIT):
+                raise AssertionError(
+                    f"the workers stopped: {collector.accounted} of {self.sent} messages "
+                    f"accounted for ({collector.error!r})\n{self.run.log_tail()}"
+                )
+            if plan.when == PRE:
+                self.abort_and_wait(plan, PRE)
+            broker.enqueue(plan.message)
+            self.sent += 1
+            if self.rng.random() < RANDOM_ABORT_RATE:
+                self.abort_at_random()
+            if self.quarter is None and collector.accounted >= len(self.plans) // 4:
+                self.quarter = (self.run.rss_kib(), self.run.snapshots_after(0))
+            if self.sent % 500 == 0:
+                self.settle_third(0)
+
+    def execute(self) -> None:
+        run, collector = self.run, self.collector
+        started = time.monotonic()
+        holders = threading.Thread(target=self.abort_holders, name="stress-holders", daemon=True)
+        collector.start()
+        holders.start()
+        try:
+            self.send_all()
+            if not collector.wait_for_accounted(len(self.plans), WAIT):
+                raise AssertionError(
+                    f"only {collector.accounted} of {len(self.plans)} messages accounted for "
+                    f"within {WAIT} s ({collector.error!r})\n{run.log_tail()}"
+                )
+        finally:
+            self._holders_done.set()
+            holders.join(WAIT)
+            self.settle_third(WAIT)
+            collector.stop()
+        collector.collect()
+        done = time.monotonic()
+        processing_time = done - started
+
+        violations, stats = self.check()
+        violations.extend(self.errors)
+        if run.third is not None:
+            violations.extend(run.third.errors)
+
+        # Memory: the RSS, and the tables once every message is done.
+        assert self.quarter is not None
+        quarter_rss, quarter_tables = self.quarter
+        end_rss, end_tables = run.rss_kib(), run.snapshots_after(done)
+        violations.extend(self.check_tables(quarter_tables, "at a quarter"))
+        violations.extend(self.check_tables(end_tables, "at the end"))
+        for pid in run.pids:
+            growth = (end_rss[pid] - quarter_rss[pid]) / 1024
+            if growth > RSS_GROWTH_MIB:
+                violations.append(
+                    f"worker process {pid}: RSS grew by {growth:.1f} MiB between a quarter of the "
+                    f"messages and the end ({quarter_rss[pid]} -> {end_rss[pid]} KiB), more than "
+                    f"{RSS_GROWTH_MIB} MiB"
+                )
+
+        # No key left once the TTLs are over: the last ones were written
+        # before the last message was accounted for or the last abort returned.
+        expired = max([done, *(sent.returned for sent in self.aborts.values())]) + ABORT_TTL / 1000
+        violations.extend(self.wait_no_abort_key(expired + MARGIN))
+
+        # The tables once every request expired and the watchers had the
+        # time to forget them, with no later request to prompt them. A
+        # worker's copy of a request expires when the backend's does, plus
+        # the time the event took to reach it.
+        time.sleep(max(0.0, expired + FORGET_DELAY + SLACK - time.monotonic()))
+        forgotten_tables = self.wait_tables(holds_nothing)
+        for pid, snapshot in forgotten_tables.items():
+            if not holds_nothing(snapshot):
+                violations.append(
+                    f"worker process {pid} still holds entries once all expired: {snapshot}"
+                )
+
+        violations.extend(f"logged: {line}" for line in run.logged_errors()[:10])
+        tables = {
+            "a quarter in": quarter_tables,
+            "at the end": end_tables,
+            "once all expired": forgotten_tables,
+        }
+        figures = [
+            f"seed {self.seed}: {len(self.plans)} messages processed in {processing_time:.1f} s, "
+            f"{len(self.aborts)} aborted",
+            *(
+                f"worker process {pid}: RSS {quarter_rss[pid]} KiB a quarter in, "
+                f"{end_rss[pid]} KiB at the end; (requests, expiries, executions, deadlines) "
+                + ", ".join(f"{moment} {found[pid].sizes()}" for moment, found in tables.items())
+                for pid in run.pids
+            ),
+            str(dict(sorted(stats.items()))),
+        ]
+        summary = "\n".join(figures)
+        print(summary)
+        assert not violations, f"{len(violations)} violation(s); {summary}\n" + "\n".join(
+            violations[:40]
+        )
+
+    def wait_tables(self, settled: Callable[[Snapshot], bool]) -> dict[int, Snapshot]:
+        """Snapshots in which every worker process is ``settled``, or the
+        last ones taken if that does not happen within ``MARGIN``."""
+        deadline = time.monotonic() + MARGIN
+        moment = time.monotonic()
+        while True:
+            snapshots = self.run.snapshots_after(moment)
+            if all(settled(s) for s in snapshots.values()) or time.monotonic() > deadline:
+                return snapshots
+            moment = max(s.at for s in snapshots.values())
+
+    def wait_no_abort_key(self, deadline: float) -> list[str]:
+        """Wait until no key is left in the abort backend's namespace; a
+        violation if some still are at ``deadline``."""
+        keys = self.run.abort_keys()
+        while keys and time.monotonic() < deadline:
+            time.sleep(0.05)
+            keys = self.run.abort_keys()
+        if keys:
+            return [f"{len(keys)} key(s) left in the abort namespace after the TTLs: {keys[:5]}"]
+        return []
+
+    def check_tables(self, snapshots: dict[int, Snapshot], moment: str) -> list[str]:
+        """The tables hold running messages, and the requests not expired
+        for longer than the watcher's ``FORGET_DELAY``; ``SLACK`` for the
+        latency of the requests."""
+        violations = []
+        for pid, snapshot in snapshots.items():
+            aborts = [sent for sent in self.aborts.values() if sent.called <= snapshot.at]
+            oldest = snapshot.at - ABORT_TTL / 1000 - FORGET_DELAY - SLACK
+            recent = sum(sent.called >= oldest for sent in aborts)
+            # Each abort request holds one entry, and one or two (cancel and
+            # abort events) in the expiry heap.
+            if snapshot.requests > recent or snapshot.expiries > 2 * recent:
+                violations.append(
+                    f"worker process {pid} {moment}: {snapshot.requests} requests and "
+                    f"{snapshot.expiries} expiries held, though only {recent} messages were "
+                    f"aborted within the TTL + {FORGET_DELAY + SLACK} s before"
+                )
+            if snapshot.executions > THREADS or snapshot.deadlines:
+                violations.append(
+                    f"worker process {pid} {moment}: {snapshot.executions} executions and "
+                    f"{snapshot.deadlines} deadlines held, for {THREADS} threads and no grace"
+                )
+        return violations
+
+    def check(self) -> tuple[list[str], Counter[str]]:
+        """Every message's history against the guarantees."""
+        violations: list[str] = []
+        stats: Counter[str] = Counter()
+        app = self.app
+        for plan in self.plans:
+            index = plan.index
+            found: list[str] = []
+            lines = self.collector.lines.get(index, [])
+            sent = self.aborts.get(index)
+            if index in self.aborted and sent is None:
+                found.append("its abort was never sent")
+            if not lines:
+                found.append("never accounted for (lost)")
+            elif len(lines) > 1:
+                found.append(f"accounted for {len(lines)} times (handled twice)")
+            for line in lines[:1]:
+                ran = line.started > 0
+                if line.how not in ("processed", "skipped"):
+                    found.append(f"{line.how} (an exception left the actor or its middleware)")
+                if sent is None:
+                    stats["never aborted"] += 1
+                    if line.interrupted:
+                        found.append("never aborted, yet Abort raised in its body (wrong message)")
+                    if line.how == "skipped":
+                        found.append(
+                            "never aborted, yet skipped "
+                            + ("after its body started" if ran else "(cancelled)")
+                            + " (wrong message)"
+                        )
+                    elif not line.ended and not line.interrupted:
+                        found.append(f"never aborted, yet its body did not end ({line.how})")
+                    continue
+                stats[f"aborted {sent.when} {sent.mode.value} from {sent.source}"] += 1
+                if sent.error:
+                    found.append(f"its abort failed: {sent.error}")
+
+                # When the abort found it.
+                end = line.interrupted or line.ended or line.finished
+                if sent.called < line.began:
+                    stats["abort sent while it was queued"] += 1
+                elif not ran or sent.called < line.started:
+                    stats["abort sent as it was starting"] += 1
+                elif sent.called < end:
+                    stats["abort sent while it was running"] += 1
+                    if sent.when == RANDOM:
+                        stats["random abort sent while it was running"] += 1
+                else:
+                    stats["abort sent after its body ended"] += 1
+
+                # What became of it.
+                if line.how == "skipped" and not ran:
+                    stats["cancelled"] += 1
+                elif line.interrupted:
+                    stats["interrupted in its body"] += 1
+                elif line.how == "skipped":
+                    stats["aborted as its body ended"] += 1
+                else:
+                    stats["ran to its end though aborted"] += 1
+
+                # No wrong-message abort.
+                if line.interrupted and sent.mode is AbortMode.CANCEL:
+                    found.append("only cancelled, yet Abort was raised in its body")
+                if line.how == "skipped" and ran and sent.mode is AbortMode.CANCEL:
+                    found.append("only cancelled, yet skipped after its body started")
+                if line.interrupted and line.interrupted < sent.called:
+                    found.append(
+                        f"Abort raised {(sent.called - line.interrupted) * 1000:.3f} ms before "
+                        "its abort was sent (wrong-message abort)"
+                    )
+                if line.how == "skipped" and line.finished < sent.called:
+                    found.append("skipped before its abort was sent (wrong-message abort)")
+
+                # No lost abort: sent before processing began, it never runs...
+                if sent.returned < line.began and (ran or line.how != "skipped"):
+                    waited = line.synced - line.began
+                    if line.began - sent.returned > ABORT_TTL / 1000:
+                        stats["queued for longer than the TTL"] += 1
+                    elif waited >= SYNC_TIMEOUT:
+                        # Abortable waits at most SYNC_TIMEOUT for the events
+                        # on their way: a watcher starved that long may miss one.
+                        stats["lost once the pre-start check timed out"] += 1
+                    else:
+                        found.append(
+                            f"its abort returned {(line.began - sent.returned) * 1000:.1f} ms "
+                            f"before processing began, yet it was {line.how} and its body "
+                            f"{'ran' if ran else 'did not run'} (lost abort; the pre-start "
+                            f"check took {waited * 1000:.1f} ms)"
+                        )
+                # ... and a holder, aborted while it runs, is interrupted.
+                if plan.kind == app.HOLD_ABORT and (line.ended or not line.interrupted):
+                    found.append(
+                        f"aborted while its body ran (it ran until aborted, at most "
+                        f"{app.HOLD_BOUND} s), yet not interrupted (lost abort)"
+                    )
+                if plan.kind in (app.HOLD_ABORT, app.HOLD_CANCEL) and not (
+                    line.started < sent.called
+                ):
+                    found.append("a holder aborted before its body started (test bug)")
+                if plan.kind == app.HOLD_CANCEL and (line.how != "processed" or not line.ended):
+                    found.append(
+                        f"cancelled while its body ran, yet {line.how} and "
+                        + ("ended" if line.ended else "did not end")
+                    )
+            if found:
+                detail = (
+                    f"message {index} ({plan.kind} {plan.millis:.2f} ms, "
+                    f"id {plan.message.message_id}, abort {sent})"
+                )
+                violations.extend(f"{detail}: {problem}" for problem in found)
+
+        lost_after_timeout = stats["lost once the pre-start check timed out"]
+        if lost_after_timeout > max(2, stats["abort sent while it was queued"] // 20):
+            violations.append(
+                f"{lost_after_timeout} aborts were lost after Abortable's pre-start check "
+                "gave up waiting (SYNC_TIMEOUT): more than the machine's load explains"
+            )
+        # The run went through what it is meant to exercise.
+        for what in (
+            "abort sent while it was queued",
+            "abort sent while it was running",
+            "abort sent after its body ended",
+            "cancelled",
+            "interrupted in its body",
+            "never aborted",
+        ):
+            if not stats[what]:
+                violations.append(f"no message was {what}")
+        for source in (TEST, THIRD):
+            for mode in AbortMode:
+                if not any(s.source == source and s.mode is mode for s in self.aborts.values()):
+                    violations.append(f"no {mode.value} was sent from the {source} process")
+        return violations, stats
+
+
+def test_stress_worker_processes(stress_run: StressRun) -> None:
+    seed = int(SEED) if SEED is not None else random.randrange(2**32)
+    Stress(stress_run, seed).execute()
