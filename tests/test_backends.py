@@ -4,7 +4,9 @@ user's own backend that only implements the three documented methods."""
 from __future__ import annotations
 
 import logging
+import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, Event, EventBackend, abort
 from dramatiq_abort.backend import Subscription
 from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.backends.redis import KEEPALIVE
 
 from .support import WAIT, spin_until_aborted
 
@@ -203,3 +206,18 @@ def test_oversized_redis_payloads_are_refused_with_a_warning(
         subscription.close()
     with pytest.raises(ValueError, match="max_payload"):
         RedisBackend(client=redis_client, namespace=namespace, max_payload=0)
+
+
+def test_a_subscription_probes_its_idle_connection(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    # It sends no command while no abort comes: only TCP keepalive can tell
+    # that the host has gone without closing the connection.
+    subscription = RedisBackend(client=redis_client, namespace=namespace).subscribe()
+    try:
+        with socket.socket(fileno=os.dup(subscription.fileno())) as sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE[0]
+    finally:
+        subscription.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import select
+import socket
 import ssl
 import time
 from collections.abc import Collection, Iterable, Iterator
@@ -23,6 +24,11 @@ DEFAULT_NAMESPACE = "dramatiq:aborts:"
 #: Appended to a namespace without a hash tag, so that all of its keys fall
 #: in one slot of a Redis Cluster, as its Lua scripts require.
 HASH_TAG = "{aborts}:"
+#: TCP keepalive of a subscription, in seconds: idle time before the first
+#: probe, time between probes, and probes unanswered before the connection
+#: is dropped. A subscription sends nothing while no abort comes, so a host
+#: gone without closing it would otherwise go unnoticed for hours.
+KEEPALIVE = (10, 5, 3)
 #: Most events recorded and published by one script call: a larger batch
 #: is sent in chunks, so that no call blocks Redis for long.
 CHUNK_SIZE = 1000
@@ -331,6 +337,7 @@ class _Channel:
         try:
             self._connection.connect()
             self._sock = self._connection._sock
+            _keep_alive(self._sock)
             self._tls = isinstance(self._sock, ssl.SSLSocket)
             if self._tls:
                 self._sock.setblocking(False)
@@ -399,6 +406,16 @@ class _Channel:
             if not data:
                 raise redis.ConnectionError("the subscription was closed by the server")
             self._replies.feed(data)
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE):
+        # Not every platform has all three.
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class _ReplyReader:
