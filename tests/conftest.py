@@ -29,6 +29,8 @@ from dramatiq.results.backends import StubBackend as StubResultBackend
 from dramatiq_abort import Abortable, EventBackend
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
+from .support import unavailable
+
 REDIS_URL = os.environ.get("DRAMATIQ_ABORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
@@ -38,10 +40,7 @@ def redis_url() -> str:
     try:
         client.ping()
     except redis.RedisError as e:
-        message = f"no Redis answers at {REDIS_URL} (set DRAMATIQ_ABORT_TEST_REDIS): {e}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no Redis answers at {REDIS_URL} (set DRAMATIQ_ABORT_TEST_REDIS): {e}")
     finally:
         client.close()
     return REDIS_URL
@@ -207,10 +206,7 @@ def start_private_redis(
     is); skips the test when no ``redis-server`` is installed, except under
     ``CI=true`` where that fails."""
     if shutil.which("redis-server") is None:
-        message = "redis-server is not installed: tests that restart Redis need their own"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("redis-server is not installed: tests that restart Redis need their own")
     attempts_left = 3
     while True:
         server = server_class(directory, *options, config=config)

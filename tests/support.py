@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import dramatiq
 import pytest
@@ -56,6 +56,14 @@ def start_worker(broker: dramatiq.Broker, middleware: Abortable) -> dramatiq.Wor
     return worker
 
 
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of a service or a program, or fail it under
+    ``CI=true``, where everything the tests need is installed."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_rabbitmq() -> None:
     """Skip the test when no RabbitMQ answers, except under ``CI=true``
     where that fails."""
@@ -64,10 +72,9 @@ def require_rabbitmq() -> None:
     try:
         pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).close()
     except Exception as e:
-        message = f"no RabbitMQ answers at {RABBITMQ_URL} (set DRAMATIQ_ABORT_TEST_RABBITMQ): {e}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            f"no RabbitMQ answers at {RABBITMQ_URL} (set DRAMATIQ_ABORT_TEST_RABBITMQ): {e}"
+        )
 
 
 class App:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import secrets
 import select
 import shutil
@@ -23,7 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlencode
 
 import dramatiq
@@ -35,7 +34,7 @@ from dramatiq_abort import Abortable, AbortMode, Event, abort
 from dramatiq_abort.backends import RedisBackend
 
 from .conftest import PrivateRedis, start_private_redis
-from .support import WAIT, spin_until_aborted, start_worker, wait_until
+from .support import WAIT, spin_until_aborted, start_worker, unavailable, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -70,14 +69,6 @@ def acl_rule(namespace: str) -> list[str]:
     """The application user's ACL rule, as the README documents it."""
     # Redis 6.2 gives new users every channel unless told otherwise.
     return ["resetchannels", *acl_grants(namespace)]
-
-
-def unavailable(message: str) -> NoReturn:
-    """Skip the test, or fail it under ``CI=true``, where what it needs is
-    installed."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @dataclass(frozen=True)
