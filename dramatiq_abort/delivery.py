@@ -84,13 +84,19 @@ class Execution:
         self.greenlet: Any = None
 
 
-def _set_async_exc(thread_id: int, exception: type[BaseException] | None) -> int:
-    # ``None`` clears an exception that was set but has not been raised yet.
+def _set_async_exc(thread_id: int, exception: type[BaseException]) -> int:
     return int(
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread_id), ctypes.py_object(exception) if exception else None
+            ctypes.c_ulong(thread_id), ctypes.py_object(exception)
         )
     )
+
+
+def _raise_pending_async_exc() -> None:
+    """Run a few bytecodes at which the interpreter raises an exception
+    set for this thread by ``PyThreadState_SetAsyncExc``, if one is."""
+    for _ in range(3):
+        pass
 
 
 def _throw_into_greenlet(execution: Execution) -> None:
@@ -212,14 +218,18 @@ class Executions:
                 return False
             # A message still STARTING finds the request when it starts.
             execution.request = request
-            if request.interrupts and execution.waker is not None:
-                execution.waker.set()
-            if execution.state != Execution.RUNNING or not request.interrupts:
+            if not request.interrupts:
                 return False
-            if request.abort_at > now:
-                # An endless grace never comes due: it must not be scheduled.
-                return request.abort_at != math.inf
-            return self._interrupt(execution)
+            running = execution.state == Execution.RUNNING
+            if running and request.abort_at <= now:
+                # Its waker is set once the Abort is: a wait it cuts short
+                # must raise, not return.
+                self._interrupt(execution)
+                return False
+            if execution.waker is not None:
+                execution.waker.set()
+            # An endless grace never comes due: it must not be scheduled.
+            return running and request.abort_at != math.inf
 
     def deliver_due(self, message_id: str, now: float) -> None:
         """Interrupt ``message_id`` if the grace of its request is over."""
@@ -321,11 +331,18 @@ class Executions:
 
     def _finish(self, execution: Execution) -> None:
         with self._lock:
-            if (
+            pending = (
                 execution.interrupted
                 and execution.loop is None
                 and execution.greenlet is None
                 and execution.state == Execution.RUNNING
-            ):
-                _set_async_exc(execution.thread_id, None)
+            )
             execution.state = Execution.FINISHED
+        if pending:
+            # The Abort may not be raised yet. Clearing it with
+            # PyThreadState_SetAsyncExc(id, NULL) would leave the
+            # interpreter flagged as having one pending: every thread then
+            # pays for that flag at each check, and on CPython 3.11 a traced
+            # thread spins forever. Instead, let it be raised now, in this
+            # thread, which is where run() expects it.
+            _raise_pending_async_exc()

@@ -4,6 +4,7 @@ in-memory backend and over Redis."""
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from typing import Any
@@ -349,6 +350,41 @@ def test_a_worker_forgets_expired_requests_without_waiting_for_another(
     abortable.abort_many([f"gone-{i}" for i in range(50)], abort_ttl=50)
     assert len(abortable.requests) == 50
     wait_until(lambda: len(abortable.requests) == 0, "the expired requests are forgotten")
+
+
+def test_an_abort_leaves_no_exception_flagged_in_the_interpreter(
+    stub_broker: StubBroker, worker: dramatiq.Worker
+) -> None:
+    started, interrupted = threading.Event(), threading.Event()
+
+    @dramatiq.actor(max_retries=0)
+    def crunch() -> None:
+        spin_until_aborted(started.set, interrupted.set)
+
+    message = crunch.send()
+    assert started.wait(WAIT)
+    abort(message.message_id)
+    assert interrupted.wait(WAIT)
+    stub_broker.join(crunch.queue_name)
+    worker.join()
+
+    # A thread under a tracer (coverage, a debugger) spins forever on
+    # CPython 3.11 when the interpreter is left flagged as having an
+    # asynchronous exception pending that no thread has.
+    def called() -> None:
+        pass
+
+    def traced() -> None:
+        sys.settrace(lambda *_: None)
+        try:
+            called()
+        finally:
+            sys.settrace(None)
+
+    tracer = threading.Thread(target=traced, daemon=True)
+    tracer.start()
+    tracer.join(WAIT)
+    assert not tracer.is_alive()
 
 
 def test_workers_report_what_became_of_aborted_messages(

@@ -51,6 +51,39 @@ def test_sleep_wakes_on_a_request_and_on_a_forced_abort(
     assert interrupted.wait(WAIT)
 
 
+def test_a_forced_abort_raises_in_sleep_and_never_lets_it_return(
+    stub_broker: StubBroker, worker: dramatiq.Worker
+) -> None:
+    rounds = 200
+    asleep, done = threading.Semaphore(0), threading.Semaphore(0)
+    outcomes: list[str] = []
+
+    @dramatiq.actor(max_retries=0)
+    def naps() -> None:
+        try:
+            asleep.release()
+            outcomes.append("returned True" if sleep(60) else "slept")
+        except Abort:
+            outcomes.append("aborted")
+            raise
+        finally:
+            done.release()
+
+    # Threads switching as often as the interpreter allows: the sleeper
+    # must not wake before the Abort is set in its thread.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(rounds):
+            message = naps.send()
+            assert asleep.acquire(timeout=WAIT)
+            abort(message.message_id)
+            assert done.acquire(timeout=WAIT)
+    finally:
+        sys.setswitchinterval(interval)
+    assert outcomes == ["aborted"] * rounds
+
+
 def test_sleep_outside_a_message_sleeps(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
     started = time.monotonic()
     assert sleep(0.02) is False
