@@ -221,3 +221,42 @@ def test_a_subscription_probes_its_idle_connection(
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE[0]
     finally:
         subscription.close()
+
+
+def test_subscriptions_do_not_use_up_the_clients_pool(redis_url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(redis_url, max_connections=2)
+    backend = RedisBackend(client=client, namespace=namespace)
+    try:
+        for _ in range(5):
+            backend.subscribe().close()
+            assert backend.wait_outcome("some-id", 0.001) is None
+        assert client.ping()
+    finally:
+        client.close()
+
+
+def test_threads_of_a_backend_from_a_url_wait_for_a_free_connection(
+    redis_url: str, namespace: str
+) -> None:
+    backend = RedisBackend.from_url(redis_url + "?max_connections=2", namespace=namespace)
+    threads = 8
+    ready = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def hold_a_connection() -> None:
+        ready.wait(WAIT)
+        try:
+            # Blocks its connection for 50 ms: more threads than connections.
+            backend.client.blpop([namespace + "never-pushed"], timeout=0.05)
+        except BaseException as e:
+            failures.append(e)
+
+    workers = [threading.Thread(target=hold_a_connection) for _ in range(threads)]
+    try:
+        for thread in workers:
+            thread.start()
+    finally:
+        for thread in workers:
+            thread.join(WAIT)
+        backend.client.close()
+    assert failures == []

@@ -29,6 +29,10 @@ HASH_TAG = "{aborts}:"
 #: is dropped. A subscription sends nothing while no abort comes, so a host
 #: gone without closing it would otherwise go unnoticed for hours.
 KEEPALIVE = (10, 5, 3)
+#: Connections in the pool of a client made by ``RedisBackend.from_url``, and
+#: how long a thread waits for one of them, in seconds.
+POOL_SIZE = 100
+POOL_TIMEOUT = 20
 #: Most events recorded and published by one script call: a larger batch
 #: is sent in chunks, so that no call blocks Redis for long.
 CHUNK_SIZE = 1000
@@ -156,13 +160,21 @@ class RedisBackend(EventBackend):
     @classmethod
     def from_url(cls, url: str, *args: Any, **kwargs: Any) -> RedisBackend:
         """Build the backend on a client for ``url`` (``redis://``, ``rediss://``
-        or ``unix://``). With ``cluster=true`` in its query string
-        (``redis://node:7000/0?cluster=true``) the client is a
-        ``RedisCluster`` that discovers the cluster from that node. Extra
-        arguments go to the constructor."""
+        or ``unix://``). Extra arguments go to the constructor.
+
+        The client's pool holds up to ``POOL_SIZE`` connections (or the URL's
+        ``max_connections``) and makes a thread wait for a free one rather
+        than fail, however many threads a worker runs. With ``cluster=true``
+        in the query string (``redis://node:7000/0?cluster=true``) the
+        client is a ``RedisCluster`` that discovers the cluster from that node.
+        """
         url, cluster = _split_cluster_flag(url)
-        client = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
-        return cls(*args, client=client, **kwargs)
+        if cluster:
+            return cls(*args, client=RedisCluster.from_url(url), **kwargs)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=POOL_TIMEOUT
+        )
+        return cls(*args, client=redis.Redis.from_pool(pool), **kwargs)
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
@@ -332,7 +344,10 @@ class _Channel:
     """
 
     def __init__(self, client: Any, channel: str, max_payload: int) -> None:
-        self._connection = client.connection_pool.make_connection()
+        # Made apart from the pool, which would count it against its limit
+        # for good.
+        pool = client.connection_pool
+        self._connection = pool.connection_class(**pool.connection_kwargs)
         self._replies = _ReplyReader(max_payload)
         try:
             self._connection.connect()
