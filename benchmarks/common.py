@@ -105,8 +105,7 @@ def namespace_on(url: str, label: str) -> Iterator[str]:
 
 def make_abortable(url: str, namespace: str) -> Abortable:
     """An ``Abortable`` over a ``RedisBackend`` whose keys are under ``namespace``."""
-    client = redis.Redis.from_url(url)
-    return Abortable(backend=RedisBackend(client=client, namespace=namespace + "aborts:"))
+    return Abortable(backend=RedisBackend.from_url(url, namespace=namespace + "aborts:"))
 
 
 def make_broker(
@@ -115,16 +114,29 @@ def make_broker(
     *,
     abortable: bool,
     backend_url: str | None = None,
+    client: redis.Redis | None = None,
 ) -> tuple[RedisBroker, Abortable | None]:
-    """A RedisBroker under ``namespace``, set as the default broker, with an
-    ``Abortable`` (its backend on ``backend_url``, default ``url``) when asked."""
-    broker = RedisBroker(url=url, namespace=namespace + "broker")
+    """A RedisBroker under ``namespace`` (on ``client`` if given, else on
+    ``url``), set as the default broker, with an ``Abortable`` (its backend
+    on ``backend_url``, default ``url``) when asked."""
+    if client is None:
+        broker = RedisBroker(url=url, namespace=namespace + "broker")
+    else:
+        broker = RedisBroker(client=client, namespace=namespace + "broker")
     middleware = None
     if abortable:
         middleware = make_abortable(backend_url or url, namespace)
         broker.add_middleware(middleware)
     dramatiq.set_broker(broker)
     return broker, middleware
+
+
+def pooled_client(url: str, connections: int) -> redis.Redis:
+    """A client for ``url`` shared by many threads: past ``connections`` at
+    once they wait for one, where redis-py's default pool (100 in redis-py 8)
+    raises ``MaxConnectionsError``."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=connections, timeout=60)
+    return redis.Redis(connection_pool=pool)
 
 
 def actor(broker: dramatiq.Broker, name: str, queue_name: str) -> ActorDecorator:
