@@ -18,7 +18,7 @@ import dramatiq
 import pytest
 import redis
 
-from dramatiq_abort import Abort, Abortable
+from dramatiq_abort import Abort, Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
 
 #: How long a test waits for anything before it calls it a failure.
@@ -54,6 +54,21 @@ def start_worker(broker: dramatiq.Broker, middleware: Abortable) -> dramatiq.Wor
     worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
     worker.start()
     return worker
+
+
+def assert_a_cancelled_message_never_runs(
+    broker: dramatiq.Broker, worker: dramatiq.Worker, job: dramatiq.Actor[Any, Any], ran: list[str]
+) -> None:
+    """Cancel a message of ``job`` (an actor that appends its argument to
+    ``ran``) before it is enqueued, send another, and check that only the
+    other one ran."""
+    cancelled = job.message("cancelled")
+    abort(cancelled.message_id, mode=AbortMode.CANCEL)
+    broker.enqueue(cancelled)
+    job.send("kept")
+    broker.join(job.queue_name)
+    worker.join()
+    assert ran == ["kept"]
 
 
 def unavailable(message: str) -> NoReturn:

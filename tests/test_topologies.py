@@ -22,7 +22,13 @@ from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.backends.redis import CHUNK_SIZE
 
 from .conftest import PrivateRedis, start_private_redis
-from .support import WAIT, spin_until_aborted, start_worker, wait_until
+from .support import (
+    WAIT,
+    assert_a_cancelled_message_never_runs,
+    spin_until_aborted,
+    start_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,13 +140,7 @@ def test_workers_on_a_cluster_url_abort_and_cancel(
         assert interrupted.wait(WAIT)
         assert middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
 
-        cancelled = job.message("cancelled")
-        abort(cancelled.message_id, mode=AbortMode.CANCEL)
-        stub_broker.enqueue(cancelled)
-        job.send("kept")
-        stub_broker.join(job.queue_name)
-        worker.join()
-        assert ran == ["kept"]
+        assert_a_cancelled_message_never_runs(stub_broker, worker, job, ran)
         assert seen == [math.inf]
     finally:
         worker.stop()
