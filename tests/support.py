@@ -20,6 +20,7 @@ import redis
 
 from dramatiq_abort import Abort, Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.watcher import Watcher
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0
@@ -54,6 +55,19 @@ def start_worker(broker: dramatiq.Broker, middleware: Abortable) -> dramatiq.Wor
     worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)
     worker.start()
     return worker
+
+
+def connected_watcher(middleware: Abortable) -> Watcher:
+    """The watcher of a worker started with ``middleware``: subscribed, as
+    the worker waits for that when it boots."""
+    watcher = middleware._watcher
+    assert watcher is not None and watcher.connected.is_set()
+    return watcher
+
+
+def wait_until_cut_off(watcher: Watcher) -> None:
+    """Wait until ``watcher`` has noticed that it lost its backend."""
+    wait_until(lambda: not watcher.connected.is_set(), "the watcher notices it lost its backend")
 
 
 def assert_a_cancelled_message_never_runs(
@@ -142,22 +156,13 @@ class App:
 
     def start_workers(self, processes: int, threads: int) -> subprocess.Popen[bytes]:
         """One more ``dramatiq`` command on the queue, in a process group of its own."""
-        command = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dramatiq",
-                "tests.programs.cli_app",
-                "-p",
-                str(processes),
-                "-t",
-                str(threads),
-            ],
-            cwd=ROOT,
+        command = start_dramatiq(
+            "tests.programs.cli_app",
+            processes,
+            threads,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
         )
         self.commands.append(command)
         return command
@@ -212,6 +217,21 @@ class App:
         broker.close()
         self.reports.close()
         self.backend.client.close()
+
+
+def start_dramatiq(
+    app: str, processes: int, threads: int, *, env: dict[str, str], stdout: Any, stderr: Any
+) -> subprocess.Popen[bytes]:
+    """The ``dramatiq`` command on module ``app``, run from the project's
+    root in a process group of its own (see :func:`stop_process_group`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", app, "-p", str(processes), "-t", str(threads)],
+        cwd=ROOT,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

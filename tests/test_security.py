@@ -34,7 +34,15 @@ from dramatiq_abort import Abortable, AbortMode, Event, abort
 from dramatiq_abort.backends import RedisBackend
 
 from .conftest import PrivateRedis, start_private_redis
-from .support import WAIT, spin_until_aborted, start_worker, unavailable, wait_until
+from .support import (
+    WAIT,
+    connected_watcher,
+    spin_until_aborted,
+    start_worker,
+    unavailable,
+    wait_until,
+    wait_until_cut_off,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -431,12 +439,11 @@ def test_the_watcher_reconnects_to_a_restarted_server_and_catches_up(
 
     middleware = Abortable(backend=app_backend)
     worker = start_worker(stub_broker, middleware)
-    watcher = middleware._watcher
     admin = None
     try:
-        assert watcher is not None and watcher.connected.is_set()
+        watcher = connected_watcher(middleware)
         secured_redis.stop()
-        wait_until(lambda: not watcher.connected.is_set(), "the watcher noticed the server left")
+        wait_until_cut_off(watcher)
         message = crunch.send()
         assert started.acquire(timeout=WAIT)
 
@@ -500,10 +507,9 @@ def test_the_watchers_warnings_name_no_password(
 
     middleware = Abortable(backend=app_backend)
     worker = start_worker(stub_broker, middleware)
-    watcher = middleware._watcher
     admin = None
     try:
-        assert watcher is not None and watcher.connected.is_set()
+        watcher = connected_watcher(middleware)
         secured_redis.stop()
         log.wait_for(raised(redis.ConnectionError), "when the server left")
         job.send()

@@ -55,7 +55,7 @@ from dramatiq_abort import Abortable, AbortMode
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.watcher import FORGET_DELAY, SYNC_TIMEOUT
 
-from .support import ROOT, stop_process_group
+from .support import ROOT, start_dramatiq, stop_process_group
 
 # About 25 s on an idle 2-core machine; room for a loaded one.
 pytestmark = pytest.mark.timeout(150)
@@ -314,22 +314,13 @@ class StressRun:
         worker_log = (self.logs / "workers.log").open("wb")
         third_log = (self.logs / "third.log").open("wb")
         with worker_log, third_log:
-            self.workers = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dramatiq",
-                    "tests.programs.stress_app",
-                    "-p",
-                    str(PROCESSES),
-                    "-t",
-                    str(THREADS),
-                ],
-                cwd=ROOT,
+            self.workers = start_dramatiq(
+                "tests.programs.stress_app",
+                PROCESSES,
+                THREADS,
                 env=self.env,
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
             self.third = ThirdProcess(self.env, third_log)
         assert self.third.ready.wait(WAIT), "the third process did not start"
@@ -662,8 +653,7 @@ class Stress:
         # time to forget them, with no later request to prompt them. A
         # worker's copy of a request expires when the backend's does, plus
         # the time the event took to reach it.
-        time.sleep(max(0.0, expired + FORGET_DELAY + SLACK - time.monotonic()))
-        forgotten_tables = self.wait_tables(holds_nothing)
+        forgotten_tables = self.wait_tables(holds_nothing, expired + FORGET_DELAY + SLACK + MARGIN)
         for pid, snapshot in forgotten_tables.items():
             if not holds_nothing(snapshot):
                 violations.append(
@@ -693,10 +683,11 @@ class Stress:
             violations[:40]
         )
 
-    def wait_tables(self, settled: Callable[[Snapshot], bool]) -> dict[int, Snapshot]:
+    def wait_tables(
+        self, settled: Callable[[Snapshot], bool], deadline: float
+    ) -> dict[int, Snapshot]:
         """Snapshots in which every worker process is ``settled``, or the
-        last ones taken if that does not happen within ``MARGIN``."""
-        deadline = time.monotonic() + MARGIN
+        last ones taken if that does not happen by ``deadline``."""
         moment = time.monotonic()
         while True:
             snapshots = self.run.snapshots_after(moment)

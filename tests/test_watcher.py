@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +20,10 @@ from .conftest import PrivateRedis
 from .support import (
     WAIT,
     assert_a_cancelled_message_never_runs,
+    connected_watcher,
     spin_until_aborted,
     start_worker,
-    wait_until,
+    wait_until_cut_off,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,15 +106,11 @@ def test_the_watcher_survives_redis_restarts_and_aborts_again_after(
         spin_until_aborted(started.release, interrupted.release)
 
     worker = start_worker(stub_broker, middleware)
-    watcher = middleware._watcher
-    assert watcher is not None and watcher.connected.is_set()
     try:
+        watcher = connected_watcher(middleware)
         for _ in range(2):
             private_redis.stop()
-            deadline = time.monotonic() + WAIT
-            while watcher.connected.is_set():
-                assert time.monotonic() < deadline, "the watcher did not notice the server left"
-                time.sleep(0.01)
+            wait_until_cut_off(watcher)
             with pytest.raises(redis.ConnectionError):
                 abort("while-down")
 
@@ -159,13 +155,12 @@ def test_a_cancel_sent_while_the_watcher_reconnects_is_honoured(
         ran.append(name)
 
     worker = start_worker(stub_broker, middleware)
-    watcher = middleware._watcher
     observer = redis.Redis.from_url(private_redis.url)
     try:
-        assert watcher is not None and watcher.connected.is_set()
+        watcher = connected_watcher(middleware)
         backend.subscriptions_allowed.clear()
         observer.client_kill_filter(_type="pubsub")
-        wait_until(lambda: not watcher.connected.is_set(), "the watcher notices it is cut off")
+        wait_until_cut_off(watcher)
 
         assert_a_cancelled_message_never_runs(stub_broker, worker, job, ran)
 
@@ -192,11 +187,10 @@ def test_messages_run_while_the_backend_is_unreachable_and_the_log_says_so_once(
         ran.append(number)
 
     worker = start_worker(stub_broker, middleware)
-    watcher = middleware._watcher
     try:
-        assert watcher is not None and watcher.connected.is_set()
+        watcher = connected_watcher(middleware)
         private_redis.stop()
-        wait_until(lambda: not watcher.connected.is_set(), "the watcher notices")
+        wait_until_cut_off(watcher)
         with caplog.at_level(logging.WARNING, logger=middleware.logger.name):
             for number in range(20):
                 job.send(number)

@@ -179,22 +179,23 @@ class RedisBackend(EventBackend):
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
         events = list(events)
+        if not events:
+            return
         chunks = [events[i : i + CHUNK_SIZE] for i in range(0, len(events), CHUNK_SIZE)]
-        if len(chunks) == 1 or isinstance(self.client, RedisCluster):
-            # A cluster client cannot pipeline scripts.
-            for chunk in chunks:
-                self._notify_chunk(chunk, ttl, self.client)
-        elif chunks:
+        # A cluster client cannot pipeline scripts.
+        if len(chunks) > 1 and not isinstance(self.client, RedisCluster):
             with self.client.pipeline(transaction=False) as pipe:
                 for chunk in chunks:
                     self._notify_chunk(chunk, ttl, pipe)
                 pipe.execute()
-        if chunks:
-            # Redis may answer the script before it writes the pushes to the
-            # subscribers; once a second command to the same node is
-            # answered, they are out. So when this returns, every worker's
-            # socket has the events.
-            self.client.exists(self.index_key)
+        else:
+            for chunk in chunks:
+                self._notify_chunk(chunk, ttl, self.client)
+        # Redis may answer the script before it writes the pushes to the
+        # subscribers; once a second command to the same node is answered,
+        # they are out. So when this returns, every worker's socket has the
+        # events.
+        self.client.exists(self.index_key)
 
     def _notify_chunk(self, events: list[Event], ttl: int, client: Any) -> None:
         stored = [json.dumps({"ttl": ttl, "params": params}) for _, params in events]
