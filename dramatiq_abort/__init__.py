@@ -4,7 +4,7 @@ from .backend import Event, EventBackend, Subscription, TimedEvent
 from .blocking import run_subprocess, sleep
 from .delivery import Outcome
 from .errors import Abort, MessageAborted
-from .middleware import Abortable, abort, abort_requested
+from .middleware import Abortable, abort, abort_many, abort_requested, wait_outcome
 from .requests import AbortMode
 
 __all__ = [
@@ -18,9 +18,11 @@ __all__ = [
     "Subscription",
     "TimedEvent",
     "abort",
+    "abort_many",
     "abort_requested",
     "run_subprocess",
     "sleep",
+    "wait_outcome",
 ]
 
 __version__ = "2.0.0.dev0"

@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .middleware import Abortable, default_abortable
+from .middleware import Abortable, resolve
+from .requests import check_seconds
 
 #: How often :func:`run_subprocess` looks whether its child has exited, in seconds.
 SUBPROCESS_POLL = 0.01
@@ -27,15 +28,17 @@ def sleep(seconds: float, middleware: Abortable | None = None) -> bool:
     abort raises :class:`~dramatiq_abort.Abort` as soon as it wakes. Outside
     an abortable message it is ``time.sleep``.
 
+    :param seconds: How long to sleep, in seconds (not milliseconds).
     :param middleware: As in :func:`~dramatiq_abort.abort`.
     """
-    if middleware is None:
-        middleware = default_abortable()
+    checked = check_seconds("seconds", seconds)
+    assert checked is not None
+    middleware = resolve(middleware)
     execution = middleware.executions.current()
     if execution is None:
-        time.sleep(seconds)
+        time.sleep(checked)
         return False
-    woken = middleware.executions.waker(execution).wait(seconds)
+    woken = middleware.executions.waker(execution).wait(checked)
     if woken:
         execution.noticed = True
     return woken
@@ -44,9 +47,11 @@ def sleep(seconds: float, middleware: Abortable | None = None) -> bool:
 def run_subprocess(
     args: str | Sequence[str],
     *,
-    input: bytes | str | None = None,
-    check: bool = False,
     grace: float = 5.0,
+    input: bytes | str | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
     **popen_kwargs: Any,
 ) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run`` for actors: when the message is aborted while the
@@ -54,23 +59,47 @@ def run_subprocess(
     exited after ``grace`` seconds, and is reaped before
     :class:`~dramatiq_abort.Abort` propagates.
 
-    Takes ``subprocess.Popen``'s arguments; ``stdout``/``stderr`` set to
-    ``subprocess.PIPE`` are captured as with ``subprocess.run``.
+    Takes what ``subprocess.run`` takes (``input``, ``capture_output``,
+    ``timeout``, ``check``, and ``subprocess.Popen``'s arguments such as
+    ``text``, ``cwd`` or ``env``) and returns a ``CompletedProcess``; like
+    it, a ``timeout`` (seconds) that runs out kills the child and raises
+    ``subprocess.TimeoutExpired``.
+
+    :param grace: Seconds the child has to exit after SIGTERM, before SIGKILL.
     """
-    with subprocess.Popen(
-        args, stdin=subprocess.PIPE if input is not None else None, **popen_kwargs
-    ) as child:
+    grace_seconds = check_seconds("grace", grace)
+    assert grace_seconds is not None
+    limit = check_seconds("timeout", timeout, forever=True)
+    if input is not None:
+        if "stdin" in popen_kwargs:
+            raise ValueError("stdin and input arguments may not both be used")
+        popen_kwargs["stdin"] = subprocess.PIPE
+    if capture_output:
+        if "stdout" in popen_kwargs or "stderr" in popen_kwargs:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        popen_kwargs["stdout"] = popen_kwargs["stderr"] = subprocess.PIPE
+    deadline = None if limit is None else time.monotonic() + limit
+    with subprocess.Popen(args, **popen_kwargs) as child:
         try:
             pending_input = input
             while True:
+                wait = SUBPROCESS_POLL
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
                 try:
                     # Short waits: the Abort lands between two of them.
-                    stdout, stderr = child.communicate(pending_input, timeout=SUBPROCESS_POLL)
+                    stdout, stderr = child.communicate(pending_input, timeout=wait)
                     break
                 except subprocess.TimeoutExpired:
                     pending_input = None
+                    if deadline is not None and time.monotonic() >= deadline:
+                        child.kill()
+                        stdout, stderr = child.communicate()
+                        raise subprocess.TimeoutExpired(
+                            child.args, timeout or 0, output=stdout, stderr=stderr
+                        ) from None
         except BaseException:
-            _stop(child, grace)
+            _stop(child, grace_seconds)
             raise
     completed = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if check:

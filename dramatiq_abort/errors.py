@@ -38,3 +38,7 @@ class MessageAborted(SkipMessage):
 
 class ActorOptionError(MiddlewareError, ValueError):
     """An actor was declared with an option its class cannot honour."""
+
+
+class MessageOptionError(MiddlewareError, TypeError):
+    """A message was sent with an option of the wrong type: it is not enqueued."""

@@ -21,26 +21,70 @@ from dramatiq.results import Results
 from . import coroutines
 from .backend import EventBackend
 from .delivery import Execution, Executions, Outcome
-from .errors import ActorOptionError, MessageAborted
+from .errors import ActorOptionError, MessageAborted, MessageOptionError
 from .requests import (
     AbortMode,
     AbortRequests,
     check_abort_timeout,
+    check_bool,
     check_message_id,
     check_milliseconds,
     check_mode,
+    check_seconds,
     events_for,
 )
 from .watcher import Watcher
 
-__all__ = ["AbortMode", "Abortable", "abort", "abort_requested", "abortable_of"]
+__all__ = [
+    "AbortMode",
+    "Abortable",
+    "abort",
+    "abort_many",
+    "abort_requested",
+    "abortable_of",
+    "wait_outcome",
+]
 
 R = TypeVar("R")
 M = TypeVar("M", bound=Middleware)
 
-#: How long a booting worker waits for its watcher to catch up before it
-#: starts taking messages anyway.
-BOOT_TIMEOUT = 10.0
+#: Default seconds a booting worker waits for its watcher to reach the
+#: backend before it starts taking messages anyway: long enough for a
+#: backend that answers, short enough not to hold up a worker whose backend
+#: is down (the watcher keeps trying in the background).
+BOOT_TIMEOUT = 2.0
+
+#: The logger of dramatiq's worker threads, which warns of every skipped message.
+WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"
+
+
+class _OwnSkips(logging.Filter):
+    """Drops dramatiq's ``Message ... was skipped.`` warning for the
+    messages this package stops: an intended abort is not a warning, and
+    :class:`Abortable` logs it once, at INFO.
+
+    dramatiq logs that warning for every ``SkipMessage``, and skipping is
+    the only ending that neither retries, dead-letters nor triggers the
+    next message of a pipeline. The message being stopped is noted in its
+    worker thread just before the skip, so other skips still warn.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipping = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        skipping = getattr(self.skipping, "message_id", None)
+        if skipping is None or record.msg != "Message %s was skipped.":
+            return True
+        message = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if getattr(message, "message_id", None) != skipping:
+            return True
+        self.skipping.message_id = None
+        return False
+
+
+_own_skips = _OwnSkips()
 
 
 class _AbortableFunction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
@@ -68,6 +112,9 @@ class Abortable(Middleware):
     :param abortable: Whether actors are abortable unless they say otherwise.
     :param abort_ttl: Default milliseconds an abort request stays valid for
         messages that have not started yet.
+    :param boot_timeout: Longest a booting worker waits, in seconds, for
+        this process's watcher to reach the backend; after it the worker
+        takes messages anyway, with a warning, and the watcher keeps trying.
     """
 
     def __init__(
@@ -76,13 +123,20 @@ class Abortable(Middleware):
         backend: EventBackend,
         abortable: bool = True,
         abort_ttl: int = 90_000,
+        boot_timeout: float = BOOT_TIMEOUT,
     ) -> None:
         if not isinstance(backend, EventBackend):
-            raise TypeError(f"backend must be an EventBackend, not {backend!r}")
+            raise TypeError(
+                f"backend must be an EventBackend, such as backends.RedisBackend.from_url(url),"
+                f" not {backend!r:.100}"
+            )
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.backend = backend
-        self.abortable = abortable
+        self.abortable = check_bool("abortable", abortable)
         self.abort_ttl = check_milliseconds("abort_ttl", abort_ttl, positive=True)
+        timeout = check_seconds("boot_timeout", boot_timeout)
+        assert timeout is not None
+        self.boot_timeout = timeout
         self.requests = AbortRequests(self.logger)
         self.executions = Executions(self.logger)
         self._watcher: Watcher | None = None
@@ -99,15 +153,41 @@ class Abortable(Middleware):
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
         abortable = message.options.get("abortable")
+        if abortable is not None and not isinstance(abortable, bool):
+            # Sent by a process without this middleware, which would have refused it.
+            self.logger.warning(
+                "Message %r has abortable=%.100r, which is neither True nor False:"
+                " ignored, the actor's setting applies.",
+                message.message_id,
+                abortable,
+            )
+            abortable = None
         if abortable is None:
             abortable = actor.options.get("abortable")
         if abortable is None:
             abortable = self.abortable
         return bool(abortable)
 
+    def before_enqueue(
+        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
+    ) -> None:
+        abortable = message.options.get("abortable")
+        if abortable is not None and not isinstance(abortable, bool):
+            # A MiddlewareError: the broker lets it through, and nothing is enqueued.
+            raise MessageOptionError(
+                f"abortable must be True or False, not {abortable!r:.100}"
+                f" (message {message.message_id!r} of actor {message.actor_name!r})"
+            )
+
     def before_declare_actor(
         self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
     ) -> None:
+        abortable = actor.options.get("abortable")
+        if abortable is not None and not isinstance(abortable, bool):
+            raise ActorOptionError(
+                f"actor {actor.actor_name!r} sets abortable={abortable!r:.100}:"
+                " it must be True or False"
+            )
         if actor.options.get("bind") and not getattr(actor, "binds_self", False):
             raise ActorOptionError(
                 f"actor {actor.actor_name!r} sets bind=True, but {type(actor).__name__} does not"
@@ -148,9 +228,12 @@ class Abortable(Middleware):
                 )
                 self._watcher.start()
             watcher = self._watcher
-        if watcher.pushes and not watcher.connected.wait(BOOT_TIMEOUT):
+        logging.getLogger(WORKER_THREAD_LOGGER).addFilter(_own_skips)
+        if watcher.pushes and not watcher.connected.wait(self.boot_timeout):
             self.logger.warning(
-                "The abort watcher has not reached its backend yet; messages start meanwhile."
+                "The abort watcher could not reach its backend within %g s (boot_timeout):"
+                " the worker takes messages meanwhile, and the watcher keeps trying.",
+                self.boot_timeout,
             )
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -225,9 +308,7 @@ class Abortable(Middleware):
         if isinstance(message_ids, str):
             raise TypeError(f"message_ids must be an iterable of ids, not the str {message_ids!r}")
         given = list(message_ids)
-        ids = [
-            check_message_id(m.message_id if isinstance(m, dramatiq.Message) else m) for m in given
-        ]
+        ids = [_message_id(m) for m in given]
         mode = check_mode(mode)
         ttl = (
             self.abort_ttl
@@ -248,18 +329,22 @@ class Abortable(Middleware):
         if watcher is not None and watcher.pushes:
             watcher.catch_up()
 
-    def wait_outcome(self, message_id: str, timeout: float | None = None) -> Outcome | None:
-        """Wait up to ``timeout`` seconds for a worker to report what became
-        of ``message_id`` after an abort request reached it; ``None`` if no
-        worker did in time."""
-        outcome = self.backend.wait_outcome(
-            check_message_id(message_id), timeout, ignore={Outcome.STARTED.value}
-        )
+    def wait_outcome(
+        self, message_id: str | dramatiq.Message[Any], timeout: float | None = None
+    ) -> Outcome | None:
+        """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
+        for a worker to report what became of ``message_id`` (an id or the
+        message) after an abort request reached it; ``None`` if no worker
+        did in time. ``Outcome.STARTED`` is never returned: it is not an end."""
+        message_id = _message_id(message_id)
+        seconds = check_seconds("timeout", timeout, forever=True)
+        outcome = self.backend.wait_outcome(message_id, seconds, ignore={Outcome.STARTED.value})
         return None if outcome is None else Outcome(outcome)
 
-    def outcome(self, message_id: str) -> Outcome | None:
-        """What workers last reported of ``message_id``, without waiting."""
-        outcome = self.backend.wait_outcome(check_message_id(message_id), 0)
+    def outcome(self, message_id: str | dramatiq.Message[Any]) -> Outcome | None:
+        """What workers last reported of ``message_id``, without waiting:
+        ``Outcome.STARTED`` too, for actors with ``track_started``."""
+        outcome = self.backend.wait_outcome(_message_id(message_id), 0)
         return None if outcome is None else Outcome(outcome)
 
     def get_abort_request(self, message_id: str | None = None) -> float | None:
@@ -273,7 +358,7 @@ class Abortable(Middleware):
             if request is not None and request.interrupts:
                 execution.noticed = True
         else:
-            request = self.requests.get(message_id)
+            request = self.requests.get(check_message_id(message_id))
         if request is None or not request.interrupts:
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
@@ -309,6 +394,7 @@ class Abortable(Middleware):
         """End ``message`` as ``outcome`` says: skipped, with its result (if
         stored) a :class:`MessageAborted` failure."""
         self.logger.info("Message %r was %s.", message.message_id, outcome.value)
+        _own_skips.skipping.message_id = message.message_id
         error = MessageAborted(f"message {message.message_id!r} was {outcome.value}")
         results = middleware_of(broker, Results)
         if results is not None:
@@ -322,10 +408,14 @@ class Abortable(Middleware):
                 )
                 try:
                     results.backend.store_exception(message, error, ttl)
-                except Exception:
-                    self.logger.exception(
-                        "Failed to store the result of aborted message %r.", message.message_id
+                except Exception as e:
+                    self.logger.error(
+                        "Failed to store the result of aborted message %r (%s: %.200s).",
+                        message.message_id,
+                        type(e).__name__,
+                        e,
                     )
+                    self.logger.debug("Storing the result failed with:", exc_info=e)
                 # Results stores None for skipped messages, which would hide the failure.
                 message.options["store_results"] = False
         self._record_outcome(message, outcome)
@@ -335,16 +425,38 @@ class Abortable(Middleware):
         # Only messages an abort request reached get here: no cost per message.
         try:
             self.backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
-        except Exception:
+        except Exception as e:
             self.logger.warning(
-                "Failed to record that message %r was %s.",
+                "Failed to record that message %r was %s (%s: %.200s).",
                 message.message_id,
                 outcome.value,
-                exc_info=True,
+                type(e).__name__,
+                e,
             )
+            self.logger.debug("Recording the outcome failed with:", exc_info=e)
 
 
 _default: tuple[dramatiq.Broker, Abortable] | None = None
+
+
+def _message_id(message: object) -> str:
+    """The checked id of ``message``, an id or a dramatiq message."""
+    if isinstance(message, dramatiq.Message):
+        message = message.message_id
+    return check_message_id(message)
+
+
+def resolve(middleware: object) -> Abortable:
+    """``middleware`` when it is an :class:`Abortable`, the default one when
+    it is ``None``; else a ``TypeError`` that says what was probably meant."""
+    if middleware is None:
+        return default_abortable()
+    if isinstance(middleware, Abortable):
+        return middleware
+    hint = ""
+    if isinstance(middleware, (AbortMode, str, int, float)) and not isinstance(middleware, bool):
+        hint = ": pass abort_ttl, mode and abort_timeout by keyword, e.g. mode=AbortMode.CANCEL"
+    raise TypeError(f"middleware must be an Abortable or None, not {middleware!r:.100}{hint}")
 
 
 def middleware_of(broker: dramatiq.Broker, kind: type[M]) -> M | None:
@@ -398,9 +510,36 @@ def abort(
         it to stop and never interrupts it.
     :raises TypeError, ValueError: on a bad argument; nothing is sent.
     """
-    if middleware is None:
-        middleware = default_abortable()
-    middleware.abort(message_id, abort_ttl, mode, abort_timeout)
+    resolve(middleware).abort(message_id, abort_ttl, mode, abort_timeout)
+
+
+def abort_many(
+    message_ids: Iterable[str | dramatiq.Message[Any]],
+    middleware: Abortable | None = None,
+    abort_ttl: int | None = None,
+    mode: AbortMode = AbortMode.ABORT,
+    abort_timeout: float = 0,
+) -> None:
+    """:func:`abort` for every message of ``message_ids`` (ids or messages),
+    in one write to the backend. Every argument is checked first: on a bad
+    one, nothing is sent."""
+    resolve(middleware).abort_many(message_ids, abort_ttl, mode, abort_timeout)
+
+
+def wait_outcome(
+    message_id: str | dramatiq.Message[Any],
+    timeout: float | None = None,
+    middleware: Abortable | None = None,
+) -> Outcome | None:
+    """Wait up to ``timeout`` seconds (``None``: for ever) for a worker to
+    report what became of a message after an abort request reached it:
+    ``Outcome.CANCELLED``, ``ABORTED``, ``STOPPED`` or ``FINISHED``;
+    ``None`` if no worker did in time.
+
+    :param message_id: The message's id, or the message itself.
+    :param middleware: As in :func:`abort`.
+    """
+    return resolve(middleware).wait_outcome(message_id, timeout)
 
 
 def abort_requested(
@@ -415,6 +554,4 @@ def abort_requested(
     :param message_id: Ask about this message instead of the current one.
     :param middleware: As in :func:`abort`.
     """
-    if middleware is None:
-        middleware = default_abortable()
-    return middleware.get_abort_request(message_id)
+    return resolve(middleware).get_abort_request(message_id)

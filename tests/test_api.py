@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import re
+import threading
 from typing import Any
 
 import dramatiq
@@ -12,9 +15,23 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.threading import Interrupt
 
 import dramatiq_abort
-from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abort, abort_requested
+from dramatiq_abort import (
+    Abort,
+    Abortable,
+    AbortMode,
+    Event,
+    EventBackend,
+    Outcome,
+    abort,
+    abort_many,
+    abort_requested,
+    wait_outcome,
+)
 from dramatiq_abort import middleware as middleware_module
 from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.requests import MAX_MESSAGE_ID_LENGTH
+
+from .support import WAIT
 
 
 def test_public_names_match_the_documentation() -> None:
@@ -137,3 +154,123 @@ def test_bind_on_a_plain_actor_is_refused_when_declared(stub_broker: StubBroker)
         def needs_self(self: Any) -> None: ...
 
     assert "needs_self" not in stub_broker.actors
+
+
+def test_a_mode_passed_by_position_is_refused_with_a_hint(abortable: Abortable) -> None:
+    with pytest.raises(TypeError, match=r"middleware must be an Abortable.*mode=AbortMode.CANCEL"):
+        abort("a-message", AbortMode.CANCEL)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="middleware must be an Abortable"):
+        abort_requested("a-message", "cancel")  # type: ignore[arg-type]
+    assert abortable.backend.poll("cancel:a-message") is None
+
+
+def test_message_ids_longer_than_the_maximum_are_refused_before_anything_is_written(
+    abortable: Abortable,
+) -> None:
+    longest = "x" * MAX_MESSAGE_ID_LENGTH
+    with pytest.raises(
+        ValueError, match=f"at most {MAX_MESSAGE_ID_LENGTH} characters, not 10,000,000"
+    ):
+        abort("x" * 10_000_000)
+    with pytest.raises(ValueError, match="at most"):
+        abort_many(["fine", longest + "x"])
+    with pytest.raises(ValueError, match="at most"):
+        wait_outcome(longest + "x", timeout=0)
+    assert abortable.backend.poll("cancel:fine") is None
+    abort(longest)
+    assert abortable.backend.poll(f"cancel:{longest}") is not None
+
+
+def test_abort_many_and_wait_outcome_work_at_module_level_like_abort(
+    abortable: Abortable, worker: dramatiq.Worker
+) -> None:
+    ran: list[str] = []
+
+    @dramatiq.actor
+    def job(name: str) -> None:
+        ran.append(name)
+
+    cancelled = [job.message(name) for name in ("a", "b")]
+    abort_many(cancelled, mode=AbortMode.CANCEL)
+    for message in cancelled:
+        dramatiq.get_broker().enqueue(message)
+    assert wait_outcome(cancelled[0], timeout=WAIT) is Outcome.CANCELLED
+    assert wait_outcome(cancelled[1].message_id, timeout=WAIT) is Outcome.CANCELLED
+    assert abortable.wait_outcome(cancelled[1], timeout=0) is Outcome.CANCELLED
+    assert wait_outcome("never-sent", timeout=0) is None
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "says"),
+    [
+        ("1", TypeError, "timeout must be a number of seconds, not '1'"),
+        (-1, ValueError, "timeout must be 0 or more, or None for no limit, not -1"),
+        (float("nan"), ValueError, "timeout must be 0 or more"),
+    ],
+)
+def test_wait_outcome_names_a_bad_timeout(
+    abortable: Abortable, timeout: object, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=re.escape(says)):
+        wait_outcome("a-message", timeout)  # type: ignore[arg-type]
+
+
+def test_redis_backend_names_a_bad_url_or_client() -> None:
+    with pytest.raises(TypeError, match=r"url must be a Redis URL .* not None"):
+        RedisBackend.from_url(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="url must start with redis://, rediss:// or unix://"):
+        RedisBackend.from_url("localhost:6379")
+    with pytest.raises(ValueError, match="not http://") as refused:
+        RedisBackend.from_url("http://user:secret@localhost:6379")
+    assert "secret" not in str(refused.value)
+    with pytest.raises(TypeError, match=r"client must be a redis-py client.*from_url\(url\)"):
+        RedisBackend(client="redis://x")
+    with pytest.raises(TypeError, match="a URL") as not_a_client:
+        RedisBackend(client="redis://user:secret@x")
+    assert "secret" not in str(not_a_client.value)
+
+
+def test_abortable_options_must_be_booleans(stub_broker: StubBroker) -> None:
+    with pytest.raises(TypeError, match="abortable must be True or False, not 'yes'"):
+        Abortable(backend=StubBackend(), abortable="yes")  # type: ignore[arg-type]
+    stub_broker.add_middleware(Abortable(backend=StubBackend()))
+
+    @dramatiq.actor
+    def job() -> None: ...
+
+    with pytest.raises(TypeError, match="abortable must be True or False, not 'false'"):
+        job.send_with_options(abortable="false")
+    assert stub_broker.queues[job.queue_name].qsize() == 0
+    job.send_with_options(abortable=False)
+    assert stub_broker.queues[job.queue_name].qsize() == 1
+    with pytest.raises(ValueError, match="sets abortable='no'"):
+
+        @dramatiq.actor(abortable="no")
+        def undecided() -> None: ...
+
+
+def test_a_message_sent_with_a_non_boolean_abortable_is_logged_and_follows_its_actor(
+    stub_broker: StubBroker,
+    abortable: Abortable,
+    worker: dramatiq.Worker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran = threading.Event()
+
+    @dramatiq.actor(abortable=False)
+    def job() -> None:
+        ran.set()
+
+    message = job.message_with_options(abortable="false")
+    abort(message, mode=AbortMode.CANCEL)
+    with caplog.at_level(logging.WARNING):
+        # As a process without the middleware sends it: nothing refuses it there.
+        stub_broker.queues[job.queue_name].put(message.encode())
+        stub_broker.join(job.queue_name)
+        worker.join()
+    assert ran.is_set(), "abortable='false' counted as true: the cancel stopped it"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Message {message.message_id!r} has abortable='false', which is neither True nor"
+        " False: ignored, the actor's setting applies."
+    ]

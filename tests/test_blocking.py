@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import pytest
@@ -151,3 +152,67 @@ def test_run_subprocess_behaves_like_subprocess_run(
     assert echo.send("quiet").get_result(block=True, timeout=int(WAIT * 1000)) == "QUIET"
     with pytest.raises(subprocess.CalledProcessError):
         run_subprocess([sys.executable, "-c", "raise SystemExit(3)"], check=True)
+
+
+def test_run_subprocess_takes_what_subprocess_run_takes(tmp_path: Path) -> None:
+    script = "import sys; print(sys.stdin.read().upper()); print('to stderr', file=sys.stderr)"
+    done = run_subprocess(
+        [sys.executable, "-c", script], input="quiet", capture_output=True, text=True, timeout=WAIT
+    )
+    assert isinstance(done, subprocess.CompletedProcess)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "QUIET\n", "to stderr\n")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_subprocess(
+            [sys.executable, "-c", "print('out'); raise SystemExit(3)"],
+            capture_output=True,
+            check=True,
+        )
+    assert (failed.value.returncode, failed.value.stdout) == (3, b"out\n")
+    with pytest.raises(ValueError, match="capture_output"):
+        run_subprocess(["true"], capture_output=True, stdout=subprocess.PIPE)
+
+
+def test_a_timeout_kills_the_child_and_raises_timeout_expired(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        run_subprocess(child_command(pid_file, ignore_term=True), timeout=0.5)
+    assert expired.value.timeout == 0.5
+    assert gone(int(pid_file.read_text())), "the child was left running or unreaped"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "says"),
+    [
+        ({"grace": -1}, ValueError, "grace must be finite and 0 or more, not -1"),
+        ({"grace": float("inf")}, ValueError, "grace must be finite"),
+        ({"grace": "5"}, TypeError, "grace must be a number of seconds, not '5'"),
+        ({"timeout": "1"}, TypeError, "timeout must be a number of seconds, not '1'"),
+        ({"timeout": -1}, ValueError, "timeout must be 0 or more"),
+    ],
+)
+def test_run_subprocess_refuses_bad_arguments_before_starting_the_child(
+    tmp_path: Path, arguments: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(error, match=says):
+        run_subprocess([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], **arguments)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "error", "says"),
+    [
+        ("1", TypeError, "seconds must be a number of seconds, not '1'"),
+        (-1, ValueError, "seconds must be finite and 0 or more, not -1"),
+        (None, TypeError, "seconds must be a number of seconds, not None"),
+    ],
+)
+def test_sleep_names_a_bad_duration(
+    stub_broker: StubBroker,
+    worker: dramatiq.Worker,
+    seconds: object,
+    error: type[Exception],
+    says: str,
+) -> None:
+    with pytest.raises(error, match=says):
+        sleep(seconds)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from .. import nogil
 from ..backend import Event, EventBackend, Subscription, TimedEvent
@@ -89,6 +90,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _safe_repr(value: Any) -> str:
+    """A short repr of ``value``, with no password of a URL in it."""
+    if isinstance(value, str) and "@" in value:
+        return "a str (a URL?)"
+    return f"{value!r:.100}"
+
+
 def _hash_tag(key: str) -> str:
     """The part of ``key`` that Redis Cluster hashes to pick its slot, when
     that is not the whole key."""
@@ -145,6 +153,12 @@ class RedisBackend(EventBackend):
             raise ValueError(f"namespace {namespace!r} holds an empty hash tag '{{}}'")
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload <= 0:
             raise ValueError(f"max_payload must be a positive number of bytes, not {max_payload!r}")
+        if client is not None and not callable(getattr(client, "register_script", None)):
+            hint = ": for a URL, use RedisBackend.from_url(url)" if isinstance(client, str) else ""
+            raise TypeError(
+                f"client must be a redis-py client (redis.Redis or RedisCluster),"
+                f" not {_safe_repr(client)}{hint}"
+            )
         self.max_payload = max_payload
         self.client: Any = client if client is not None else redis.Redis()
         self.namespace = namespace
@@ -168,9 +182,28 @@ class RedisBackend(EventBackend):
         in the query string (``redis://node:7000/0?cluster=true``) the
         client is a ``RedisCluster`` that discovers the cluster from that node.
         """
+        if not isinstance(url, str):
+            raise TypeError(
+                f"url must be a Redis URL such as 'redis://localhost:6379/0', not {url!r:.100}"
+            )
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            # Not the URL itself: it may hold a password.
+            raise ValueError(
+                "url must start with redis://, rediss:// or unix://"
+                + (f", not {scheme}://" if scheme else "")
+                + " (for example redis://localhost:6379/0)"
+            )
         url, cluster = _split_cluster_flag(url)
         if cluster:
-            return cls(*args, client=RedisCluster.from_url(url), **kwargs)
+            try:
+                client = RedisCluster.from_url(url)
+            except RedisClusterException as e:
+                # The cluster client connects at once, and its errors are
+                # not RedisErrors: make them one, as every other failure to
+                # reach Redis is.
+                raise redis.RedisError(f"Redis Cluster: {e}") from e
+            return cls(*args, client=client, **kwargs)
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=POOL_SIZE, timeout=POOL_TIMEOUT
         )
