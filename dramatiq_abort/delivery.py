@@ -271,7 +271,8 @@ class Executions:
             return False
         if execution.waker is not None:
             execution.waker.set()
-        self.logger.info(
+        # DEBUG: the message's end is logged once, at INFO, by the middleware.
+        self.logger.debug(
             "Aborting message %r in thread %d.", execution.message_id, execution.thread_id
         )
         return True

@@ -151,7 +151,10 @@ class Watcher(threading.Thread):
                     self._subscription = subscription
                     self._learn(subscription.recorded())
                     if failures:
-                        self.logger.info("Abort watcher reconnected.")
+                        self.logger.info(
+                            "Abort watcher reached its backend again after %d failed attempt(s).",
+                            failures,
+                        )
                     failures = 0
                     self.connected.set()
                     self._listen(subscription)
@@ -159,16 +162,24 @@ class Watcher(threading.Thread):
                     self.connected.clear()
                     self._subscription = None
                     subscription.close()
-            except Exception:
+            except Exception as e:
                 failures += 1
                 delay = backoff(failures)
-                self.logger.warning(
-                    "Abort watcher lost its backend (attempt %d); retrying in %.2fs.",
-                    failures,
-                    delay,
-                    exc_info=True,
-                )
+                self._log_failure("reach", failures, e, delay)
                 self._sleep(delay)
+
+    def _log_failure(self, what: str, failures: int, error: Exception, delay: float) -> None:
+        """One line per failed attempt; the traceback only at DEBUG, where it
+        does not drown the log while the backend stays down."""
+        self.logger.warning(
+            "Abort watcher cannot %s its backend (attempt %d, %s: %.200s); retrying in %.2f s.",
+            what,
+            failures,
+            type(error).__name__,
+            error,
+            delay,
+        )
+        self.logger.debug("Attempt %d failed with:", failures, exc_info=error)
 
     def _listen(self, subscription: Subscription) -> None:
         with selectors.DefaultSelector() as selector:
@@ -194,6 +205,7 @@ class Watcher(threading.Thread):
                 self._changed.notify_all()
 
     def _poll_forever(self) -> None:
+        failures = 0
         while not self._stopping:
             self.requests.forget_expired(time.monotonic())
             try:
@@ -206,9 +218,17 @@ class Watcher(threading.Thread):
                 if event is not None:
                     self._learn([TimedEvent(event, self.abort_ttl, self.abort_ttl)])
                 self._deliver_due()
-            except Exception:
-                self.logger.warning("Abort watcher failed to poll its backend.", exc_info=True)
-                self._sleep(POLL_WAIT / 1000)
+                if failures:
+                    self.logger.info(
+                        "Abort watcher polled its backend again after %d failed attempt(s).",
+                        failures,
+                    )
+                    failures = 0
+            except Exception as e:
+                failures += 1
+                delay = max(POLL_WAIT / 1000, backoff(failures))
+                self._log_failure("poll", failures, e, delay)
+                self._sleep(delay)
 
     def _learn(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
