@@ -4,21 +4,41 @@ for operators."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .requests import AbortMode
 
 #: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
+#: Exit statuses: a Redis error (the request may not have been recorded);
+#: bad arguments (nothing was sent); interrupted by Ctrl-C (128 + SIGINT).
+REDIS_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
+
+
+def _milliseconds_or_inf(text: str) -> float:
+    """``--timeout``: a whole number of milliseconds, or ``inf``."""
+    if text.strip().lower() in ("inf", "infinity"):
+        return math.inf
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a whole number of milliseconds nor 'inf'"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .backends.redis import DEFAULT_NAMESPACE
+
     parser = argparse.ArgumentParser(
         prog="dramatiq-abort", description="Cancel queued and abort running dramatiq messages."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort}")
 
     demo = commands.add_parser(
         "demo",
@@ -27,70 +47,123 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--redis", metavar="URL", help="run against this Redis instead of in memory")
 
-    send = commands.add_parser("abort", help="send abort requests for message ids")
+    send = commands.add_parser(
+        "abort",
+        help="send abort requests for message ids",
+        description="Record one abort request for every ID, after checking them all: on a bad"
+        " argument nothing is sent (exit status 2). Exit status 1: a Redis error.",
+    )
+    send.set_defaults(command_parser=send)
     send.add_argument("message_ids", metavar="ID", nargs="+", help="message ids to abort")
     send.add_argument(
         "--redis",
         metavar="URL",
         default=os.environ.get(REDIS_URL_VARIABLE),
-        required=REDIS_URL_VARIABLE not in os.environ,
-        help=f"Redis the workers listen to (default: ${REDIS_URL_VARIABLE}, which keeps a "
-        "password out of the process list)",
+        help=f"Redis the workers listen to; required unless ${REDIS_URL_VARIABLE} is set, which"
+        " keeps a password out of the process list",
     )
-    send.add_argument("--namespace", default="dramatiq:aborts:", help="the backend's key namespace")
+    send.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help="the key namespace of the workers' RedisBackend (default: %(default)s)",
+    )
     send.add_argument(
         "--mode",
         choices=[mode.value for mode in AbortMode],
         default=AbortMode.ABORT.value,
-        help="cancel: only messages not started yet; abort: running ones too (default)",
+        help="cancel: only messages not started yet; abort: running ones too"
+        " (default: %(default)s)",
     )
     send.add_argument(
         "--timeout",
-        type=int,
+        type=_milliseconds_or_inf,
         default=0,
         metavar="MS",
-        help="grace before a running message is interrupted",
+        help="milliseconds a running message is given to stop by itself before it is"
+        " interrupted; 'inf' asks it to stop and never forces it (default: %(default)s)",
     )
     send.add_argument(
-        "--ttl", type=int, default=90_000, metavar="MS", help="how long the request stays valid"
+        "--ttl",
+        type=int,
+        default=90_000,
+        metavar="MS",
+        help="milliseconds the request stays valid for messages that have not started"
+        " (default: %(default)s)",
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.redis is None:
-        return _run(args)
-    # Imported only now: Redis is an optional extra, which the in-memory
-    # demo does without.
-    import redis
-
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "abort" and not args.redis:
+        args.command_parser.error(f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set")
     try:
         return _run(args)
+    except KeyboardInterrupt:
+        print(
+            "dramatiq-abort: interrupted"
+            + ("; the request may have been recorded" if args.command == "abort" else ""),
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.redis is None:
+        from .demo import main as demo
+
+        return demo(None)
+    # Imported only now: Redis is an optional extra, which the in-memory
+    # demo does without.
+    try:
+        import redis
+    except ImportError:
+        print(
+            "dramatiq-abort: --redis needs redis-py: pip install 'dramatiq-abort[redis]'",
+            file=sys.stderr,
+        )
+        return REDIS_ERROR
+    try:
+        if args.command == "demo":
+            from .demo import main as demo
+
+            return demo(args.redis)
+        return _abort(args)
+    except (TypeError, ValueError) as e:
+        print(f"dramatiq-abort: {e}", file=sys.stderr)
+        return BAD_ARGUMENTS
     except redis.RedisError as e:
         # The client's words name the host and port, never the password that
         # the URL may hold; a traceback would say no more to an operator.
         print(f"dramatiq-abort: Redis error: {e}", file=sys.stderr)
-        return 1
+        return REDIS_ERROR
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "demo":
-        from .demo import main as demo
-
-        return demo(args.redis)
-
+def _abort(args: argparse.Namespace) -> int:
     from .backends.redis import RedisBackend
     from .middleware import Abortable
 
-    try:
-        middleware = Abortable(backend=RedisBackend.from_url(args.redis, namespace=args.namespace))
-        for message_id in args.message_ids:
-            middleware.abort(message_id, args.ttl, AbortMode(args.mode), args.timeout)
-    except (TypeError, ValueError) as e:
-        print(f"dramatiq-abort: {e}", file=sys.stderr)
-        return 2
-    print(f"sent {args.mode} for {len(args.message_ids)} message(s)")
+    middleware = Abortable(backend=RedisBackend.from_url(args.redis, namespace=args.namespace))
+    # One call: every id is checked before any is sent.
+    middleware.abort_many(args.message_ids, args.ttl, AbortMode(args.mode), args.timeout)
+    count = len(args.message_ids)
+    if args.mode == AbortMode.CANCEL.value:
+        effect = "a message that has not started will not start; a running one is left alone"
+    elif args.timeout == math.inf:
+        effect = "a running message is asked to stop and never forced; a queued one will not start"
+    elif args.timeout:
+        effect = (
+            f"a running message has {args.timeout:,} ms to stop before it is interrupted;"
+            " a queued one will not start"
+        )
+    else:
+        effect = "a running message is interrupted; a queued one will not start"
+    print(
+        f"sent {args.mode} for {count} message(s): {effect}.\n"
+        f"The request is recorded even for an id no worker knows (yet), and expires after"
+        f" {args.ttl:,} ms (--ttl)."
+    )
     return 0
 
 

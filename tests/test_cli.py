@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 import redis
 
-from dramatiq_abort import Event
+from dramatiq_abort import Event, __version__
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.cli import REDIS_URL_VARIABLE, main
 from dramatiq_abort.demo import run
+from dramatiq_abort.requests import MAX_MESSAGE_ID_LENGTH
+
+from .support import ROOT, WAIT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,6 +34,8 @@ def test_the_demo_runs_in_memory_as_a_console_script() -> None:
     assert "StubBroker + StubBackend" in finished.stdout
     assert "all steps behaved as documented" in finished.stdout
     assert "FAIL" not in finished.stdout
+    # Nothing at WARNING: an intended abort is not a warning.
+    assert finished.stderr == ""
 
 
 def test_the_demo_runs_on_redis_and_leaves_no_key(redis_url: str) -> None:
@@ -47,7 +54,9 @@ def test_abort_sends_each_id_in_the_mode_asked(
 ) -> None:
     argv = ["abort", "id-1", "id-2", "--redis", redis_url, "--namespace", namespace]
     assert main([*argv, "--mode", "abort", "--timeout", "250", "--ttl", "5000"]) == 0
-    assert "sent abort for 2 message(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sent abort for 2 message(s): a running message has 250 ms to stop" in out
+    assert "recorded even for an id no worker knows (yet), and expires after 5,000 ms" in out
     backend = RedisBackend(client=redis_client, namespace=namespace)
     for message_id in ("id-1", "id-2"):
         assert backend.poll(f"abort:{message_id}") == Event(
@@ -100,3 +109,117 @@ def test_abort_takes_the_redis_url_from_the_environment(
     assert main(["abort", "id-from-env", "--namespace", namespace]) == 0
     backend = RedisBackend(client=redis_client, namespace=namespace)
     assert backend.poll("abort:id-from-env") is not None
+
+
+@pytest.mark.parametrize(
+    ("ids", "says"),
+    [
+        (["first-id", "", "third-id"], "message_id must not be empty"),
+        (["first-id", "x" * (MAX_MESSAGE_ID_LENGTH + 1)], "at most 255 characters"),
+    ],
+    ids=["empty", "too-long"],
+)
+def test_abort_checks_every_id_before_it_sends_any(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    ids: list[str],
+    says: str,
+) -> None:
+    assert main(["abort", *ids, "--redis", redis_url, "--namespace", namespace]) == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+def test_a_timeout_of_inf_asks_and_never_forces(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["abort", "polite", "--timeout", "inf", "--redis", redis_url, "--namespace", namespace]
+    assert main(argv) == 0
+    assert "asked to stop and never forced" in capsys.readouterr().out
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    assert backend.poll("abort:polite") == Event("abort:polite", {"abort_timeout": None})
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "says"),
+    [
+        (
+            ["abort", "an-id", "--redis", "redis://127.0.0.1:6379/9?cluster=true"],
+            1,
+            "dramatiq-abort: Redis error: Redis Cluster: ",
+        ),
+        (["abort", "an-id", "--redis", "notaurl"], 2, "url must start with redis://"),
+        (["demo", "--redis", "notaurl"], 2, "url must start with redis://"),
+        (["demo", "--redis", "http://user:secret@h/0"], 2, "not http://"),
+        (["abort", "an-id", "--timeout", "soon"], 2, "'soon' is neither a whole number"),
+    ],
+)
+def test_errors_are_one_line_without_a_traceback(
+    argv: list[str], status: int, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(REDIS_URL_VARIABLE, "redis://127.0.0.1:6379/15")
+    finished = subprocess.run(
+        [sys.executable, "-m", "dramatiq_abort", *argv],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        check=False,
+        cwd=ROOT,
+    )
+    assert finished.returncode == status, finished.stderr
+    assert finished.stdout == ""
+    lines = finished.stderr.splitlines()
+    assert says in lines[-1] and "Traceback" not in finished.stderr, finished.stderr
+    assert "secret" not in finished.stderr
+    # One line, after the usage for argparse's own errors.
+    assert lines[-1].startswith("dramatiq-abort"), finished.stderr
+    assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), finished.stderr
+
+
+def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"dramatiq-abort {__version__}"
+    with pytest.raises(SystemExit):
+        main(["abort", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "[--redis URL]" in help_text
+    assert f"required unless ${REDIS_URL_VARIABLE} is set" in help_text
+    assert "(default: dramatiq:aborts:)" in help_text
+    assert "(default: 90000)" in help_text
+    assert "'inf' asks it to stop and never forces it (default: 0)" in help_text
+
+
+def test_ctrl_c_ends_the_command_with_one_line_and_status_130() -> None:
+    # A server that accepts the connection and never answers: the command
+    # waits for a reply until interrupted.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        command = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq_abort", "abort", "an-id"],
+            env={"PATH": "", REDIS_URL_VARIABLE: f"redis://127.0.0.1:{port}/0"},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            silent.settimeout(WAIT * 3)
+            connection, _ = silent.accept()
+            with connection:
+                # The command has sent its request and waits for the reply.
+                connection.settimeout(WAIT)
+                assert connection.recv(4096)
+                command.send_signal(signal.SIGINT)
+                out, err = command.communicate(timeout=WAIT)
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.communicate()
+    assert command.returncode == 130
+    assert out == ""
+    assert err == "dramatiq-abort: interrupted; the request may have been recorded\n"
