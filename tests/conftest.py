@@ -106,12 +106,21 @@ def async_worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[dram
     worker.stop()
 
 
+class NamespacedResults(RedisResultBackend):
+    """dramatiq's Redis result backend with its keys in the test's namespace:
+    dramatiq names a result by a hash of its namespace and message, so the
+    key would escape the namespace and the clean-up."""
+
+    def build_message_key(self, message: Any) -> str:
+        return f"{self.namespace}:{super().build_message_key(message)}"
+
+
 @pytest.fixture
 def redis_broker(redis_url: str, namespace: str) -> Iterator[RedisBroker]:
     """A RedisBroker in the test's namespace, with Results and Abortable."""
     broker = RedisBroker(url=redis_url, namespace=namespace + "broker")
     broker.add_middleware(
-        Results(backend=RedisResultBackend(url=redis_url, namespace=namespace + "results"))
+        Results(backend=NamespacedResults(url=redis_url, namespace=namespace + "results"))
     )
     broker.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
     broker.emit_after("process_boot")

@@ -13,7 +13,7 @@ import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.results import ResultFailure
+from dramatiq.results import ResultFailure, Results
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Outcome, abort, abort_requested
 from dramatiq_abort.delivery import Execution
@@ -281,6 +281,12 @@ def test_on_redis_broker_aborted_messages_are_acknowledged_not_dead_lettered(
     client: Any = redis_broker.client
     dead = client.hvals(f"{redis_broker.namespace}:{crunch.queue_name}.XQ.msgs")
     assert [dramatiq.Message.decode(data).message_id for data in dead] == [control.message_id]
+    # The results are in the test's namespace, which the fixture cleans up.
+    results = next(m for m in redis_broker.middleware if isinstance(m, Results)).backend
+    namespace = redis_broker.namespace.removesuffix("broker")
+    for sent in (message, queued, control):
+        key = results.build_message_key(sent)
+        assert key.startswith(namespace) and client.exists(key)
 
 
 def test_a_grace_longer_than_the_ttl_still_ends_in_abort(
