@@ -198,6 +198,11 @@ def _run(redis_url: str | None, report: _Report) -> None:
                 outcome == "returned 'stopped cleanly'",
             )
         finally:
+            if not interrupted.is_set():
+                # Interrupted (Ctrl-C) while crunch runs: it loops until
+                # aborted, and the worker could not stop.
+                with contextlib.suppress(Exception):
+                    abort(long_running.message_id)
             worker.stop()
             broker.close()
 

@@ -307,7 +307,12 @@ class Abortable(Middleware):
         """
         if isinstance(message_ids, str):
             raise TypeError(f"message_ids must be an iterable of ids, not the str {message_ids!r}")
-        given = list(message_ids)
+        try:
+            given = list(message_ids)
+        except TypeError:
+            raise TypeError(
+                f"message_ids must be an iterable of ids or messages, not {message_ids!r:.100}"
+            ) from None
         ids = [_message_id(m) for m in given]
         mode = check_mode(mode)
         ttl = (
@@ -315,7 +320,8 @@ class Abortable(Middleware):
             if abort_ttl is None
             else check_milliseconds("abort_ttl", abort_ttl, positive=True)
         )
-        etas = [m.options.get("eta", 0) for m in given if isinstance(m, dramatiq.Message)]
+        messages = [m for m in given if isinstance(m, (dramatiq.Message, MessageProxy))]
+        etas = [m.options.get("eta", 0) for m in messages]
         if etas:
             ttl += max(0, int(max(etas) - time.time() * 1000))
         timeout = check_abort_timeout(abort_timeout)
@@ -440,8 +446,9 @@ _default: tuple[dramatiq.Broker, Abortable] | None = None
 
 
 def _message_id(message: object) -> str:
-    """The checked id of ``message``, an id or a dramatiq message."""
-    if isinstance(message, dramatiq.Message):
+    """The checked id of ``message``: an id, a dramatiq message, or the
+    proxy of one that a worker runs (``CurrentMessage.get_current_message()``)."""
+    if isinstance(message, (dramatiq.Message, MessageProxy)):
         message = message.message_id
     return check_message_id(message)
 
@@ -468,7 +475,10 @@ def abortable_of(broker: dramatiq.Broker) -> Abortable:
     """The :class:`Abortable` middleware of ``broker``; ``RuntimeError`` if it has none."""
     middleware = middleware_of(broker, Abortable)
     if middleware is None:
-        raise RuntimeError(f"The broker {broker!r} has no Abortable middleware.")
+        raise RuntimeError(
+            f"The broker {broker!r} has no Abortable middleware: add one with"
+            " broker.add_middleware(Abortable(backend=...)), or pass middleware=."
+        )
     return middleware
 
 

@@ -106,7 +106,7 @@ def async_worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[dram
     worker.stop()
 
 
-class NamespacedResults(RedisResultBackend):
+class NamespacedResults(RedisResultBackend):  # type: ignore[misc]
     """dramatiq's Redis result backend with its keys in the test's namespace:
     dramatiq names a result by a hash of its namespace and message, so the
     key would escape the namespace and the clean-up."""

@@ -11,6 +11,7 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.threading import Interrupt
 
@@ -274,3 +275,24 @@ def test_a_message_sent_with_a_non_boolean_abortable_is_logged_and_follows_its_a
         f"Message {message.message_id!r} has abortable='false', which is neither True nor"
         " False: ignored, the actor's setting applies."
     ]
+
+
+def test_abort_takes_the_message_a_worker_runs_and_names_a_bad_list(
+    stub_broker: StubBroker, abortable: Abortable
+) -> None:
+    @dramatiq.actor
+    def job() -> None: ...
+
+    proxy = MessageProxy(job.message())
+    abort(proxy, mode=AbortMode.CANCEL)  # type: ignore[arg-type]
+    assert abortable.backend.poll(f"cancel:{proxy.message_id}") is not None
+    with pytest.raises(
+        TypeError, match="message_ids must be an iterable of ids or messages, not None"
+    ):
+        abort_many(None)  # type: ignore[arg-type]
+
+
+def test_without_an_abortable_the_error_says_how_to_add_one() -> None:
+    dramatiq.set_broker(StubBroker())
+    with pytest.raises(RuntimeError, match=r"broker.add_middleware\(Abortable\(backend=...\)\)"):
+        abort("some-id")
