@@ -21,7 +21,7 @@ from dramatiq.results import Results
 from . import coroutines
 from .backend import EventBackend
 from .delivery import Execution, Executions, Outcome
-from .errors import ActorOptionError, MessageAborted
+from .errors import MessageAborted
 from .requests import (
     AbortMode,
     AbortRequests,
@@ -91,10 +91,7 @@ class Abortable(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        # Celery's: ``track_started`` records when messages start (a write
-        # per message, for the actors that ask); ``bind`` is honoured by
-        # actor classes that set ``binds_self``, such as compat.AbortableActor.
-        return {"abortable", "bind", "track_started"}
+        return {"abortable"}
 
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
@@ -104,16 +101,6 @@ class Abortable(Middleware):
         if abortable is None:
             abortable = self.abortable
         return bool(abortable)
-
-    def before_declare_actor(
-        self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
-    ) -> None:
-        if actor.options.get("bind") and not getattr(actor, "binds_self", False):
-            raise ActorOptionError(
-                f"actor {actor.actor_name!r} sets bind=True, but {type(actor).__name__} does not"
-                " pass itself to its function: declare it with actor_class=AbortableActor"
-                " (from compat)"
-            )
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         if isinstance(actor.fn, _AbortableFunction):
@@ -179,8 +166,6 @@ class Abortable(Middleware):
         if request is not None:
             self._stopped(broker, message, Outcome.CANCELLED)
         self.executions.begin(message)
-        if message.options.get("track_started", actor.options.get("track_started", False)):
-            self._record_outcome(message, Outcome.STARTED)
 
     def after_process_message(
         self,
@@ -252,9 +237,7 @@ class Abortable(Middleware):
         """Wait up to ``timeout`` seconds for a worker to report what became
         of ``message_id`` after an abort request reached it; ``None`` if no
         worker did in time."""
-        outcome = self.backend.wait_outcome(
-            check_message_id(message_id), timeout, ignore={Outcome.STARTED.value}
-        )
+        outcome = self.backend.wait_outcome(check_message_id(message_id), timeout)
         return None if outcome is None else Outcome(outcome)
 
     def outcome(self, message_id: str) -> Outcome | None:
