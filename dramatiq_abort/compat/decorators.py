@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, cast
+from typing import Any, Callable, cast, overload
 
 import dramatiq
 
@@ -31,6 +31,14 @@ def _only_asked_retries(
         return isinstance(exception, autoretry_for) and (limit is None or retries < limit)
 
     return retry_when
+
+
+@overload
+def shared_task(fn: Callable[..., Any], /) -> AbortableActor: ...
+
+
+@overload
+def shared_task(**options: Any) -> Callable[[Callable[..., Any]], AbortableActor]: ...
 
 
 def shared_task(*args: Any, **options: Any) -> Any:

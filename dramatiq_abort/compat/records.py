@@ -3,10 +3,10 @@ abort backend, beside the task's abort requests."""
 
 from __future__ import annotations
 
-import builtins
 import datetime
 import json
 import logging
+import sys
 import traceback
 from typing import Any, NamedTuple
 
@@ -87,14 +87,16 @@ _rebuilt: dict[tuple[str, str], type[Exception]] = {}
 
 
 def rebuild_exception(meta: Any) -> Exception:
-    """An exception like the one :func:`failure_meta` described: of the
-    built-in class of that name, or of a class made with that name."""
+    """An exception like the one :func:`failure_meta` described: of its own
+    class when this process has it, else of a class made with its name."""
     if not isinstance(meta, dict):
         return Exception(str(meta))
     name = str(meta.get("exc_type") or "Exception")
     module = str(meta.get("exc_module") or "builtins")
     message = str(meta.get("exc_message", ""))
-    kind: Any = getattr(builtins, name, None) if module == "builtins" else None
+    # Only from a module this process has imported already: a record must
+    # not make it import anything.
+    kind: Any = getattr(sys.modules.get(module), name, None)
     if not (isinstance(kind, type) and issubclass(kind, Exception)):
         kind = _rebuilt.get((module, name))
         if kind is None:
