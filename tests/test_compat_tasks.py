@@ -37,6 +37,8 @@ from dramatiq_abort.backends import RedisBackend, StubBackend
 from .support import RABBITMQ_URL, WAIT, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(60)
+#: What a Celery user may pass as ``app=``: a URL, not a broker.
+NOT_A_BROKER: Any = "redis://"
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -349,7 +351,7 @@ def test_apply_async_honours_or_refuses_celery_options(stub: StubBroker) -> None
         (lambda t: t.update_state("x", state="P", meta={1j}), TypeError, "meta"),
         (lambda t: t.update_state("x", state=None), TypeError, "None"),
         (lambda t: AbortableAsyncResult(id=""), ValueError, "''"),
-        (lambda t: AbortableAsyncResult("x", app="redis://")  # type: ignore[arg-type], TypeError, "redis://"),
+        (lambda t: AbortableAsyncResult("x", app=NOT_A_BROKER), TypeError, "redis://"),
         (lambda t: t.apply_async(countdown=-1), ValueError, "-1"),
     ],
 )
