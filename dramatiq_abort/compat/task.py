@@ -268,8 +268,23 @@ class AbortableActor(dramatiq.Actor[..., Any]):
         """The result of one of this actor's tasks, from its id."""
         return AbortableResult(task_id, actor=self)
 
-    def retry(
+    def retry(self, *args: Any, **kwargs: Any) -> Retry:
+        """Run the current task again later, as Celery's ``self.retry(args=None,
+        kwargs=None, exc=None, throw=True, eta=None, countdown=None,
+        max_retries=None)``: raises
+        :class:`~dramatiq_abort.compat.exceptions.Retry` (let it go).
+
+        The task runs again with the same id after ``countdown`` seconds, at
+        ``eta``, or after ``default_retry_delay``. Once it was retried
+        ``max_retries`` times (the actor's ``max_retries`` option, else 3),
+        ``exc`` is raised instead, or ``MaxRetriesExceededError``. New
+        ``args`` or ``kwargs`` are refused: dramatiq retries the same message.
+        """
+        return self._retry(self.states.current.get(), *args, **kwargs)
+
+    def _retry(
         self,
+        message: MessageProxy | None,
         args: Any = None,
         kwargs: Any = None,
         exc: BaseException | None = None,
@@ -278,28 +293,6 @@ class AbortableActor(dramatiq.Actor[..., Any]):
         countdown: float | None = None,
         max_retries: int | None = None,
         **options: Any,
-    ) -> Retry:
-        """Run the current task again later, as Celery's ``self.retry()``:
-        raises :class:`~dramatiq_abort.compat.exceptions.Retry` (let it go).
-
-        The task runs again with the same id after ``countdown`` seconds, at
-        ``eta``, or after ``default_retry_delay``. Once it was retried
-        ``max_retries`` times (the actor's ``max_retries`` option, else 3),
-        ``exc`` is raised instead, or ``MaxRetriesExceededError``.
-        """
-        return self._retry(
-            self.states.current.get(), args, kwargs, exc, eta, countdown, max_retries
-        )
-
-    def _retry(
-        self,
-        message: MessageProxy | None,
-        args: Any,
-        kwargs: Any,
-        exc: BaseException | None,
-        eta: datetime.datetime | None,
-        countdown: float | None,
-        max_retries: int | None,
     ) -> Retry:
         if message is None or message.actor_name != self.actor_name:
             raise RuntimeError(f"retry() of {self.actor_name!r} called outside of its task")
@@ -436,19 +429,9 @@ class BoundTask(wrapt.ObjectProxy):  # type: ignore[type-arg]
             task_id = message.message_id
         actor.update_state(task_id, state, meta)
 
-    def retry(
-        self,
-        args: Any = None,
-        kwargs: Any = None,
-        exc: BaseException | None = None,
-        throw: bool = True,
-        eta: datetime.datetime | None = None,
-        countdown: float | None = None,
-        max_retries: int | None = None,
-        **options: Any,
-    ) -> Retry:
+    def retry(self, *args: Any, **kwargs: Any) -> Retry:
         actor: AbortableActor = self.__wrapped__
-        return actor._retry(self._self_message, args, kwargs, exc, eta, countdown, max_retries)
+        return actor._retry(self._self_message, *args, **kwargs)
 
 
 def _delay(countdown: float | None, eta: datetime.datetime | None) -> float | None:
