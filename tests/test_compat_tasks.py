@@ -387,3 +387,64 @@ def test_the_api_is_importable_under_a_name_no_project_module_shadows() -> None:
 def test_a_missing_attribute_names_the_result_class(stub: StubBroker) -> None:
     with pytest.raises(AttributeError, match="'AbortableResult' object has no attribute 'nope'"):
         AbortableAsyncResult("x").nope  # noqa: B018
+
+
+def test_get_waits_longer_than_the_results_client_socket_timeout(
+    redis_url: str, namespace: str
+) -> None:
+    import redis
+    from dramatiq.brokers.redis import RedisBroker
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.2)
+    made = RedisBroker(url=redis_url, namespace=namespace + "broker")
+    made.add_middleware(Results(backend=RedisResultBackend(client=client, namespace=namespace)))
+    made.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
+    made.add_middleware(TaskStates())
+    release = threading.Event()
+
+    @shared_task(base=AbortableTask, broker=made)
+    def slow() -> str:
+        assert release.wait(WAIT)
+        return "late"
+
+    worker = dramatiq.Worker(made, worker_timeout=100)
+    worker.start()
+    timer = threading.Timer(1.0, release.set)
+    timer.start()
+    try:
+        assert slow.delay().get(timeout=WAIT) == "late"
+    finally:
+        timer.cancel()
+        release.set()
+        worker.stop()
+        made.close()
+        keys = list(client.scan_iter(match=namespace + "*"))
+        if keys:
+            client.delete(*keys)
+
+
+def test_an_abortable_task_says_when_the_broker_lacks_task_states() -> None:
+    bare = StubBroker()
+    bare.add_middleware(Abortable(backend=StubBackend()))
+    try:
+        with pytest.raises(RuntimeError, match=r"TaskStates\(\)"):
+
+            @dramatiq.actor(actor_class=AbortableTask, broker=bare)
+            def orphan() -> None: ...
+
+    finally:
+        bare.close()
+
+
+def test_bind_on_a_plain_actor_is_refused_when_declared(stub: StubBroker) -> None:
+    with pytest.raises(ValueError, match=r"needs_self.*actor_class=AbortableTask"):
+
+        @dramatiq.actor(bind=True)
+        def needs_self(self: Any) -> None: ...
+
+    with pytest.raises(ValueError, match="track_started must be True or False, not 'yes'"):
+
+        @dramatiq.actor(actor_class=AbortableTask, track_started="yes")
+        def vague() -> None: ...
+
+    assert "needs_self" not in stub.actors and "vague" not in stub.actors

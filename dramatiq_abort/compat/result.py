@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dramatiq
 import wrapt
-from dramatiq.results import ResultFailure, ResultMissing, Results, ResultTimeout
+from dramatiq.results import ResultFailure, ResultMissing, Results
 from dramatiq.results.backend import ResultBackend
 
 from ..backend import MessageRecords
@@ -34,9 +34,9 @@ from .states import (
 if TYPE_CHECKING:
     from .task import AbortableActor
 
-#: The longest single blocking read of a stored result, in seconds: shorter
-#: than redis-py's socket timeout, so that a wait of any length works.
-READ_SLICE = 1.0
+#: How long a task that ended may take to have its result stored, in
+#: seconds; past it, it stored none.
+STORE_GRACE = 2.0
 #: The first pause between two looks at a task that is not over, in
 #: seconds; it doubles up to ``get()``'s ``interval``.
 FIRST_PAUSE = 0.005
@@ -387,19 +387,23 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         results = self._results()
         if results is None or not self._locate(results, record):
             return None
-        # The record may be written a moment before the result is stored.
+        # An outcome may be recorded a moment before the result is stored.
+        # Short reads only: a blocking one could outlast the client's socket
+        # timeout.
+        grace = time.monotonic() + STORE_GRACE
+        pause = FIRST_PAUSE
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            slice_ = READ_SLICE if remaining is None else max(0.0, min(READ_SLICE, remaining))
             try:
-                return results.get_result(
-                    self.__wrapped__, block=True, timeout=max(1, int(slice_ * 1000))
-                )
-            except ResultTimeout:
-                if remaining is not None and remaining <= READ_SLICE:
-                    raise TimeoutError(
-                        f"task {self.id!r} ended, but its result was not stored in time"
-                    ) from None
+                return results.get_result(self.__wrapped__)
+            except ResultMissing:
+                pass
+            now = time.monotonic()
+            if now >= grace:
+                return None
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"task {self.id!r} ended, but its result was not stored in time")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _results(self) -> ResultBackend | None:
         if self._self_backend is not None:
