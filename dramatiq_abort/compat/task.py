@@ -35,6 +35,10 @@ UNSUPPORTED_OPTIONS = {
 }
 
 
+#: Celery's hooks, run in the worker after the task.
+HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
+
+
 class Request:
     """What Celery's ``self.request`` says of the task being run."""
 
@@ -135,6 +139,10 @@ class AbortableActor(dramatiq.Actor[..., Any]):
     ) -> None:
         task_states_of(broker)
         self.bind = bool(options.get("bind", False))
+        #: Whether a subclass has any of Celery's hooks.
+        self.hooked = any(
+            getattr(type(self), name) is not getattr(AbortableActor, name) for name in HOOKS
+        )
         super().__init__(
             fn,
             broker=broker,
@@ -164,33 +172,45 @@ class AbortableActor(dramatiq.Actor[..., Any]):
         if message is not None and message.actor_name != self.actor_name:
             # Called by another actor's task: not this task's message.
             message = None
-        task = BoundTask(self, message, args, kwargs)
+        if self.bind:
+            args = (BoundTask(self, message, args, kwargs), *args)
         try:
-            retval = super().__call__(*((task, *args) if self.bind else args), **kwargs)
+            retval = super().__call__(*args, **kwargs)
         except Ignore:
             if message is not None:
                 self.states.ignore(message)
             return None
         except Retry as retry:
-            self._hook(task, "on_retry", retry.exc or retry, args, kwargs, ExceptionInfo(retry))
-            self._hook(task, "after_return", RETRY, retry, args, kwargs, ExceptionInfo(retry))
+            self._after(RETRY, retry, args, kwargs, retry)
             raise
         except Exception as e:
-            info = ExceptionInfo(e)
-            self._hook(task, "on_failure", e, args, kwargs, info)
-            self._hook(task, "after_return", FAILURE, e, args, kwargs, info)
+            self._after(FAILURE, e, args, kwargs, e)
             raise
-        self._hook(task, "on_success", retval, args, kwargs)
-        self._hook(task, "after_return", SUCCESS, retval, args, kwargs, None)
+        self._after(SUCCESS, retval, args, kwargs)
         return retval
 
-    def _hook(self, task: BoundTask, name: str, first: Any, *rest: Any) -> None:
-        hook = getattr(type(self), name)
-        if hook is not getattr(AbortableActor, name):
-            if name == "after_return":
-                hook(task, first, rest[0], task.request.id, *rest[1:])
-            else:
-                hook(task, first, task.request.id, *rest)
+    def _after(
+        self,
+        status: str,
+        retval: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exception: BaseException | None = None,
+    ) -> None:
+        """Run Celery's hooks, where a subclass has them."""
+        if not self.hooked:
+            return
+        if self.bind:
+            args = args[1:]
+        task_id = self.request.id
+        einfo = None if exception is None else ExceptionInfo(exception)
+        if status == SUCCESS:
+            self.on_success(retval, task_id, args, kwargs)
+        elif isinstance(exception, Retry):
+            self.on_retry(exception.exc or exception, task_id, args, kwargs, einfo)
+        else:
+            self.on_failure(retval, task_id, args, kwargs, einfo)
+        self.after_return(status, retval, task_id, args, kwargs, einfo)
 
     # Celery's hooks: they do nothing unless a subclass overrides them.
 
