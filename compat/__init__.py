@@ -1,40 +1,9 @@
-"""Celery's ``celery.contrib.abortable`` API on dramatiq.
+"""Celery's abortable API on dramatiq, under Celery's module names with
+``celery`` replaced by ``compat``: ``from compat import AbortableTask``.
 
-``AbortableActor`` plays ``AbortableTask`` and ``AbortableResult`` plays
-``AbortableAsyncResult``, both on the events of the ``dramatiq_abort``
-middleware: the cooperative ``is_aborted()`` and the forced ``Abort`` are
-one mechanism. Celery itself is not needed.
+The code lives in :mod:`dramatiq_abort.compat`; import it from there when
+a module of your project is itself named ``compat``.
 """
 
-from .actor import AbortableActor, Request
-from .result import (
-    ABORTED,
-    FAILURE,
-    PENDING,
-    REVOKED,
-    STARTED,
-    SUCCESS,
-    AbortableGroupResult,
-    AbortableResult,
-    TaskAborted,
-)
-
-#: Celery's names, for imports that only change their module.
-AbortableTask = AbortableActor
-AbortableAsyncResult = AbortableResult
-
-__all__ = [
-    "ABORTED",
-    "FAILURE",
-    "PENDING",
-    "REVOKED",
-    "STARTED",
-    "SUCCESS",
-    "AbortableActor",
-    "AbortableAsyncResult",
-    "AbortableGroupResult",
-    "AbortableResult",
-    "AbortableTask",
-    "Request",
-    "TaskAborted",
-]
+from dramatiq_abort.compat import *  # noqa: F403
+from dramatiq_abort.compat import __all__  # noqa: F401

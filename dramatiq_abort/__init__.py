@@ -1,6 +1,6 @@
 """Cancel queued and abort running dramatiq messages from any process."""
 
-from .backend import Event, EventBackend, Subscription, TimedEvent
+from .backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
 from .blocking import run_subprocess, sleep
 from .delivery import Outcome
 from .errors import Abort, MessageAborted
@@ -14,6 +14,7 @@ __all__ = [
     "Event",
     "EventBackend",
     "MessageAborted",
+    "MessageRecords",
     "Outcome",
     "Subscription",
     "TimedEvent",

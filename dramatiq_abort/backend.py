@@ -24,6 +24,19 @@ class TimedEvent(NamedTuple):
     ttl: int
 
 
+class MessageRecords(NamedTuple):
+    """What a backend holds for one message, read in one go by :meth:`EventBackend.records`."""
+
+    #: The abort request in force for it, if any.
+    abort: Event | None
+    #: The cancel request in force for it, if any (an abort request carries one too).
+    cancel: Event | None
+    #: The last outcome a worker recorded for it (an :class:`~dramatiq_abort.Outcome` value).
+    outcome: str | None
+    #: The state text last recorded for it with :meth:`EventBackend.record_state`.
+    state: str | None
+
+
 class EventBackend(abc.ABC):
     """ABC for event backends.
 
@@ -70,6 +83,37 @@ class EventBackend(abc.ABC):
         seconds (``None``: for ever, ``0``: not at all) for one not in
         ``ignore``; ``None`` if none came. The default cannot wait."""
         raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
+
+    #: Whether :meth:`record_state` keeps what it is given. Layers on top
+    #: (``compat``'s task states) check it before they rely on it.
+    stores_states: bool = False
+
+    def record_state(self, message_id: str, state: str, ttl: int) -> None:
+        """Keep ``state``, a text that a layer on top of the middleware
+        chose, for ``message_id`` during ``ttl`` milliseconds, replacing the
+        one kept before. Abort requests and outcomes are left as they are."""
+        raise NotImplementedError(f"{type(self).__name__} does not store message states")
+
+    def records(self, message_id: str) -> MessageRecords:
+        """Everything kept for ``message_id``, read in one round trip where
+        the store allows it. The default asks :meth:`poll` for each request."""
+        from .requests import AbortMode, event_key
+
+        try:
+            outcome = self.wait_outcome(message_id, 0)
+        except NotImplementedError:
+            outcome = None
+        return MessageRecords(
+            self.poll(event_key(message_id, AbortMode.ABORT)),
+            self.poll(event_key(message_id, AbortMode.CANCEL)),
+            outcome,
+            None,
+        )
+
+    def forget(self, message_id: str) -> None:
+        """Drop the outcome and the state kept for ``message_id``; its abort
+        requests stay in force until their TTL. The default keeps neither."""
+        return None
 
     def subscribe(self) -> Subscription | None:
         """Open a push channel for this worker process, or return ``None``

@@ -24,10 +24,6 @@ R = TypeVar("R")
 class Outcome(Enum):
     """What became of a message that an abort request reached."""
 
-    #: The message started: only recorded for actors with ``track_started``,
-    #: and replaced by one of the others if an abort request reaches it.
-    STARTED = "started"
-
     #: The request was in force before the actor started: it never ran.
     CANCELLED = "cancelled"
     #: :class:`Abort` was raised while the actor ran and ended it.

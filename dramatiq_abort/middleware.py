@@ -145,10 +145,7 @@ class Abortable(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        # Celery's: ``track_started`` records when messages start (a write
-        # per message, for the actors that ask); ``bind`` is honoured by
-        # actor classes that set ``binds_self``, such as compat.AbortableActor.
-        return {"abortable", "bind", "track_started"}
+        return {"abortable"}
 
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
@@ -187,12 +184,6 @@ class Abortable(Middleware):
             raise ActorOptionError(
                 f"actor {actor.actor_name!r} sets abortable={abortable!r:.100}:"
                 " it must be True or False"
-            )
-        if actor.options.get("bind") and not getattr(actor, "binds_self", False):
-            raise ActorOptionError(
-                f"actor {actor.actor_name!r} sets bind=True, but {type(actor).__name__} does not"
-                " pass itself to its function: declare it with actor_class=AbortableActor"
-                " (from compat)"
             )
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
@@ -262,8 +253,6 @@ class Abortable(Middleware):
         if request is not None:
             self._stopped(broker, message, Outcome.CANCELLED)
         self.executions.begin(message)
-        if message.options.get("track_started", actor.options.get("track_started", False)):
-            self._record_outcome(message, Outcome.STARTED)
 
     def after_process_message(
         self,
@@ -341,15 +330,14 @@ class Abortable(Middleware):
         """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
         for a worker to report what became of ``message_id`` (an id or the
         message) after an abort request reached it; ``None`` if no worker
-        did in time. ``Outcome.STARTED`` is never returned: it is not an end."""
+        did in time."""
         message_id = _message_id(message_id)
         seconds = check_seconds("timeout", timeout, forever=True)
-        outcome = self.backend.wait_outcome(message_id, seconds, ignore={Outcome.STARTED.value})
+        outcome = self.backend.wait_outcome(message_id, seconds)
         return None if outcome is None else Outcome(outcome)
 
     def outcome(self, message_id: str | dramatiq.Message[Any]) -> Outcome | None:
-        """What workers last reported of ``message_id``, without waiting:
-        ``Outcome.STARTED`` too, for actors with ``track_started``."""
+        """What workers last reported of ``message_id``, without waiting."""
         outcome = self.backend.wait_outcome(_message_id(message_id), 0)
         return None if outcome is None else Outcome(outcome)
 

@@ -71,7 +71,7 @@ def test_abortable_defaults() -> None:
     middleware = Abortable(backend=StubBackend())
     assert middleware.abortable is True
     assert middleware.abort_ttl == 90_000
-    assert middleware.actor_options == {"abortable", "bind", "track_started"}
+    assert middleware.actor_options == {"abortable"}
 
 
 def test_abort_without_middleware_on_the_broker_raises_runtime_error() -> None:
@@ -145,16 +145,6 @@ def test_redis_backend_defaults_and_urls(redis_url: str) -> None:
     assert from_url.client.ping()
     with pytest.raises(ValueError, match="namespace"):
         RedisBackend(namespace="")
-
-
-def test_bind_on_a_plain_actor_is_refused_when_declared(stub_broker: StubBroker) -> None:
-    stub_broker.add_middleware(Abortable(backend=StubBackend()))
-    with pytest.raises(ValueError, match=r"needs_self.*actor_class=AbortableActor"):
-
-        @dramatiq.actor(bind=True)
-        def needs_self(self: Any) -> None: ...
-
-    assert "needs_self" not in stub_broker.actors
 
 
 def test_a_mode_passed_by_position_is_refused_with_a_hint(abortable: Abortable) -> None:

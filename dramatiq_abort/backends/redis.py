@@ -18,8 +18,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from .. import nogil
-from ..backend import Event, EventBackend, Subscription, TimedEvent
-from ..requests import check_milliseconds
+from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
+from ..requests import AbortMode, check_milliseconds, event_key
 
 DEFAULT_NAMESPACE = "dramatiq:aborts:"
 #: Appended to a namespace without a hash tag, so that all of its keys fall
@@ -240,7 +240,10 @@ class RedisBackend(EventBackend):
         )
 
     def poll(self, key: str) -> Event | None:
-        decoded = self._decode_record(key, self.client.get(self.prefix + key))
+        return self._decode_event(key, self.client.get(self.prefix + key))
+
+    def _decode_event(self, key: str, value: Any) -> Event | None:
+        decoded = self._decode_record(key, value)
         return None if decoded is None else decoded[0]
 
     def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
@@ -257,16 +260,48 @@ class RedisBackend(EventBackend):
                         return timed.event
         return None
 
+    stores_states = True
+
+    def record_state(self, message_id: str, state: str, ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        self.client.set(self._state_key(message_id), state, px=ttl)
+
+    def records(self, message_id: str) -> MessageRecords:
+        # All four keys share the namespace's hash tag: one MGET, on a cluster too.
+        abort, cancel, outcome, state = self.client.mget(
+            [
+                self.prefix + event_key(message_id, AbortMode.ABORT),
+                self.prefix + event_key(message_id, AbortMode.CANCEL),
+                self._outcome_key(message_id),
+                self._state_key(message_id),
+            ]
+        )
+        return MessageRecords(
+            self._decode_event(event_key(message_id, AbortMode.ABORT), abort),
+            self._decode_event(event_key(message_id, AbortMode.CANCEL), cancel),
+            None if outcome is None else _text(outcome),
+            None if state is None else _text(state),
+        )
+
+    def forget(self, message_id: str) -> None:
+        self.client.delete(self._outcome_key(message_id), self._state_key(message_id))
+
+    def _outcome_key(self, message_id: str) -> str:
+        return self.prefix + "outcome:" + message_id
+
+    def _state_key(self, message_id: str) -> str:
+        return self.prefix + "state:" + message_id
+
     def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
         self._record_outcome(
-            keys=[self.prefix + "outcome:" + message_id],
+            keys=[self._outcome_key(message_id)],
             args=[outcome, ttl, self.outcomes_channel, json.dumps([message_id, outcome])],
         )
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
     ) -> str | None:
-        key = self.prefix + "outcome:" + message_id
+        key = self._outcome_key(message_id)
         if timeout is not None and timeout <= 0:
             recorded = self.client.get(key)
             return None if recorded is None or _text(recorded) in ignore else _text(recorded)

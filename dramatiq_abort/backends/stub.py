@@ -10,8 +10,8 @@ from collections import deque
 from collections.abc import Collection, Iterable
 
 from .. import nogil
-from ..backend import Event, EventBackend, Subscription, TimedEvent
-from ..requests import check_milliseconds
+from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
+from ..requests import AbortMode, check_milliseconds, event_key
 
 
 class StubBackend(EventBackend):
@@ -29,6 +29,8 @@ class StubBackend(EventBackend):
         self._subscriptions: set[StubSubscription] = set()
         #: message id -> (outcome, expires_at as time.monotonic())
         self._outcomes: dict[str, tuple[str, float]] = {}
+        #: message id -> (state, expires_at as time.monotonic())
+        self._states: dict[str, tuple[str, float]] = {}
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
@@ -78,6 +80,30 @@ class StubBackend(EventBackend):
         with self._changed:
             return self._changed.wait_for(recorded, timeout)
 
+    stores_states = True
+
+    def record_state(self, message_id: str, state: str, ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        with self._changed:
+            self._states[message_id] = (state, time.monotonic() + ttl / 1000)
+
+    def records(self, message_id: str) -> MessageRecords:
+        with self._changed:
+            now = time.monotonic()
+            outcome, outcome_expiry = self._outcomes.get(message_id, (None, 0.0))
+            state, state_expiry = self._states.get(message_id, (None, 0.0))
+            return MessageRecords(
+                self._valid(event_key(message_id, AbortMode.ABORT)),
+                self._valid(event_key(message_id, AbortMode.CANCEL)),
+                outcome if outcome_expiry > now else None,
+                state if state_expiry > now else None,
+            )
+
+    def forget(self, message_id: str) -> None:
+        with self._changed:
+            self._outcomes.pop(message_id, None)
+            self._states.pop(message_id, None)
+
     def subscribe(self) -> StubSubscription:
         subscription = StubSubscription(self)
         with self._changed:
@@ -108,8 +134,9 @@ class StubBackend(EventBackend):
         now = time.monotonic()
         for key in [key for key, record in self._records.items() if record[2] <= now]:
             del self._records[key]
-        for message_id in [key for key, (_, expires) in self._outcomes.items() if expires <= now]:
-            del self._outcomes[message_id]
+        for kept in (self._outcomes, self._states):
+            for message_id in [key for key, (_, expires) in kept.items() if expires <= now]:
+                del kept[message_id]
 
 
 class StubSubscription(Subscription):

@@ -1,0 +1,110 @@
+"""``shared_task``: Celery's task decorator, declaring a dramatiq actor."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, cast, overload
+
+import dramatiq
+
+from .task import AbortableActor
+
+#: Celery's task options that need nothing here: dramatiq acknowledges
+#: messages once processed, and encodes them as JSON.
+SATISFIED_OPTIONS = {"acks_late", "typing", "trail", "reject_on_worker_lost"}
+#: Celery's options and what to use instead.
+UNSUPPORTED_OPTIONS = {
+    "rate_limit": "use dramatiq's rate limiters (dramatiq.rate_limits)",
+    "serializer": "dramatiq encodes messages with the broker's encoder (JSON by default)",
+}
+
+
+def _only_asked_retries(
+    autoretry_for: tuple[type[BaseException], ...], limit: int | None
+) -> Callable[[int, BaseException], bool]:
+    """dramatiq's ``retry_when`` for Celery's rule: a task runs again only
+    when it called ``self.retry()`` (which checked its own limit) or raised
+    one of ``autoretry_for``, within ``max_retries``."""
+
+    def retry_when(retries: int, exception: BaseException) -> bool:
+        if isinstance(exception, dramatiq.Retry):
+            return True
+        return isinstance(exception, autoretry_for) and (limit is None or retries < limit)
+
+    return retry_when
+
+
+@overload
+def shared_task(fn: Callable[..., Any], /) -> AbortableActor: ...
+
+
+@overload
+def shared_task(**options: Any) -> Callable[[Callable[..., Any]], AbortableActor]: ...
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """Declare an actor as Celery's ``@shared_task`` / ``@app.task`` declares
+    a task: ``@shared_task``, ``@shared_task(bind=True, base=AbortableTask)``.
+
+    Celery's options map onto dramatiq's: ``name`` and ``queue`` name the
+    actor and its queue; ``ignore_result`` turns ``store_results`` off
+    (results are stored by default, with the Results middleware, as in
+    Celery); ``max_retries`` (3 by default) and ``default_retry_delay``
+    bound ``self.retry()``; failures are not retried unless they are of
+    ``autoretry_for`` (with ``retry_backoff`` and ``retry_backoff_max``);
+    ``time_limit`` and ``soft_time_limit`` (seconds) become dramatiq's
+    ``time_limit``. ``bind`` and ``track_started`` are as in Celery. Other
+    options are passed to ``dramatiq.actor`` unchanged.
+    """
+    if args and callable(args[0]) and len(args) == 1 and not options:
+        return shared_task()(args[0])
+    if args:
+        raise TypeError(f"shared_task takes keyword options only, not {args!r}")
+
+    def declare(fn: Callable[..., Any]) -> AbortableActor:
+        opts = dict(options)
+        base = opts.pop("base", AbortableActor)
+        if not (isinstance(base, type) and issubclass(base, AbortableActor)):
+            raise TypeError(f"base must be AbortableTask or a subclass of it, not {base!r}")
+        for name in SATISFIED_OPTIONS:
+            opts.pop(name, None)
+        for name, instead in UNSUPPORTED_OPTIONS.items():
+            if name in opts:
+                raise TypeError(f"{name}={opts[name]!r} is not supported here: {instead}")
+        broker = opts.pop("broker", None) or dramatiq.get_broker()
+        actor_options: dict[str, Any] = {}
+        if "name" in opts:
+            actor_options["actor_name"] = opts.pop("name")
+        if "queue" in opts:
+            actor_options["queue_name"] = opts.pop("queue")
+        ignore_result = opts.pop("ignore_result", False)
+        if "store_results" in broker.actor_options:
+            opts.setdefault("store_results", not ignore_result)
+        limit = opts.pop("max_retries", base.max_retries)
+        delay = opts.pop("default_retry_delay", base.default_retry_delay)
+        autoretry_for = tuple(opts.pop("autoretry_for", ()))
+        backoff = opts.pop("retry_backoff", False)
+        backoff_max = opts.pop("retry_backoff_max", 600)
+        opts.pop("retry_jitter", None)
+        opts["max_retries"] = limit
+        opts["retry_when"] = _only_asked_retries(autoretry_for, limit)
+        if backoff:
+            first = 1 if backoff is True else backoff
+            opts["min_backoff"] = int(first * 1000)
+            opts["max_backoff"] = int(backoff_max * 1000)
+        else:
+            opts["min_backoff"] = opts["max_backoff"] = int(delay * 1000)
+        limits = [opts.pop(name) for name in ("time_limit", "soft_time_limit") if name in opts]
+        limits = [value for value in limits if value is not None]
+        if limits:
+            opts["time_limit"] = int(min(limits) * 1000)
+        declared = dramatiq.actor(actor_class=base, broker=broker, **actor_options, **opts)(fn)
+        actor = cast(AbortableActor, declared)
+        actor.max_retries = limit
+        actor.default_retry_delay = delay
+        return actor
+
+    return declare
+
+
+#: Celery's ``app.task`` decorator is the same without an app.
+task = shared_task

@@ -1,0 +1,40 @@
+"""The exceptions of Celery's API that tasks raise and callers catch."""
+
+from __future__ import annotations
+
+import builtins
+
+import dramatiq
+
+
+class TaskRevokedError(Exception):
+    """``get()`` on a task that was revoked: it never ran, so it has no result."""
+
+
+class TaskAborted(TaskRevokedError):
+    """``get()`` on a task that was aborted or revoked before it returned:
+    it has no result."""
+
+
+class TimeoutError(builtins.TimeoutError):
+    """``get()`` or ``abort(wait=True)`` gave up waiting. It is also the
+    built-in ``TimeoutError``."""
+
+
+class Ignore(Exception):
+    """Raised by a task to end without a result: the state it last reported stays."""
+
+
+class Retry(dramatiq.Retry):
+    """Raised by ``self.retry()``: the task runs again after the delay."""
+
+    def __init__(self, message: str = "", exc: BaseException | None = None, when: float = 0):
+        super().__init__(message, delay=int(when * 1000))
+        #: The exception that caused the retry, if any.
+        self.exc = exc
+        #: Seconds until the task runs again.
+        self.when = when
+
+
+class MaxRetriesExceededError(Exception):
+    """``self.retry()`` was called once more than ``max_retries`` allows."""

@@ -1,0 +1,490 @@
+"""AbortableResult: Celery's ``AbortableAsyncResult`` as a transparent proxy
+over a dramatiq ``Message``."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import dramatiq
+import wrapt
+from dramatiq.results import ResultFailure, ResultMissing, Results
+from dramatiq.results.backend import ResultBackend
+
+from ..backend import MessageRecords
+from ..delivery import Outcome
+from ..middleware import Abortable, abortable_of, middleware_of
+from ..requests import AbortMode, check_message_id
+from . import records
+from .exceptions import TaskAborted, TimeoutError
+from .middleware import TaskStates
+from .result_store import delete_result
+from .states import (
+    ABORTED,
+    FAILURE,
+    PENDING,
+    RETRY,
+    REVOKED,
+    SUCCESS,
+)
+
+if TYPE_CHECKING:
+    from .task import AbortableActor
+
+#: How long a task that ended may take to have its result stored, in
+#: seconds; past it, it stored none.
+STORE_GRACE = 2.0
+#: The first pause between two looks at a task that is not over, in
+#: seconds; it doubles up to ``get()``'s ``interval``.
+FIRST_PAUSE = 0.005
+
+_STOPPED = (Outcome.ABORTED.value, Outcome.CANCELLED.value)
+_ENDED = (Outcome.STOPPED.value, Outcome.FINISHED.value)
+
+
+def check_seconds(name: str, value: object) -> float:
+    """Return ``value`` as a number of seconds, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds, 0 or more, not {value!r}")
+    return float(value)
+
+
+class Status(NamedTuple):
+    """What one read says of a task."""
+
+    state: str
+    #: Whether the task is over.
+    ended: bool
+    #: Whether an abort (not only a cancel) was requested or delivered.
+    aborted: bool
+    #: Whether the task ended by itself (it returned or raised).
+    returned: bool
+    #: Its last record, if any.
+    record: records.TaskRecord | None
+
+
+class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """The message of a sent task, with Celery's result API on top.
+
+    Everything the dramatiq ``Message`` does still works on it
+    (``message_id``, ``get_result()``, ``asdict()``, equality,
+    ``isinstance(result, dramatiq.Message)``). ``AbortableResult(task_id)``
+    rebuilds one from an id kept elsewhere.
+
+    :param id: The sent message, or its id (Celery's ``id``).
+    :param backend: A dramatiq Results backend to read results from;
+        defaults to the broker's ``Results`` middleware.
+    :param task_name: The actor's name, when known and no ``actor`` is given.
+    :param app: The broker (Celery's app): defaults to the actor's, then the
+        global one. ``broker=`` is the same.
+    :param actor: The task's actor, when known.
+    """
+
+    def __init__(
+        self,
+        id: dramatiq.Message[Any] | str | None = None,
+        backend: ResultBackend | None = None,
+        task_name: str | None = None,
+        app: dramatiq.Broker | None = None,
+        parent: Any = None,
+        *,
+        actor: AbortableActor | dramatiq.Actor[Any, Any] | None = None,
+        broker: dramatiq.Broker | None = None,
+        **celery_options: Any,
+    ) -> None:
+        message = id if id is not None else celery_options.pop("task_id", None)
+        if celery_options:
+            raise TypeError(f"unexpected arguments {sorted(celery_options)!r}")
+        if backend is not None and not isinstance(backend, ResultBackend):
+            raise TypeError(f"backend must be a dramatiq results backend, not {backend!r}")
+        for name, value in (("app", app), ("broker", broker)):
+            if value is not None and not isinstance(value, dramatiq.Broker):
+                raise TypeError(f"{name} must be a dramatiq Broker, not {value!r}")
+        broker = broker or app or (actor.broker if actor is not None else dramatiq.get_broker())
+        if actor is None and task_name is not None:
+            actor = broker.actors.get(task_name)
+        if isinstance(message, dramatiq.Message):
+            located = True
+        else:
+            message_id = check_message_id(message)
+            located = actor is not None
+            message = dramatiq.Message(
+                queue_name=actor.queue_name if actor else "",
+                actor_name=actor.actor_name if actor else "",
+                args=(),
+                kwargs={},
+                options={},
+                message_id=message_id,
+            )
+        super().__init__(message)
+        self._self_broker = broker
+        self._self_backend = backend
+        self._self_located = located
+        self._self_parent = parent
+
+    def __repr__(self) -> str:
+        return f"<AbortableResult: {self.__wrapped__.message_id} {self.__wrapped__!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return getattr(self.__wrapped__, name)
+        except AttributeError:
+            raise AttributeError(f"'AbortableResult' object has no attribute {name!r}") from None
+
+    @property
+    def parent(self) -> Any:
+        """Celery's parent result: what the constructor was given."""
+        return self._self_parent
+
+    @property
+    def id(self) -> str:
+        """The task id: the message id."""
+        return str(self.__wrapped__.message_id)
+
+    task_id = id
+
+    @property
+    def message(self) -> dramatiq.Message[Any]:
+        """The dramatiq message itself, unwrapped."""
+        message: dramatiq.Message[Any] = self.__wrapped__
+        return message
+
+    @property
+    def abortable(self) -> Abortable:
+        return abortable_of(self._self_broker)
+
+    # Sending abort requests
+
+    def abort(self, timeout: float | None = None, *, wait: bool = False) -> bool | None:
+        """Ask the task to stop, as Celery's ``abort()`` does: it sees
+        ``self.is_aborted()`` turn true within milliseconds, and a task
+        still queued never starts.
+
+        Without ``wait``, ``timeout`` is a grace in seconds after which
+        ``Abort`` is raised in the task; ``None`` never forces it, as in Celery.
+
+        With ``wait=True`` the request is never forced, and the call blocks
+        up to ``timeout`` seconds (``None``: for ever) until it is known what
+        became of the task: ``True`` if it stopped early (aborted, or never
+        started), ``False`` if it ran to its end anyway. Raises
+        ``TimeoutError`` when no worker answered in time.
+        """
+        limit = None if timeout is None else check_seconds("timeout", timeout)
+        if wait or limit is None:
+            self.abortable.abort(self.message, abort_timeout=math.inf)
+            return self._stopped(limit) if wait else None
+        self.abortable.abort(self.message, abort_timeout=limit * 1000)
+        return None
+
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: Any = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> bool | None:
+        """Cancel the task if it has not started; with ``terminate=True``,
+        also raise ``Abort`` in it now if it runs (whatever ``signal``).
+        ``wait`` and ``timeout`` (seconds) work as with :meth:`abort`."""
+        mode = AbortMode.ABORT if terminate else AbortMode.CANCEL
+        limit = None if timeout is None else check_seconds("timeout", timeout)
+        self.abortable.abort(self.message, mode=mode)
+        return self._stopped(limit) if wait else None
+
+    # Reading state
+
+    def status_now(self) -> Status:
+        """Everything one read of the abort backend says of the task."""
+        found = self.abortable.backend.records(self.id)
+        return self._status(found)
+
+    @property
+    def state(self) -> str:
+        """``PENDING``, ``STARTED``, a state the task reported (``PROGRESS``),
+        ``RETRY``, ``ABORTED``, ``REVOKED``, ``SUCCESS`` or ``FAILURE``.
+
+        While an abort is in force and the task has not ended, ``ABORTED``,
+        whatever it still reports. One read of the abort backend.
+        """
+        return self.status_now().state
+
+    status = state
+
+    @property
+    def info(self) -> Any:
+        """The task's return value once it succeeded, the exception once it
+        failed, and the ``meta`` it last reported while it runs (also while
+        it is being aborted)."""
+        return self._info(self.status_now())
+
+    result = info
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback of a failed task."""
+        record = self.status_now().record
+        return None if record is None else record.traceback
+
+    @property
+    def date_done(self) -> datetime.datetime | None:
+        """When the task ended (an aware UTC datetime), if it did."""
+        status = self.status_now()
+        return status.record.done_at if status.ended and status.record else None
+
+    def is_aborted(self) -> bool:
+        """Whether an abort of the task was requested. Nothing the task
+        reports or returns clears it."""
+        return self.status_now().aborted
+
+    def ready(self) -> bool:
+        """Whether the task is over: it returned, failed, or was stopped."""
+        return self.status_now().ended
+
+    def successful(self) -> bool:
+        return self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == FAILURE
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        **celery_options: Any,
+    ) -> Any:
+        """Wait up to ``timeout`` seconds (``None``: for ever) for the task
+        to end, and return its result.
+
+        Raises the task's exception if it failed (unless ``propagate`` is
+        false: then it is returned), :class:`TaskAborted` if it was aborted
+        or revoked before it returned, :class:`TimeoutError` if it is not
+        over in time, and ``RuntimeError`` at once when the broker has no
+        Results middleware to keep results. ``interval`` is the longest
+        pause, in seconds, between two looks; Celery's other options
+        (``no_ack``, ``follow_parents``...) change nothing here.
+        """
+        if self._results() is None:
+            raise RuntimeError(
+                "get() needs the Results middleware on the broker, with store_results=True"
+                " for the actor: without it no result is kept"
+            )
+        limit = None if timeout is None else check_seconds("timeout", timeout)
+        interval = check_seconds("interval", interval)
+        deadline = None if limit is None else time.monotonic() + limit
+        pause = FIRST_PAUSE
+        while True:
+            status = self.status_now()
+            if status.ended:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"task {self.id!r} is not over after {limit}s (it is {status.state})"
+                )
+            time.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, max(interval, FIRST_PAUSE))
+        if status.state == FAILURE:
+            error = self._info(status)
+            if propagate:
+                raise error
+            return error
+        if not status.returned:
+            if propagate:
+                raise TaskAborted(f"task {self.id!r} was {status.state.lower()}")
+            return self._info(status)
+        return self._value(status, deadline)
+
+    wait = get
+
+    def forget(self) -> None:
+        """Drop what is kept of the task: its result, state and outcome.
+        An abort request stays in force until its TTL runs out."""
+        self.abortable.backend.forget(self.id)
+        results = self._results()
+        if results is not None and self._locate(results, None):
+            delete_result(results, self.__wrapped__)
+
+    # Internals
+
+    def _status(self, found: MessageRecords) -> Status:
+        record = records.decode(found.state)
+        requested = (
+            ABORTED if found.abort is not None else REVOKED if found.cancel is not None else None
+        )
+        aborted = found.abort is not None or found.outcome == Outcome.ABORTED.value
+        if record is not None and record.ended:
+            return Status(record.state, True, aborted, True, record)
+        if found.outcome in _STOPPED:
+            return Status(requested or ABORTED, True, aborted, False, record)
+        if found.outcome in _ENDED:
+            # It ended after the request reached it, with no record of ours.
+            return Status(self._stored_status() or SUCCESS, True, aborted, True, record)
+        if (
+            record is None
+            and requested is None
+            and middleware_of(self._self_broker, TaskStates) is None
+        ):
+            # Without TaskStates no record tells that it ended: ask Results.
+            stored = self._stored_status()
+            if stored is not None:
+                return Status(stored, True, aborted, True, record)
+        if requested is not None:
+            return Status(requested, False, aborted, False, record)
+        if record is not None:
+            return Status(record.state, False, aborted, False, record)
+        return Status(PENDING, False, aborted, False, None)
+
+    def _stored_status(self) -> str | None:
+        """``SUCCESS`` or ``FAILURE`` from the Results backend alone."""
+        results = self._results()
+        if results is None or not self._locate(results, None):
+            return None
+        try:
+            results.get_result(self.__wrapped__)
+        except ResultMissing:
+            return None
+        except ResultFailure as failure:
+            if failure.orig_exc_type == "MessageAborted":
+                return None
+            return FAILURE
+        return SUCCESS
+
+    def _info(self, status: Status) -> Any:
+        record = status.record
+        if status.state in (FAILURE, RETRY) and record is not None and record.state == status.state:
+            return records.rebuild_exception(record.meta)
+        if status.state == FAILURE:
+            return self._stored_failure()
+        if status.state == SUCCESS:
+            return self._value(status, None)
+        return None if record is None else record.meta
+
+    def _stored_failure(self) -> Exception:
+        results = self._results()
+        try:
+            if results is not None and self._locate(results, None):
+                results.get_result(self.__wrapped__)
+        except ResultFailure as failure:
+            return records.rebuild_exception(
+                {"exc_type": failure.orig_exc_type, "exc_message": failure.orig_exc_msg}
+            )
+        except ResultMissing:
+            pass
+        return Exception(f"task {self.id!r} failed")
+
+    def _value(self, status: Status, deadline: float | None) -> Any:
+        """The stored return value of a task that returned."""
+        record = status.record
+        if record is not None and record.ended and not record.stored:
+            return None
+        results = self._results()
+        if results is None or not self._locate(results, record):
+            return None
+        # An outcome may be recorded a moment before the result is stored.
+        # Short reads only: a blocking one could outlast the client's socket
+        # timeout.
+        grace = time.monotonic() + STORE_GRACE
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                return results.get_result(self.__wrapped__)
+            except ResultMissing:
+                pass
+            now = time.monotonic()
+            if now >= grace:
+                return None
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"task {self.id!r} ended, but its result was not stored in time")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def _results(self) -> ResultBackend | None:
+        if self._self_backend is not None:
+            return self._self_backend
+        results = middleware_of(self._self_broker, Results)
+        return None if results is None else results.backend
+
+    def _locate(self, results: ResultBackend, record: records.TaskRecord | None) -> bool:
+        """Find the actor and queue of a result rebuilt from an id alone:
+        from the task's record, else the actor under which a result is stored."""
+        if self._self_located:
+            return True
+        if record is None:
+            record = records.decode(self.abortable.backend.records(self.id).state)
+        if record is not None and record.actor and record.queue is not None:
+            candidates = [(record.queue, record.actor)]
+        else:
+            candidates = [(a.queue_name, a.actor_name) for a in self._self_broker.actors.values()]
+        for queue_name, actor_name in candidates:
+            candidate = self.__wrapped__.copy(queue_name=queue_name, actor_name=actor_name)
+            if record is None:
+                try:
+                    results.get_result(candidate)
+                except ResultMissing:
+                    continue
+                except ResultFailure:
+                    pass
+            self.__wrapped__ = candidate
+            self._self_located = True
+            return True
+        return False
+
+    def _stopped(self, limit: float | None) -> bool:
+        status = self.status_now()
+        if status.ended:
+            return not status.returned
+        eta = self.__wrapped__.options.get("eta")
+        if eta is not None and eta > time.time() * 1000:
+            # Due later: the request recorded now is in force when it comes,
+            # so it never starts.
+            return True
+        outcome = self.abortable.wait_outcome(self.id, limit)
+        if outcome is None:
+            raise TimeoutError(f"no worker said what became of task {self.id!r} within {limit}s")
+        return outcome is not Outcome.FINISHED
+
+
+class AbortableGroupResult:
+    """The tasks of a dramatiq ``group`` or ``pipeline``, aborted in one call."""
+
+    def __init__(
+        self, tasks: dramatiq.group | dramatiq.pipeline, *, broker: dramatiq.Broker | None = None
+    ) -> None:
+        messages = list(_messages(tasks))
+        self.broker = broker or tasks.broker
+        self.results = [AbortableResult(message, broker=self.broker) for message in messages]
+
+    @property
+    def ids(self) -> list[str]:
+        return [result.id for result in self.results]
+
+    def abort(self, timeout: float | None = None) -> None:
+        """:meth:`AbortableResult.abort` for every task, in one write."""
+        grace = math.inf if timeout is None else check_seconds("timeout", timeout) * 1000
+        abortable_of(self.broker).abort_many(
+            [result.message for result in self.results], abort_timeout=grace
+        )
+
+    def revoke(self, terminate: bool = False) -> None:
+        """:meth:`AbortableResult.revoke` for every task, in one write."""
+        mode = AbortMode.ABORT if terminate else AbortMode.CANCEL
+        abortable_of(self.broker).abort_many([result.message for result in self.results], mode=mode)
+
+
+def _messages(tasks: Any) -> Iterator[dramatiq.Message[Any]]:
+    if isinstance(tasks, dramatiq.Message):
+        yield tasks
+    elif isinstance(tasks, dramatiq.pipeline):
+        yield from tasks.messages
+    elif isinstance(tasks, dramatiq.group):
+        for child in tasks.children:
+            yield from _messages(child)
+    else:
+        raise TypeError(f"expected a dramatiq group, pipeline or message, not {tasks!r}")
