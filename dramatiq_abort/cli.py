@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .requests import AbortMode
@@ -144,9 +145,11 @@ def _abort(args: argparse.Namespace) -> int:
     from .backends.redis import RedisBackend
     from .middleware import Abortable
 
-    middleware = Abortable(backend=RedisBackend.from_url(args.redis, namespace=args.namespace))
+    backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
+    middleware = Abortable(backend=backend)
     # One call: every id is checked before any is sent.
     middleware.abort_many(args.message_ids, args.ttl, AbortMode(args.mode), args.timeout)
+    listening = _subscribers(backend)
     count = len(args.message_ids)
     if args.mode == AbortMode.CANCEL.value:
         effect = "a message that has not started will not start; a running one is left alone"
@@ -164,7 +167,28 @@ def _abort(args: argparse.Namespace) -> int:
         f"The request is recorded even for an id no worker knows (yet), and expires after"
         f" {args.ttl:,} ms (--ttl)."
     )
+    if listening == 0:
+        # The likeliest mistake: a namespace or Redis that no worker uses.
+        print(
+            f"No worker listens to namespace {args.namespace!r} on this Redis now: if workers"
+            " run, check --namespace and the URL against their RedisBackend."
+        )
     return 0
+
+
+def _subscribers(backend: Any) -> int | None:
+    """How many worker processes are subscribed to ``backend``'s events,
+    or ``None`` if that cannot be told (a cluster, or a user without
+    PUBSUB NUMSUB)."""
+    import redis
+
+    if not isinstance(backend.client, redis.Redis):
+        return None
+    try:
+        ((_, count),) = backend.client.pubsub_numsub(backend.channel)
+    except (redis.RedisError, ValueError):
+        return None
+    return int(count)
 
 
 if __name__ == "__main__":  # pragma: no cover

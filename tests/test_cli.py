@@ -223,3 +223,20 @@ def test_ctrl_c_ends_the_command_with_one_line_and_status_130() -> None:
     assert command.returncode == 130
     assert out == ""
     assert err == "dramatiq-abort: interrupted; the request may have been recorded\n"
+
+
+def test_abort_says_when_no_worker_listens_to_the_namespace(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["abort", "an-id", "--redis", redis_url, "--namespace", namespace]
+    assert main(argv) == 0
+    assert f"No worker listens to namespace {namespace!r} on this Redis now" in (
+        capsys.readouterr().out
+    )
+    # A worker process's subscription, as its watcher holds it.
+    subscription = RedisBackend(client=redis_client, namespace=namespace).subscribe()
+    try:
+        assert main(argv) == 0
+        assert "No worker listens" not in capsys.readouterr().out
+    finally:
+        subscription.close()
