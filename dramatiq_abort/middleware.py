@@ -9,7 +9,7 @@ import threading
 import time
 import warnings
 from collections.abc import Coroutine, Iterable
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, Union
 
 import dramatiq
 import wrapt
@@ -47,6 +47,8 @@ __all__ = [
 
 R = TypeVar("R")
 M = TypeVar("M", bound=Middleware)
+#: What names a message: its id, the message, or the proxy a worker runs it as.
+MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
 
 #: Default seconds a booting worker waits for its watcher to reach the
 #: backend before it starts taking messages anyway: long enough for a
@@ -272,7 +274,7 @@ class Abortable(Middleware):
 
     def abort(
         self,
-        message_id: str | dramatiq.Message[Any],
+        message_id: MessageRef,
         abort_ttl: int | None = None,
         mode: AbortMode = AbortMode.ABORT,
         abort_timeout: float = 0,
@@ -282,7 +284,7 @@ class Abortable(Middleware):
 
     def abort_many(
         self,
-        message_ids: Iterable[str | dramatiq.Message[Any]],
+        message_ids: Iterable[MessageRef],
         abort_ttl: int | None = None,
         mode: AbortMode = AbortMode.ABORT,
         abort_timeout: float = 0,
@@ -325,7 +327,7 @@ class Abortable(Middleware):
             watcher.catch_up()
 
     def wait_outcome(
-        self, message_id: str | dramatiq.Message[Any], timeout: float | None = None
+        self, message_id: MessageRef, timeout: float | None = None
     ) -> Outcome | None:
         """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
         for a worker to report what became of ``message_id`` (an id or the
@@ -336,7 +338,7 @@ class Abortable(Middleware):
         outcome = self.backend.wait_outcome(message_id, seconds)
         return None if outcome is None else Outcome(outcome)
 
-    def outcome(self, message_id: str | dramatiq.Message[Any]) -> Outcome | None:
+    def outcome(self, message_id: MessageRef) -> Outcome | None:
         """What workers last reported of ``message_id``, without waiting."""
         outcome = self.backend.wait_outcome(_message_id(message_id), 0)
         return None if outcome is None else Outcome(outcome)
@@ -480,7 +482,7 @@ def default_abortable() -> Abortable:
 
 
 def abort(
-    message_id: str | dramatiq.Message[Any],
+    message_id: MessageRef,
     middleware: Abortable | None = None,
     abort_ttl: int | None = None,
     mode: AbortMode = AbortMode.ABORT,
@@ -512,7 +514,7 @@ def abort(
 
 
 def abort_many(
-    message_ids: Iterable[str | dramatiq.Message[Any]],
+    message_ids: Iterable[MessageRef],
     middleware: Abortable | None = None,
     abort_ttl: int | None = None,
     mode: AbortMode = AbortMode.ABORT,
@@ -525,7 +527,7 @@ def abort_many(
 
 
 def wait_outcome(
-    message_id: str | dramatiq.Message[Any],
+    message_id: MessageRef,
     timeout: float | None = None,
     middleware: Abortable | None = None,
 ) -> Outcome | None:

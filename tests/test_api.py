@@ -274,7 +274,7 @@ def test_abort_takes_the_message_a_worker_runs_and_names_a_bad_list(
     def job() -> None: ...
 
     proxy = MessageProxy(job.message())
-    abort(proxy, mode=AbortMode.CANCEL)  # type: ignore[arg-type]
+    abort(proxy, mode=AbortMode.CANCEL)
     assert abortable.backend.poll(f"cancel:{proxy.message_id}") is not None
     with pytest.raises(
         TypeError, match="message_ids must be an iterable of ids or messages, not None"
