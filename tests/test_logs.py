@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterable
 
 import dramatiq
 import pytest
@@ -13,8 +14,8 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
-from dramatiq_abort import Abortable, AbortMode, abort, abort_many
-from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort import Abortable, AbortMode, Event, EventBackend, abort, abort_many
+from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from .conftest import PrivateRedis
 from .support import WAIT, spin_until_aborted, start_worker, wait_until
@@ -129,7 +130,58 @@ def test_a_worker_whose_backend_is_down_boots_in_boot_timeout_and_logs_one_line_
 
 @pytest.mark.parametrize("boot_timeout", [-1, float("nan"), "2"])
 def test_a_bad_boot_timeout_is_refused(boot_timeout: object) -> None:
-    from dramatiq_abort.backends import StubBackend
-
     with pytest.raises((TypeError, ValueError), match="boot_timeout"):
         Abortable(backend=StubBackend(), boot_timeout=boot_timeout)  # type: ignore[arg-type]
+
+
+class FlakyPolls(EventBackend):
+    """A backend that can only be polled, as in dramatiq-abort 1.x, and
+    fails its first polls."""
+
+    def __init__(self, failures: int) -> None:
+        self.store = StubBackend()
+        self.failures_left = failures
+
+    def notify(self, events: Iterable[Event], ttl: int) -> None:
+        self.store.notify(events, ttl)
+
+    def poll(self, key: str) -> Event | None:
+        return self.store.poll(key)
+
+    def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("the backend is down for this test")
+        return self.store.wait_many(keys, timeout)
+
+
+def test_a_polled_backend_that_fails_logs_one_line_per_attempt_then_one_when_back(
+    stub_broker: StubBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FlakyPolls(failures=2)
+    middleware = Abortable(backend=backend)
+    started, interrupted = threading.Event(), threading.Event()
+
+    @dramatiq.actor(max_retries=0)
+    def crunch() -> None:
+        spin_until_aborted(started.set, interrupted.set)
+
+    caplog.set_level(logging.DEBUG, logger=middleware.logger.name)
+    worker = start_worker(stub_broker, middleware)
+    try:
+        message = crunch.send()
+        assert started.wait(WAIT)
+        abort(message, middleware=middleware)
+        assert interrupted.wait(WAIT)
+    finally:
+        worker.stop()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(";")[0] for r in warnings] == [
+        f"Abort watcher cannot poll its backend (attempt {n}, ConnectionError: the backend is"
+        " down for this test)"
+        for n in (1, 2)
+    ]
+    assert all(r.exc_info is None for r in warnings)
+    assert [r.getMessage() for r in caplog.records if "again after" in r.getMessage()] == [
+        "Abort watcher polled its backend again after 2 failed attempt(s)."
+    ]
