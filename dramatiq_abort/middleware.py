@@ -343,7 +343,7 @@ class Abortable(Middleware):
         outcome = self.backend.wait_outcome(_message_id(message_id), 0)
         return None if outcome is None else Outcome(outcome)
 
-    def get_abort_request(self, message_id: str | None = None) -> float | None:
+    def get_abort_request(self, message_id: MessageRef | None = None) -> float | None:
         """Milliseconds until ``message_id`` (default: the current message)
         is interrupted, or ``None`` when no abort is requested."""
         if message_id is None:
@@ -354,7 +354,7 @@ class Abortable(Middleware):
             if request is not None and request.interrupts:
                 execution.noticed = True
         else:
-            request = self.requests.get(check_message_id(message_id))
+            request = self.requests.get(_message_id(message_id))
         if request is None or not request.interrupts:
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
@@ -543,7 +543,7 @@ def wait_outcome(
 
 
 def abort_requested(
-    message_id: str | None = None,
+    message_id: MessageRef | None = None,
     middleware: Abortable | None = None,
 ) -> float | None:
     """Milliseconds until the current message (or ``message_id``) is
@@ -551,7 +551,8 @@ def abort_requested(
 
     A local lookup: no round trip, safe to call in a tight loop.
 
-    :param message_id: Ask about this message instead of the current one.
+    :param message_id: Ask about this message (its id or the message)
+        instead of the current one.
     :param middleware: As in :func:`abort`.
     """
     return resolve(middleware).get_abort_request(message_id)

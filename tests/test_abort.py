@@ -197,6 +197,7 @@ def test_abort_requested_sees_other_messages_and_is_none_outside_actors(
             time.sleep(0.001)
         left = abort_requested(message.message_id, middleware=abortable)
         assert left is not None and 0 < left <= 60_000
+        assert abort_requested(message) is not None  # the message itself will do too
         assert abort_requested() is None
     finally:
         release.set()
