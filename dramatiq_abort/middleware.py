@@ -326,9 +326,7 @@ class Abortable(Middleware):
         if watcher is not None and watcher.pushes:
             watcher.catch_up()
 
-    def wait_outcome(
-        self, message_id: MessageRef, timeout: float | None = None
-    ) -> Outcome | None:
+    def wait_outcome(self, message_id: MessageRef, timeout: float | None = None) -> Outcome | None:
         """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
         for a worker to report what became of ``message_id`` (an id or the
         message) after an abort request reached it; ``None`` if no worker
