@@ -26,6 +26,7 @@ from compat import (
     AbortableTask,
     Ignore,
     MaxRetriesExceededError,
+    TaskAborted,
     TaskStates,
     shared_task,
     states,
@@ -448,3 +449,21 @@ def test_bind_on_a_plain_actor_is_refused_when_declared(stub: StubBroker) -> Non
         def vague() -> None: ...
 
     assert "needs_self" not in stub.actors and "vague" not in stub.actors
+
+
+def test_a_task_that_reports_aborted_then_ignores_ends_aborted(stub: StubBroker) -> None:
+    @shared_task(bind=True, base=AbortableTask)
+    def stops(self: Any) -> None:
+        self.update_state(state=ABORTED, meta={"done": 3})
+        raise Ignore()
+
+    worker = dramatiq.Worker(stub, worker_timeout=100)
+    worker.start()
+    try:
+        result = stops.delay()
+        wait_until(result.ready, "the task is over")
+    finally:
+        worker.stop()
+    assert result.state == ABORTED and result.info == {"done": 3}
+    with pytest.raises(TaskAborted):
+        result.get(timeout=WAIT)

@@ -19,6 +19,9 @@ from . import records, states
 from .result_store import result_options
 from .states import ABORTED, FAILURE, RETRY, STARTED, SUCCESS
 
+#: States that, reported by a task, say that it is over.
+ENDING_STATES = states.READY_STATES | {ABORTED}
+
 
 class _Running:
     """What a task running in this process reported of itself."""
@@ -103,7 +106,13 @@ class TaskStates(Middleware):
         self.current.set(None)
         running = self._running.pop(message.message_id, None)
         stored, _ = result_options(broker, message)
-        if (running is None and not stored) or (running is not None and running.ignored):
+        if running is not None and running.ignored:
+            if running.state in ENDING_STATES:
+                # Celery's idiom: report the end yourself, then raise Ignore.
+                final = records.TaskRecord(running.state, running.meta, ended=True)
+                self._write(broker, message, final._replace(date_done=time.time()))
+            return
+        if running is None and not stored:
             return
         if exception is None:
             if running is not None and running.state == ABORTED:

@@ -320,7 +320,8 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         )
         aborted = found.abort is not None or found.outcome == Outcome.ABORTED.value
         if record is not None and record.ended:
-            return Status(record.state, True, aborted, True, record)
+            # A task that reported itself aborted has no result to give.
+            return Status(record.state, True, aborted, record.state != ABORTED, record)
         if found.outcome in _STOPPED:
             return Status(requested or ABORTED, True, aborted, False, record)
         if found.outcome in _ENDED:
