@@ -14,7 +14,6 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import Results
-from dramatiq.results.backends import RedisBackend as RedisResultBackend
 from dramatiq.results.backends import StubBackend as StubResults
 
 from compat import (
@@ -35,6 +34,7 @@ from compat.exceptions import TimeoutError as CeleryTimeoutError
 from dramatiq_abort import Abortable
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
+from .conftest import NamespacedResults
 from .support import RABBITMQ_URL, WAIT, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,7 +55,7 @@ def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> It
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         made = RabbitmqBroker(url=RABBITMQ_URL)
-    results = RedisResultBackend(url=redis_url, namespace=namespace + "results")
+    results = NamespacedResults(url=redis_url, namespace=namespace + "results")
     made.add_middleware(Results(backend=results))
     made.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
     made.add_middleware(TaskStates())
@@ -398,7 +398,7 @@ def test_get_waits_longer_than_the_results_client_socket_timeout(
 
     client = redis.Redis.from_url(redis_url, socket_timeout=0.2)
     made = RedisBroker(url=redis_url, namespace=namespace + "broker")
-    made.add_middleware(Results(backend=RedisResultBackend(client=client, namespace=namespace)))
+    made.add_middleware(Results(backend=NamespacedResults(client=client, namespace=namespace)))
     made.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
     made.add_middleware(TaskStates())
     release = threading.Event()
