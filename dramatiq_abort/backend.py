@@ -28,11 +28,18 @@ class EventBackend(abc.ABC):
     """ABC for event backends.
 
     A backend needs only :meth:`notify`, :meth:`poll` and :meth:`wait_many`:
-    workers then fall back to waiting on the keys of the messages they run.
-    A backend that can also push events overrides :meth:`subscribe`, and
-    workers learn of every abort the moment it is sent without a round trip
-    per message.
+    workers then wait on the keys of the messages they run. What more it
+    can do it states in its class attributes, which default to ``False``;
+    the middleware uses what a backend states, and nothing else.
     """
+
+    #: Whether :meth:`subscribe` opens a push channel: workers then learn of
+    #: every abort the moment it is sent, with no round trip per message.
+    pushes: bool = False
+    #: Whether :meth:`record_outcome` records outcomes and
+    #: :meth:`wait_outcome` reads them: what ``Abortable.outcome`` and
+    #: ``Abortable.wait_outcome`` need.
+    records_outcomes: bool = False
 
     @abc.abstractmethod
     def notify(self, events: Iterable[Event], ttl: int) -> None:
@@ -60,21 +67,23 @@ class EventBackend(abc.ABC):
     def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
         """Record for ``ttl`` milliseconds what became of a message (an
         :class:`~dramatiq_abort.Outcome` value), replacing what was recorded
-        before, and wake those waiting for it. The default records nothing."""
-        return None
+        before, and wake those waiting for it. Only called when
+        :attr:`records_outcomes` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
     ) -> str | None:
         """The outcome recorded for ``message_id``, waiting up to ``timeout``
         seconds (``None``: for ever, ``0``: not at all) for one not in
-        ``ignore``; ``None`` if none came. The default cannot wait."""
+        ``ignore``; ``None`` if none came. Only called when
+        :attr:`records_outcomes` is true."""
         raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
 
-    def subscribe(self) -> Subscription | None:
-        """Open a push channel for this worker process, or return ``None``
-        when the backend can only be polled (the default)."""
-        return None
+    def subscribe(self) -> Subscription:
+        """Open a push channel for this worker process; only called when
+        :attr:`pushes` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not push events")
 
 
 class Subscription(abc.ABC):

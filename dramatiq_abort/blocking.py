@@ -35,9 +35,9 @@ def sleep(seconds: float, middleware: Abortable | None = None) -> bool:
     if execution is None:
         time.sleep(seconds)
         return False
-    woken = middleware.executions.waker(execution).wait(seconds)
+    woken = middleware.executions.abort_event(execution).wait(seconds)
     if woken:
-        execution.noticed = True
+        execution.told = True
     return woken
 
 

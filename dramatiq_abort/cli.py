@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .requests import AbortMode
+from .mode import AbortMode
 
 #: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"

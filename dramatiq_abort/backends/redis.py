@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 
 from .. import nogil
 from ..backend import Event, EventBackend, Subscription, TimedEvent
-from ..requests import check_milliseconds
+from ..checks import check_milliseconds
 
 DEFAULT_NAMESPACE = "dramatiq:aborts:"
 #: Appended to a namespace without a hash tag, so that all of its keys fall
@@ -130,6 +130,9 @@ class RedisBackend(EventBackend):
     :param max_payload: Largest notification or record, in bytes, that is
         read; a larger one is refused with a warning.
     """
+
+    pushes = True
+    records_outcomes = True
 
     def __init__(
         self,

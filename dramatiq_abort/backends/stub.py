@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 
 from .. import nogil
 from ..backend import Event, EventBackend, Subscription, TimedEvent
-from ..requests import check_milliseconds
+from ..checks import check_milliseconds
 
 
 class StubBackend(EventBackend):
@@ -21,6 +21,9 @@ class StubBackend(EventBackend):
     Producers and workers must share the instance, as they share a
     ``StubBroker``.
     """
+
+    pushes = True
+    records_outcomes = True
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
