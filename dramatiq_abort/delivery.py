@@ -3,6 +3,7 @@ by which an Abort reaches the one it was meant for, and nothing else."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -70,6 +71,9 @@ class Executions:
         # Per thread, and per asyncio task or greenlet where the worker
         # runs the actor there.
         self._current: ContextVar[Execution | None] = ContextVar("dramatiq_abort_execution")
+        #: The execution of the calling thread (or task), if it is
+        #: processing an abortable message: a function of no argument.
+        self.current: Callable[[], Execution | None] = functools.partial(self._current.get, None)
         self._gevent = is_gevent_active()
         #: Threads share one interrupter: it keeps nothing per message.
         self._thread_interrupter = ThreadInterrupter(internals)
@@ -94,11 +98,6 @@ class Executions:
                 found.setdefault(execution.message_id, []).append(execution)
         return found
 
-    def current(self) -> Execution | None:
-        """The execution of the calling thread (or task), if it is processing
-        an abortable message."""
-        return self._current.get(None)
-
     def adopt(self, execution: Execution) -> None:
         """Make ``execution`` the current one of the calling asyncio task,
         which runs its actor's coroutine."""
@@ -117,15 +116,20 @@ class Executions:
         self._current.set(execution)
         return execution
 
-    def end(self, execution: Execution) -> None:
-        """Forget ``execution``; called by its thread once the message is
-        done with (run or skipped)."""
+    def end(self, message: MessageProxy) -> Execution | None:
+        """Forget the calling thread's execution of ``message``, once the
+        message is done with (run or skipped), and return it; ``None`` if
+        the thread did not register ``message``."""
+        execution = self._current.get(None)
+        if execution is None or (
+            execution.message is not message and execution.message_id != message.message_id
+        ):
+            return None
         # A skipped message never ran: nothing can be interrupting it.
         execution.state = FINISHED
-        if self._slots.get(execution.thread_id) is execution:
-            self._slots[execution.thread_id] = None
-        if self._current.get(None) is execution:
-            self._current.set(None)
+        self._slots[execution.thread_id] = None
+        self._current.set(None)
+        return execution
 
     def run(
         self,
@@ -160,9 +164,13 @@ class Executions:
         # Whatever ended fn, the execution leaves RUNNING before anything
         # else runs. An Abort delivered as fn ended may land while finishing:
         # it was meant for this message, so it stops it, and finishing resumes.
-        while execution.state is not FINISHED or execution.interrupting:
+        while True:
             try:
-                self._finish(execution)
+                # Written before interrupting is read (see the class's docstring).
+                execution.state = FINISHED
+                if execution.interrupting or execution.interrupted:
+                    self._hand_over(execution)
+                break
             except Abort:
                 stop = stop or Outcome.ABORTED
             except BaseException as e:
@@ -247,10 +255,9 @@ class Executions:
             event.set()
 
     @staticmethod
-    def _finish(execution: Execution) -> None:
-        # Written before interrupting is read (see the class's docstring).
-        execution.state = FINISHED
+    def _hand_over(execution: Execution) -> None:
+        # The watcher is interrupting the execution, or did: wait until it
+        # is done, then let an Abort it set land here.
         while execution.interrupting:
             time.sleep(HANDOVER_POLL)
-        if execution.interrupted:
-            execution.interrupter.settle(execution)
+        execution.interrupter.settle(execution)

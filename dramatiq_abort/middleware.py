@@ -28,7 +28,7 @@ from .dramatiq_internals import (
     result_options,
 )
 from .errors import ActorOptionError, MessageAborted
-from .execution import Execution, ExecutionState
+from .execution import ExecutionState
 from .mode import AbortMode
 from .outcome import Outcome
 from .requests import AbortRequests
@@ -211,13 +211,13 @@ class Abortable(Middleware):
         result: Any | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        execution = self._end(message)
+        execution = self.executions.end(message)
         if execution is not None and execution.request is not None:
             outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
             self._record_outcome(message, outcome)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._end(message)
+        self.executions.end(message)
 
     def abort(
         self,
@@ -329,15 +329,6 @@ class Abortable(Middleware):
         if stopped is not None:
             self._stopped(broker, execution.message, stopped)
         return result
-
-    def _end(self, message: MessageProxy) -> Execution | None:
-        execution = self.executions.current()
-        if execution is None or (
-            execution.message is not message and execution.message_id != message.message_id
-        ):
-            return None
-        self.executions.end(execution)
-        return execution
 
     def _stopped(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome) -> None:
         """End ``message`` as ``outcome`` says: skipped, with its result (if

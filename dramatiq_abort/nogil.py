@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import select
 from typing import Any, Callable
@@ -56,10 +57,17 @@ class ReadinessProbe:
         # Shared by every caller: the call keeps the GIL, so no two threads
         # are ever in it at once.
         self._poll_fd = _PollFd(fd, select.POLLIN, 0)
-        self._poll_ref = ctypes.byref(self._poll_fd)
+        #: The bare system call, for a hot path: 0 when nothing is to be
+        #: read, else 1 (or -1 on an error, or without libc), which
+        #: calling the probe itself makes sure of. A C call: no Python frame.
+        self.ready_count: Callable[[], int] = (
+            functools.partial(_libc[0], ctypes.byref(self._poll_fd), _ONE_FD, _NO_WAIT)
+            if _libc is not None
+            else functools.partial(int, -1)
+        )
 
     def __call__(self) -> bool:
-        ready = -1 if _libc is None else _libc[0](self._poll_ref, _ONE_FD, _NO_WAIT)
+        ready = self.ready_count()
         if ready < 0:
             # Rare (EINTR, or no libc): ask again the plain way, which
             # raises what went wrong.

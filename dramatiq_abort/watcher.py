@@ -102,7 +102,7 @@ class Watcher(threading.Thread):
             # No push channel, or it is down and the watcher catches up only
             # once it reconnects: ask the backend.
             self._poll_cancel(message_id)
-        elif self._receiving or _in_flight(live[1]):
+        elif self._receiving or live[1].ready_count():
             self._wait_received(live)
         return self.requests.get(message_id)
 
