@@ -16,9 +16,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
 
-from .conftest import PrivateRedis
 from .support import (
     WAIT,
+    PrivateRedis,
     assert_a_cancelled_message_never_runs,
     connected_watcher,
     spin_until_aborted,
