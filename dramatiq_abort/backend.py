@@ -6,6 +6,8 @@ import abc
 from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
+from . import nogil
+
 
 class Event(NamedTuple):
     """Events are composed of an identifying key and associated parameters."""
@@ -90,13 +92,17 @@ class Subscription(abc.ABC):
     """A push channel of events, owned by the one thread that reads it.
 
     Its owner waits for :meth:`fileno` to become readable, then calls
-    :meth:`receive`. Other threads may only test :meth:`fileno` for
-    readability: that tells them events are on their way.
+    :meth:`receive`. Other threads may only call its :meth:`probe`: a
+    readable descriptor tells them events are on their way.
     """
 
     @abc.abstractmethod
     def fileno(self) -> int:
         """A file descriptor that is readable while events wait to be received."""
+
+    def probe(self) -> nogil.ReadinessProbe:
+        """What other threads call to test :meth:`fileno` for readability."""
+        return nogil.ReadinessProbe(self.fileno())
 
     @abc.abstractmethod
     def recorded(self) -> list[TimedEvent]:

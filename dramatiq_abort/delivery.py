@@ -215,9 +215,14 @@ class Executions:
         if event is None:
             event = execution.abort_event = threading.Event()
             # Written before the request is read; the watcher sets the
-            # request, then reads the event: one of the two sets it.
+            # request, then reads the event: one of the two sets it. A
+            # request already due is left to the watcher, which sets the
+            # event once the Abort is set: a wait it cuts short must raise,
+            # not return.
             request = execution.request
-            if execution.interrupted or (request is not None and request.interrupts):
+            if (execution.interrupted and not execution.interrupting) or (
+                request is not None and request.interrupts and request.abort_at > time.monotonic()
+            ):
                 event.set()
         return event
 

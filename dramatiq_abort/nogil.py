@@ -50,9 +50,10 @@ class ReadinessProbe:
     its end), right now; safe to call from any thread.
 
     Made once per descriptor: a call is one ``poll(2)`` and nothing else.
+    With ``plain``, a call is ``select.select()``, which gives the GIL up.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, plain: bool = False) -> None:
         self.fd = fd
         # Shared by every caller: the call keeps the GIL, so no two threads
         # are ever in it at once.
@@ -62,19 +63,22 @@ class ReadinessProbe:
         #: calling the probe itself makes sure of. A C call: no Python frame.
         self.ready_count: Callable[[], int] = (
             functools.partial(_libc[0], ctypes.byref(self._poll_fd), _ONE_FD, _NO_WAIT)
-            if _libc is not None
-            else functools.partial(int, -1)
+            if _libc is not None and not plain
+            else functools.partial(_select_count, fd)
         )
 
     def __call__(self) -> bool:
         ready = self.ready_count()
         if ready < 0:
-            # Rare (EINTR, or no libc): ask again the plain way, which
-            # raises what went wrong.
-            return bool(select.select([self.fd], [], [], 0)[0])
+            # Rare (EINTR): ask again the plain way, which raises what went wrong.
+            return _select_count(self.fd) > 0
         if self._poll_fd.revents & select.POLLNVAL:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         return ready > 0
+
+
+def _select_count(fd: int) -> int:
+    return len(select.select([fd], [], [], 0)[0])
 
 
 def read_ready(fd: int) -> bytes | None:

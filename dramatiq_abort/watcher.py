@@ -157,7 +157,7 @@ class Watcher(threading.Thread):
             try:
                 subscription = self.backend.subscribe()
                 try:
-                    probe = nogil.ReadinessProbe(subscription.fileno())
+                    probe = subscription.probe()
                     self._record(subscription.recorded())
                     if failures:
                         self.logger.info("Abort watcher reconnected.")
@@ -268,6 +268,6 @@ def _in_flight(probe: nogil.ReadinessProbe) -> bool:
     """Whether events wait on the subscription ``probe`` watches."""
     try:
         return probe()
-    except OSError:
+    except (OSError, ValueError):
         # Closed under the caller: the watcher reconnects and catches up.
         return False

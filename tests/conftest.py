@@ -60,13 +60,18 @@ def redis_client(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["stub", "redis"])
+@pytest.fixture(params=["stub", "redis", "redis-plain-reads"])
 def event_backend(request: pytest.FixtureRequest) -> EventBackend:
-    """Each backend in turn: the in-memory one and Redis."""
+    """Each backend in turn: the in-memory one, and Redis read through this
+    package's own reads and through redis-py's."""
     if request.param == "stub":
         return StubBackend()
     client = request.getfixturevalue("redis_client")
-    return RedisBackend(client=client, namespace=request.getfixturevalue("namespace"))
+    return RedisBackend(
+        client=client,
+        namespace=request.getfixturevalue("namespace"),
+        plain_reads=request.param == "redis-plain-reads",
+    )
 
 
 @pytest.fixture
