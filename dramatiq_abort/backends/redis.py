@@ -207,8 +207,15 @@ class RedisBackend(EventBackend):
         self.client.exists(self.index_key)
 
     def _notify_chunk(self, events: list[Event], ttl: int, client: Any) -> None:
-        stored = [json.dumps({"ttl": ttl, "params": params}) for _, params in events]
-        pushed = json.dumps({"ttl": ttl, "events": [[key, params] for key, params in events]})
+        # Events of one request share their parameters dict: each distinct
+        # dict is encoded once, not once per message.
+        encoded: dict[int, str] = {}
+        for _, params in events:
+            if id(params) not in encoded:
+                encoded[id(params)] = json.dumps(params)
+        stored = [f'{{"ttl": {ttl}, "params": {encoded[id(params)]}}}' for _, params in events]
+        pairs = ", ".join(f"[{json.dumps(key)}, {encoded[id(params)]}]" for key, params in events)
+        pushed = f'{{"ttl": {ttl}, "events": [{pairs}]}}'
         self._notify(
             keys=[self.index_key, *(self.prefix + key for key, _ in events)],
             args=[ttl, self.channel, pushed, *stored],
