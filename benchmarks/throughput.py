@@ -71,7 +71,7 @@ def main() -> None:
             rates[abortable].append(messages_per_second(args.redis_url, count, abortable))
     without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
     pair_ratios = [w / wo for w, wo in zip(rates[True], rates[False])]
-    figures = {
+    figures: dict[str, float | None] = {
         "rate_without": without,
         "rate_with": with_,
         "ratio": with_ / without,
