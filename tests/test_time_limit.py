@@ -45,6 +45,19 @@ def failure_type(message: dramatiq.Message[None]) -> str:
     return str(info.value.orig_exc_type)
 
 
+def abort_and_wait_for_the_refusal(
+    message: dramatiq.Message[None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Abort ``message``, then wait until the watcher has decided not to
+    raise the abort, which it logs."""
+    with caplog.at_level(logging.INFO, logger="dramatiq_abort"):
+        abort(message.message_id)
+        wait_until(
+            lambda: any("Not aborting message" in r.message for r in caplog.records),
+            "the watcher decides not to raise the abort",
+        )
+
+
 def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
     fast_time_limit: None,
     stub_broker: StubBroker,
@@ -69,12 +82,7 @@ def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
 
     message = slow.send()
     assert cleaning.wait(WAIT)
-    with caplog.at_level(logging.INFO, logger="dramatiq_abort"):
-        abort(message.message_id)
-        wait_until(
-            lambda: any("Not aborting message" in r.message for r in caplog.records),
-            "the watcher decides not to raise the abort",
-        )
+    abort_and_wait_for_the_refusal(message, caplog)
     proceed.set()
     assert failure_type(message) == "TimeLimitExceeded"
     assert raised_in_cleanup == []
@@ -173,12 +181,7 @@ def test_an_async_actor_whose_time_limit_fired_is_not_aborted_in_its_cleanup(
 
     message = slow.send()
     assert cleaning.wait(WAIT)
-    with caplog.at_level(logging.INFO, logger="dramatiq_abort"):
-        abort(message.message_id)
-        wait_until(
-            lambda: any("Not aborting message" in r.message for r in caplog.records),
-            "the watcher decides not to raise the abort",
-        )
+    abort_and_wait_for_the_refusal(message, caplog)
     proceed.set()
     assert failure_type(message) == "TimeLimitExceeded"
     assert raised_in_cleanup == []

@@ -10,13 +10,14 @@ environment variable ``DRAMATIQ_ABORT_PLAIN_READS=1``) picks the second.
 
 from __future__ import annotations
 
+import abc
 import logging
 import select
 import socket
 import ssl
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
@@ -35,41 +36,49 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class Channel(Protocol):
+class Channel(abc.ABC):
     """One connection subscribed to one channel, read by one thread.
 
     Once lost it stays lost: its owner notices (a read raises) and catches
     up from what is recorded, instead of being silently resubscribed.
     """
 
+    #: The connection's socket.
+    _sock: socket.socket
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def fileno(self) -> int:
         """The connection's descriptor: readable while messages wait."""
+        return int(self._sock.fileno())
 
+    @abc.abstractmethod
     def probe(self) -> nogil.ReadinessProbe:
-        """A probe of :meth:`fileno`, read the same way as the channel."""
+        """A probe of :meth:`fileno`, made the way the channel reads."""
 
+    @abc.abstractmethod
     def ready_payloads(self) -> list[Any]:
         """The payloads of the messages received so far; never blocks."""
 
+    @abc.abstractmethod
     def payloads(self, timeout: float | None) -> Iterator[Any]:
         """The payloads of the messages that come within ``timeout`` seconds."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Drop the connection. Safe to call more than once."""
 
-    def __enter__(self) -> Channel: ...
 
-    def __exit__(self, *exc_info: object) -> None: ...
-
-
-class RawChannel:
-    """One connection subscribed to one channel.
+class RawChannel(Channel):
+    """A connection of its own, read here rather than by redis-py's
+    parser, with reads that keep the GIL (see :mod:`dramatiq_abort.nogil`).
 
     The connection is made for the subscription and never returned to the
-    client's pool. Once lost it stays lost, so that its owner notices and
-    catches up instead of being silently resubscribed. Replies are read
-    here rather than by redis-py's parser, with reads that keep the GIL
-    (see :mod:`dramatiq_abort.nogil`).
+    client's pool.
     """
 
     def __init__(self, client: Any, channel: str, max_payload: int) -> None:
@@ -99,15 +108,6 @@ class RawChannel:
         except BaseException:
             self._connection.disconnect()
             raise
-
-    def __enter__(self) -> RawChannel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def fileno(self) -> int:
-        return int(self._sock.fileno())
 
     def probe(self) -> nogil.ReadinessProbe:
         return nogil.ReadinessProbe(self.fileno())
@@ -223,7 +223,7 @@ class _ReplyReader:
         raise redis.ConnectionError(f"unexpected reply type {kind!r} on the abort subscription")
 
 
-class PubSubChannel:
+class PubSubChannel(Channel):
     """One redis-py ``PubSub`` subscribed to one channel: the plain reads.
 
     redis-py reconnects and resubscribes a ``PubSub`` by itself; a
@@ -255,15 +255,6 @@ class PubSubChannel:
         except BaseException:
             self._pubsub.close()
             raise
-
-    def __enter__(self) -> PubSubChannel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def fileno(self) -> int:
-        return int(self._sock.fileno())
 
     def probe(self) -> nogil.ReadinessProbe:
         return nogil.ReadinessProbe(self.fileno(), plain=True)
