@@ -21,6 +21,7 @@ from .execution import Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
 from .outcome import Outcome
 from .requests import AbortRequest, AbortRequests
+from .switching import FastSwitching
 
 __all__ = ["Executions", "Outcome"]
 
@@ -75,8 +76,10 @@ class Executions:
         #: processing an abortable message: a function of no argument.
         self.current: Callable[[], Execution | None] = functools.partial(self._current.get, None)
         self._gevent = is_gevent_active()
+        #: Shortens the switch interval while Aborts are on their way to threads.
+        self.switching = FastSwitching()
         #: Threads share one interrupter: it keeps nothing per message.
-        self._thread_interrupter = ThreadInterrupter(internals)
+        self._thread_interrupter = ThreadInterrupter(internals, self.switching)
 
     def running(self) -> list[Execution]:
         """The executions registered now, in a snapshot."""
@@ -157,6 +160,7 @@ class Executions:
         except Abort as e:
             if execution.interrupted:
                 stop = Outcome.ABORTED
+                execution.interrupter.landed(execution)
             else:
                 escaped = e
         except BaseException as e:
@@ -175,6 +179,9 @@ class Executions:
                 stop = stop or Outcome.ABORTED
             except BaseException as e:
                 escaped = escaped or e
+        if execution.interrupted:
+            # Its Abort landed, or never will now.
+            execution.interrupter.landed(execution)
         if escaped is not None and stop is None:
             raise escaped
         return result, stop

@@ -12,6 +12,7 @@ from typing import Any
 from .dramatiq_internals import DramatiqInternals
 from .errors import Abort
 from .execution import Execution, ExecutionState
+from .switching import FastSwitching
 
 
 class Interrupter(abc.ABC):
@@ -35,18 +36,33 @@ class Interrupter(abc.ABC):
         RUNNING, inside the code that catches its Abort: let an Abort that
         is on its way land there. Nothing to do where it cannot be late."""
 
+    def landed(self, execution: Execution) -> None:  # noqa: B027 - optional hook
+        """Called by the owning thread once the Abort of an interrupted
+        execution landed, or its message ended without it."""
+
 
 class ThreadInterrupter(Interrupter):
     """Sets :class:`Abort` as the asynchronous exception of the thread; it
-    is raised the next time the thread runs Python code."""
+    is raised the next time the thread runs Python code, which a shorter
+    switch interval hastens (see :mod:`dramatiq_abort.switching`)."""
+
+    def __init__(self, internals: DramatiqInternals, switching: FastSwitching) -> None:
+        super().__init__(internals)
+        self.switching = switching
 
     def interrupt(self, execution: Execution) -> bool:
         if not self.internals.claim_thread(execution.thread_id):
             return False
+        self.switching.hold(id(execution))
         set_in = ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(execution.thread_id), ctypes.py_object(Abort)
         )
+        if set_in != 1:
+            self.switching.release(id(execution))
         return bool(set_in == 1)
+
+    def landed(self, execution: Execution) -> None:
+        self.switching.release(id(execution))
 
     def settle(self, execution: Execution) -> None:
         # The Abort may not be raised yet. Clearing it with

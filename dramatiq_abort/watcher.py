@@ -191,7 +191,9 @@ class Watcher(threading.Thread):
                     else:
                         self._drain_wake()
                 self._deliver_due()
-                self.requests.forget_expired(time.monotonic())
+                now = time.monotonic()
+                self.requests.forget_expired(now)
+                self.executions.switching.expire(now)
 
     def _receive(self, subscription: Subscription) -> None:
         with self._changed:
@@ -205,7 +207,9 @@ class Watcher(threading.Thread):
 
     def _poll_forever(self) -> None:
         while not self._stopping:
-            self.requests.forget_expired(time.monotonic())
+            now = time.monotonic()
+            self.requests.forget_expired(now)
+            self.executions.switching.expire(now)
             try:
                 running = self.executions.running_ids()
                 if not running:
@@ -242,10 +246,13 @@ class Watcher(threading.Thread):
 
     def _until_next_deadline(self) -> float | None:
         """Seconds until the watcher has something to do without an event:
-        a grace that runs out, or requests to forget."""
+        a grace that runs out, requests to forget, a switch interval to put back."""
         moments = []
         if self._deadlines:
             moments.append(self._deadlines[0][0])
+        switching_expires_at = self.executions.switching.expires_at
+        if switching_expires_at is not None:
+            moments.append(switching_expires_at)
         expiry = self.requests.next_expiry()
         if expiry is not None:
             # Late on purpose, so that requests expiring together are
