@@ -101,7 +101,7 @@ class Abortable(Middleware):
 
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
-        abortable = message.options.get("abortable")
+        abortable = message_of(message).options.get("abortable")
         if abortable is None:
             abortable = actor.options.get("abortable", self.abortable)
         return bool(abortable)
@@ -183,12 +183,8 @@ class Abortable(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         # The hot path: every message of every actor comes here.
         inner = message_of(message)
-        options = inner.options
         actor = broker.get_actor(inner.actor_name)
-        abortable = options.get("abortable")
-        if abortable is None:
-            abortable = actor.options.get("abortable", self.abortable)
-        if not abortable:
+        if not self.is_abortable(actor, message):
             return
         message_id = inner.message_id
         watcher = self._watcher
@@ -200,7 +196,7 @@ class Abortable(Middleware):
         if request is not None:
             self._stopped(broker, message, Outcome.CANCELLED)
         self.executions.begin(message, message_id)
-        if options.get("track_started", actor.options.get("track_started")):
+        if inner.options.get("track_started", actor.options.get("track_started")):
             self._record_outcome(message, Outcome.STARTED)
 
     def after_process_message(
