@@ -7,6 +7,13 @@ system call through Python's own ``os``/``socket`` functions would give it
 up again and cost another switch interval before the abort lands. The
 calls here go straight to libc through ``ctypes.PyDLL``, which keeps the
 GIL; they never block, so keeping it costs the other threads nothing.
+
+Two calls make the interface: a :class:`ReadinessProbe` tells any thread
+whether a descriptor has data (worker threads ask it once per message, so
+it is one system call with no Python frame), and :func:`read_ready` reads
+what is there. ``ReadinessProbe(fd, plain=True)`` uses ``select`` instead,
+for subscriptions read the plain way (see
+:mod:`dramatiq_abort.backends.redis_channels`).
 """
 
 from __future__ import annotations
