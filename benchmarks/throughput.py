@@ -71,14 +71,20 @@ def main() -> None:
             rates[abortable].append(messages_per_second(args.redis_url, count, abortable))
     without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
     pair_ratios = [w / wo for w, wo in zip(rates[True], rates[False])]
-    details: dict[str, Any] = {
+    figures: dict[str, float | None] = {
+        "rate_without": without,
+        "rate_with": with_,
+        "ratio": with_ / without,
         "pair_ratio_median": statistics.median(pair_ratios),
+        "pair_ratio_spread": max(pair_ratios) - min(pair_ratios),
+    }
+    details: dict[str, Any] = {
         "messages": count,
         "threads": THREADS,
         "rates_without": rates[False],
         "rates_with": rates[True],
     }
-    common.emit({"rate_without": without, "rate_with": with_, "ratio": with_ / without}, details)
+    common.emit(figures, details)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from .blocking import run_subprocess, sleep
 from .delivery import Outcome
 from .errors import Abort, MessageAborted
 from .middleware import Abortable, abort, abort_many, abort_requested, wait_outcome
-from .requests import AbortMode
+from .mode import AbortMode
 
 __all__ = [
     "Abort",

@@ -6,6 +6,8 @@ import abc
 from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
+from . import nogil
+
 
 class Event(NamedTuple):
     """Events are composed of an identifying key and associated parameters."""
@@ -41,11 +43,21 @@ class EventBackend(abc.ABC):
     """ABC for event backends.
 
     A backend needs only :meth:`notify`, :meth:`poll` and :meth:`wait_many`:
-    workers then fall back to waiting on the keys of the messages they run.
-    A backend that can also push events overrides :meth:`subscribe`, and
-    workers learn of every abort the moment it is sent without a round trip
-    per message.
+    workers then wait on the keys of the messages they run. What more it
+    can do it states in its class attributes, which default to ``False``;
+    the middleware uses what a backend states, and nothing else.
     """
+
+    #: Whether :meth:`subscribe` opens a push channel: workers then learn of
+    #: every abort the moment it is sent, with no round trip per message.
+    pushes: bool = False
+    #: Whether :meth:`record_outcome` records outcomes and
+    #: :meth:`wait_outcome` reads them: what ``Abortable.outcome`` and
+    #: ``Abortable.wait_outcome`` need.
+    records_outcomes: bool = False
+    #: Whether :meth:`record_state` keeps a state per message, read back by
+    #: :meth:`records`: what ``compat``'s task states need.
+    stores_states: bool = False
 
     @abc.abstractmethod
     def notify(self, events: Iterable[Event], ttl: int) -> None:
@@ -73,36 +85,33 @@ class EventBackend(abc.ABC):
     def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
         """Record for ``ttl`` milliseconds what became of a message (an
         :class:`~dramatiq_abort.Outcome` value), replacing what was recorded
-        before, and wake those waiting for it. The default records nothing."""
-        return None
+        before, and wake those waiting for it. Only called when
+        :attr:`records_outcomes` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
     ) -> str | None:
         """The outcome recorded for ``message_id``, waiting up to ``timeout``
         seconds (``None``: for ever, ``0``: not at all) for one not in
-        ``ignore``; ``None`` if none came. The default cannot wait."""
+        ``ignore``; ``None`` if none came. Only called when
+        :attr:`records_outcomes` is true."""
         raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
-
-    #: Whether :meth:`record_state` keeps what it is given. Layers on top
-    #: (``compat``'s task states) check it before they rely on it.
-    stores_states: bool = False
 
     def record_state(self, message_id: str, state: str, ttl: int) -> None:
         """Keep ``state``, a text that a layer on top of the middleware
         chose, for ``message_id`` during ``ttl`` milliseconds, replacing the
-        one kept before. Abort requests and outcomes are left as they are."""
+        one kept before. Abort requests and outcomes are left as they are.
+        Only called when :attr:`stores_states` is true."""
         raise NotImplementedError(f"{type(self).__name__} does not store message states")
 
     def records(self, message_id: str) -> MessageRecords:
         """Everything kept for ``message_id``, read in one round trip where
         the store allows it. The default asks :meth:`poll` for each request."""
-        from .requests import AbortMode, event_key
+        from .mode import AbortMode
+        from .wire import event_key
 
-        try:
-            outcome = self.wait_outcome(message_id, 0)
-        except NotImplementedError:
-            outcome = None
+        outcome = self.wait_outcome(message_id, 0) if self.records_outcomes else None
         return MessageRecords(
             self.poll(event_key(message_id, AbortMode.ABORT)),
             self.poll(event_key(message_id, AbortMode.CANCEL)),
@@ -115,23 +124,27 @@ class EventBackend(abc.ABC):
         requests stay in force until their TTL. The default keeps neither."""
         return None
 
-    def subscribe(self) -> Subscription | None:
-        """Open a push channel for this worker process, or return ``None``
-        when the backend can only be polled (the default)."""
-        return None
+    def subscribe(self) -> Subscription:
+        """Open a push channel for this worker process; only called when
+        :attr:`pushes` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not push events")
 
 
 class Subscription(abc.ABC):
     """A push channel of events, owned by the one thread that reads it.
 
     Its owner waits for :meth:`fileno` to become readable, then calls
-    :meth:`receive`. Other threads may only test :meth:`fileno` for
-    readability: that tells them events are on their way.
+    :meth:`receive`. Other threads may only call its :meth:`probe`: a
+    readable descriptor tells them events are on their way.
     """
 
     @abc.abstractmethod
     def fileno(self) -> int:
         """A file descriptor that is readable while events wait to be received."""
+
+    def probe(self) -> nogil.ReadinessProbe:
+        """What other threads call to test :meth:`fileno` for readability."""
+        return nogil.ReadinessProbe(self.fileno())
 
     @abc.abstractmethod
     def recorded(self) -> list[TimedEvent]:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .checks import check_seconds
 from .middleware import Abortable, resolve
-from .requests import check_seconds
 
 #: How often :func:`run_subprocess` looks whether its child has exited, in seconds.
 SUBPROCESS_POLL = 0.01
@@ -38,9 +38,9 @@ def sleep(seconds: float, middleware: Abortable | None = None) -> bool:
     if execution is None:
         time.sleep(checked)
         return False
-    woken = middleware.executions.waker(execution).wait(checked)
+    woken = middleware.executions.abort_event(execution).wait(checked)
     if woken:
-        execution.noticed = True
+        execution.told = True
     return woken
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .requests import AbortMode
+from .mode import AbortMode
 
 #: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"

@@ -9,8 +9,10 @@ from typing import Any, Callable, Generic, TypeVar
 
 from dramatiq.asyncio import get_event_loop_thread
 
-from .delivery import Execution, Executions
+from .delivery import Executions
 from .errors import Abort, AsyncAbort
+from .execution import Execution
+from .interrupters import AsyncioInterrupter
 
 R = TypeVar("R")
 
@@ -21,24 +23,34 @@ def runner(
     async_fn: Callable[..., Coroutine[Any, Any, R]],
 ) -> Callable[..., R]:
     """A function that runs ``async_fn`` for ``execution`` on the event
-    loop of dramatiq's ``AsyncIO`` middleware and waits for it."""
+    loop of dramatiq's ``AsyncIO`` middleware and waits for it.
+
+    Called before the execution runs: from then on, an abort cancels the
+    coroutine's task instead of raising in the waiting thread.
+    """
     loop_thread = get_event_loop_thread()
     if loop_thread is None:
         raise RuntimeError("async actors need the AsyncIO middleware on the broker")
-    execution.loop = loop_thread.loop
+    interrupter = AsyncioInterrupter(executions.internals, loop_thread.loop)
+    execution.interrupter = interrupter
 
     def run(*args: Any, **kwargs: Any) -> R:
-        return loop_thread.run_coroutine(_guarded(executions, execution, async_fn(*args, **kwargs)))
+        coroutine = async_fn(*args, **kwargs)
+        return loop_thread.run_coroutine(_guarded(executions, interrupter, execution, coroutine))
 
     return run
 
 
 async def _guarded(
-    executions: Executions, execution: Execution, coroutine: Coroutine[Any, Any, R]
+    executions: Executions,
+    interrupter: AsyncioInterrupter,
+    execution: Execution,
+    coroutine: Coroutine[Any, Any, R],
 ) -> R:
     task = asyncio.current_task()
     assert task is not None
-    executions.attach_task(execution, task)
+    executions.adopt(execution)
+    interrupter.attach(execution, task)
     try:
         return await _Interruptible(coroutine, execution)
     except AsyncAbort:

@@ -1,161 +1,138 @@
-"""Delivering an abort: raising :class:`Abort` in the thread that runs the
-aborted message, and nowhere else."""
+"""Delivering an abort: the messages this process runs, and the protocol
+by which an Abort reaches the one it was meant for, and nothing else."""
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
+import functools
 import logging
 import math
 import threading
+import time
+from collections.abc import Iterable
 from contextvars import ContextVar
-from enum import Enum
 from typing import Any, Callable, TypeVar
 
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware.threading import is_gevent_active
 
+from .dramatiq_internals import DramatiqInternals
 from .errors import Abort
+from .execution import Execution, ExecutionState
+from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
+from .outcome import Outcome
 from .requests import AbortRequest, AbortRequests
+from .switching import FastSwitching
+
+__all__ = ["Executions", "Outcome"]
 
 R = TypeVar("R")
 
-
-class Outcome(Enum):
-    """What became of a message that an abort request reached."""
-
-    #: The request was in force before the actor started: it never ran.
-    CANCELLED = "cancelled"
-    #: :class:`Abort` was raised while the actor ran and ended it.
-    ABORTED = "aborted"
-    #: The actor ended by itself after it was told of the request
-    #: (``abort_requested()`` answered it): it stopped cooperatively.
-    STOPPED = "stopped"
-    #: The actor ended by itself, never told of the request.
-    FINISHED = "finished"
+RUNNING = ExecutionState.RUNNING
+FINISHED = ExecutionState.FINISHED
 
 
-class Execution:
-    """One message being processed by one worker thread."""
-
-    __slots__ = (
-        "greenlet",
-        "interrupted",
-        "loop",
-        "message",
-        "message_id",
-        "noticed",
-        "request",
-        "state",
-        "task",
-        "thread_id",
-        "waker",
-    )
-
-    STARTING = 0
-    RUNNING = 1
-    FINISHED = 2
-
-    def __init__(self, message: MessageProxy, thread_id: int) -> None:
-        self.message = message
-        self.message_id: str = message.message_id
-        self.thread_id = thread_id
-        self.state = Execution.STARTING
-        #: The abort request that reached it while it ran: it holds until
-        #: the message ends, however short its TTL.
-        self.request: AbortRequest | None = None
-        #: Whether an Abort was set to be raised in the thread.
-        self.interrupted = False
-        #: Whether the actor was told of the request by ``abort_requested()``.
-        self.noticed = False
-        #: Set when an abort is requested or raised, for waits that it cuts
-        #: short; made by the first such wait.
-        self.waker: threading.Event | None = None
-        #: For an async actor: the event loop running its coroutine, and the
-        #: coroutine's task once it runs. An abort cancels the task there
-        #: instead of raising in the thread.
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.task: asyncio.Task[Any] | None = None
-        #: Under gevent: the greenlet processing the message.
-        self.greenlet: Any = None
-
-
-def _set_async_exc(thread_id: int, exception: type[BaseException]) -> int:
-    return int(
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread_id), ctypes.py_object(exception)
-        )
-    )
-
-
-def _raise_pending_async_exc() -> None:
-    """Run a few bytecodes at which the interpreter raises an exception
-    set for this thread by ``PyThreadState_SetAsyncExc``, if one is."""
-    for _ in range(3):
-        pass
-
-
-def _throw_into_greenlet(execution: Execution) -> None:
-    # Runs in gevent's hub, while every other greenlet waits: the state
-    # read here is the state the greenlet resumes in.
-    if execution.state == Execution.RUNNING and not execution.greenlet.dead:
-        execution.greenlet.throw(Abort(f"message {execution.message_id!r} was aborted"))
+#: How long a thread that finished its actor waits between two looks at
+#: a watcher that is interrupting it, in seconds.
+HANDOVER_POLL = 0.0001
 
 
 class Executions:
-    """The abortable messages this worker process is running.
+    """The abortable messages this worker process runs, and how an abort
+    reaches them.
 
-    An Abort can only be set while the execution is RUNNING, and moving
-    it out of RUNNING clears one that has not been raised yet. Both happen
-    under one lock, so an Abort never reaches a thread once it is done
-    with the message it was meant for.
+    Each worker thread registers the message it processes in a slot of
+    its own, so that threads share nothing on their way through a message.
+    The watcher finds messages by scanning the slots.
+
+    No lock is taken on the way through a message. The watcher and the
+    thread that owns an execution each write their own field, then read
+    the other's; under the GIL one of the two reads sees the other's write
+    (a CPython without a GIL would need a lock here):
+
+    - A request is never lost. The watcher records it in the table of
+      requests, then scans the slots, then sets ``execution.request`` and
+      reads ``execution.state``. The thread fills its slot, sets RUNNING,
+      then reads the table and ``execution.request``. Either the thread
+      finds the request (and cancels the message), or the watcher finds
+      the execution RUNNING (and interrupts it).
+    - An Abort never outlives its message. The watcher sets
+      ``execution.interrupting``, then reads the state, interrupts only
+      while it is RUNNING, then clears ``interrupting``. The thread sets
+      FINISHED, then waits while ``interrupting`` is set, then lets an
+      Abort that was set land where :meth:`run` catches it.
+    - A wait on ``execution.abort_event`` is woken: see :meth:`abort_event`.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, internals: DramatiqInternals) -> None:
         self.logger = logger
-        self._lock = threading.Lock()
-        self._by_message: dict[str, Execution] = {}
+        self.internals = internals
+        #: Slots by thread (under gevent: greenlet) id: only the thread that
+        #: owns a slot writes it.
+        self._slots: dict[int, Execution | None] = {}
         # Per thread, and per asyncio task or greenlet where the worker
         # runs the actor there.
         self._current: ContextVar[Execution | None] = ContextVar("dramatiq_abort_execution")
+        #: The execution of the calling thread (or task), if it is
+        #: processing an abortable message: a function of no argument.
+        self.current: Callable[[], Execution | None] = functools.partial(self._current.get, None)
         self._gevent = is_gevent_active()
-        #: The deadline keeper of dramatiq's TimeLimit middleware, and the
-        #: notifier of its ShutdownNotifications, if any: an abort and a time
-        #: limit or a shutdown must not both raise in one message.
-        self.time_limits: Any = None
-        self.shutdown_notices: Any = None
-        #: Set once the worker shuts down.
-        self.stopping = False
+        #: Shortens the switch interval while Aborts are on their way to threads.
+        self.switching = FastSwitching()
+        #: Threads share one interrupter: it keeps nothing per message.
+        self._thread_interrupter = ThreadInterrupter(internals, self.switching)
+
+    def running(self) -> list[Execution]:
+        """The executions registered now, in a snapshot."""
+        # list() of a dict's values runs in C, under the GIL: no slot
+        # changes while it is copied.
+        return [execution for execution in list(self._slots.values()) if execution is not None]
 
     def running_ids(self) -> list[str]:
         """The ids of the messages that are being processed."""
-        return list(self._by_message)
+        return [execution.message_id for execution in self.running()]
 
-    def current(self) -> Execution | None:
-        """The execution of the calling thread (or task), if it is processing
-        an abortable message."""
-        return self._current.get(None)
+    def find(self, message_ids: Iterable[str]) -> dict[str, list[Execution]]:
+        """The executions of ``message_ids`` running now (a message
+        delivered twice may run twice)."""
+        wanted = set(message_ids)
+        found: dict[str, list[Execution]] = {}
+        for execution in self.running():
+            if execution.message_id in wanted:
+                found.setdefault(execution.message_id, []).append(execution)
+        return found
 
-    def begin(self, message: MessageProxy) -> Execution:
+    def adopt(self, execution: Execution) -> None:
+        """Make ``execution`` the current one of the calling asyncio task,
+        which runs its actor's coroutine."""
+        self._current.set(execution)
+
+    def begin(self, message: MessageProxy, message_id: str) -> Execution:
         """Register the calling thread as processing ``message``."""
-        execution = Execution(message, threading.get_ident())
+        thread_id = threading.get_ident()
+        interrupter: Interrupter = self._thread_interrupter
         if self._gevent:
             import gevent
 
-            execution.greenlet = gevent.getcurrent()
-        with self._lock:
-            self._by_message[execution.message_id] = execution
+            interrupter = GeventInterrupter(self.internals, gevent.getcurrent())
+        execution = Execution(message, message_id, thread_id, interrupter)
+        self._slots[thread_id] = execution
         self._current.set(execution)
         return execution
 
-    def end(self, execution: Execution) -> None:
-        """Forget ``execution``; called once the message is done with."""
-        with self._lock:
-            execution.state = Execution.FINISHED
-            if self._by_message.get(execution.message_id) is execution:
-                del self._by_message[execution.message_id]
-        if self.current() is execution:
-            self._current.set(None)
+    def end(self, message: MessageProxy) -> Execution | None:
+        """Forget the calling thread's execution of ``message``, once the
+        message is done with (run or skipped), and return it; ``None`` if
+        the thread did not register ``message``."""
+        execution = self._current.get(None)
+        if execution is None or (
+            execution.message is not message and execution.message_id != message.message_id
+        ):
+            return None
+        # A skipped message never ran: nothing can be interrupting it.
+        execution.state = FINISHED
+        self._slots[execution.thread_id] = None
+        self._current.set(None)
+        return execution
 
     def run(
         self,
@@ -175,13 +152,15 @@ class Executions:
         stop: Outcome | None = None
         escaped: BaseException | None = None
         try:
-            if self._start(execution, requests):
+            execution.state = RUNNING
+            if execution.request is None and requests.get(execution.message_id) is None:
                 result = fn(*args, **kwargs)
             else:
                 stop = Outcome.CANCELLED
         except Abort as e:
             if execution.interrupted:
                 stop = Outcome.ABORTED
+                execution.interrupter.landed(execution)
             else:
                 escaped = e
         except BaseException as e:
@@ -189,157 +168,109 @@ class Executions:
         # Whatever ended fn, the execution leaves RUNNING before anything
         # else runs. An Abort delivered as fn ended may land while finishing:
         # it was meant for this message, so it stops it, and finishing resumes.
-        while execution.state != Execution.FINISHED:
+        while True:
             try:
-                self._finish(execution)
+                # Written before interrupting is read (see the class's docstring).
+                execution.state = FINISHED
+                if execution.interrupting or execution.interrupted:
+                    self._hand_over(execution)
+                break
             except Abort:
-                stop = Outcome.ABORTED
+                stop = stop or Outcome.ABORTED
             except BaseException as e:
                 escaped = escaped or e
+        if execution.interrupted:
+            # Its Abort landed, or never will now.
+            execution.interrupter.landed(execution)
         if escaped is not None and stop is None:
             raise escaped
         return result, stop
 
-    def deliver(self, request: AbortRequest, now: float) -> bool:
-        """Apply ``request`` to its message if it runs here, ``now`` being
-        ``time.monotonic()``: raise :class:`Abort` in its thread once the
-        grace is over.
+    def deliver(self, execution: Execution, request: AbortRequest, now: float) -> bool:
+        """Apply ``request`` to ``execution``, ``now`` being
+        ``time.monotonic()``: interrupt it once the grace is over.
 
-        Returns whether the message still has to be interrupted later,
-        when ``request.abort_at`` comes.
+        Called by the watcher, which recorded ``request`` in the table of
+        requests before it found ``execution``. Returns whether it still
+        has to be interrupted later, when ``request.abort_at`` comes.
         """
-        with self._lock:
-            execution = self._by_message.get(request.message_id)
-            if execution is None or execution.state == Execution.FINISHED:
-                return False
-            # A message still STARTING finds the request when it starts.
-            execution.request = request
-            if not request.interrupts:
-                return False
-            running = execution.state == Execution.RUNNING
-            if running and request.abort_at <= now:
-                # Its waker is set once the Abort is: a wait it cuts short
-                # must raise, not return.
-                self._interrupt(execution)
-                return False
-            if execution.waker is not None:
-                execution.waker.set()
-            # An endless grace never comes due: it must not be scheduled.
-            return running and request.abort_at != math.inf
+        # Written before the state is read (see the class's docstring).
+        execution.request = request
+        state = execution.state
+        if state is FINISHED or not request.interrupts:
+            return False
+        running = state is RUNNING
+        if running and request.abort_at <= now:
+            self._interrupt(execution)
+            return False
+        # A message still STARTING finds the request when it starts.
+        self._wake(execution)
+        # An endless grace never comes due: it must not be scheduled.
+        return running and request.abort_at != math.inf
 
     def deliver_due(self, message_id: str, now: float) -> None:
         """Interrupt ``message_id`` if the grace of its request is over."""
-        with self._lock:
-            execution = self._by_message.get(message_id)
-            request = execution.request if execution is not None else None
-            if execution is not None and request is not None and request.abort_at <= now:
+        for execution in self.find([message_id]).get(message_id, []):
+            request = execution.request
+            if request is not None and request.abort_at <= now:
                 self._interrupt(execution)
 
-    def _interrupt(self, execution: Execution) -> bool:
-        # Called with the lock held: the execution cannot finish meanwhile.
-        if execution.state != Execution.RUNNING or execution.interrupted:
-            return False
-        # Flagged before it is set: the thread may raise it at once, and
-        # must then recognise it as the abort of its message.
-        execution.interrupted = True
-        if execution.loop is not None:
-            # The task is cancelled once it is attached, if it is not yet.
-            if execution.task is not None:
-                execution.loop.call_soon_threadsafe(execution.task.cancel)
-        elif execution.greenlet is not None:
-            import gevent
+    def abort_event(self, execution: Execution) -> threading.Event:
+        """An event set once an abort is requested for ``execution`` or
+        raised in it; called by the thread that owns it."""
+        event = execution.abort_event
+        if event is None:
+            event = execution.abort_event = threading.Event()
+            # Written before the request is read; the watcher sets the
+            # request, then reads the event: one of the two sets it. A
+            # request already due is left to the watcher, which sets the
+            # event once the Abort is set: a wait it cuts short must raise,
+            # not return.
+            request = execution.request
+            if (execution.interrupted and not execution.interrupting) or (
+                request is not None and request.interrupts and request.abort_at > time.monotonic()
+            ):
+                event.set()
+        return event
 
-            gevent.get_hub().loop.run_callback(_throw_into_greenlet, execution)
-        elif not (self._claim_from_shutdown(execution) and self._claim_from_time_limit(execution)):
-            execution.interrupted = False
+    def _interrupt(self, execution: Execution) -> None:
+        # Only the watcher interrupts: no two calls overlap.
+        if execution.interrupted:
+            return
+        execution.interrupting = True
+        try:
+            if execution.state is not RUNNING:
+                return
+            # Flagged before the Abort is set: the thread may raise it at
+            # once, and must then recognise it as the abort of its message.
+            execution.interrupted = True
+            if not execution.interrupter.interrupt(execution):
+                execution.interrupted = False
+        finally:
+            execution.interrupting = False
+        if not execution.interrupted:
             self.logger.info(
-                "Not aborting message %r: its time limit or the shutdown interrupted it first.",
+                "Not aborting message %r: its time limit or the shutdown interrupted it"
+                " first, or its thread is gone.",
                 execution.message_id,
             )
-            return False
-        elif _set_async_exc(execution.thread_id, Abort) != 1:
-            execution.interrupted = False
-            self.logger.error(
-                "Could not abort message %r: no thread %d to raise Abort in.",
-                execution.message_id,
-                execution.thread_id,
-            )
-            return False
-        if execution.waker is not None:
-            execution.waker.set()
+            return
+        self._wake(execution)
         # DEBUG: the message's end is logged once, at INFO, by the middleware.
         self.logger.debug(
             "Aborting message %r in thread %d.", execution.message_id, execution.thread_id
         )
-        return True
 
-    def _claim_from_shutdown(self, execution: Execution) -> bool:
-        """Take the thread of ``execution`` off the shutdown notifications,
-        so that only the Abort is raised; ``False`` when the worker is
-        shutting down and notified it already."""
-        notices = getattr(self.shutdown_notices, "notifications", None)
-        if not isinstance(notices, set):
-            return True
-        if self.stopping and execution.thread_id in notices:
-            return False
-        notices.discard(execution.thread_id)
-        return True
+    @staticmethod
+    def _wake(execution: Execution) -> None:
+        event = execution.abort_event
+        if event is not None:
+            event.set()
 
-    def _claim_from_time_limit(self, execution: Execution) -> bool:
-        """Disarm the time limit of ``execution``'s thread, so that only the
-        Abort is raised; ``False`` when the time limit has fired already."""
-        manager = self.time_limits
-        deadlines = getattr(manager, "deadlines", None)
-        if not isinstance(deadlines, dict):
-            return True
-        with manager.mu:
-            if execution.thread_id in deadlines:
-                if deadlines[execution.thread_id] is None:
-                    return False
-                deadlines[execution.thread_id] = None
-        return True
-
-    def attach_task(self, execution: Execution, task: asyncio.Task[Any]) -> None:
-        """Record the task running the coroutine of ``execution``; called
-        from that task, on its loop."""
-        with self._lock:
-            execution.task = task
-            if execution.interrupted:
-                task.cancel()
-        self._current.set(execution)
-
-    def waker(self, execution: Execution) -> threading.Event:
-        """An event set once an abort is requested for ``execution`` or raised in it."""
-        with self._lock:
-            if execution.waker is None:
-                execution.waker = threading.Event()
-                request = execution.request
-                if execution.interrupted or (request is not None and request.interrupts):
-                    execution.waker.set()
-            return execution.waker
-
-    def _start(self, execution: Execution, requests: AbortRequests) -> bool:
-        with self._lock:
-            if requests.get(execution.message_id) is not None:
-                execution.state = Execution.FINISHED
-                return False
-            execution.state = Execution.RUNNING
-            return True
-
-    def _finish(self, execution: Execution) -> None:
-        with self._lock:
-            pending = (
-                execution.interrupted
-                and execution.loop is None
-                and execution.greenlet is None
-                and execution.state == Execution.RUNNING
-            )
-            execution.state = Execution.FINISHED
-        if pending:
-            # The Abort may not be raised yet. Clearing it with
-            # PyThreadState_SetAsyncExc(id, NULL) would leave the
-            # interpreter flagged as having one pending: every thread then
-            # pays for that flag at each check, and on CPython 3.11 a traced
-            # thread spins forever. Instead, let it be raised now, in this
-            # thread, which is where run() expects it.
-            _raise_pending_async_exc()
+    @staticmethod
+    def _hand_over(execution: Execution) -> None:
+        # The watcher is interrupting the execution, or did: wait until it
+        # is done, then let an Abort it set land here.
+        while execution.interrupting:
+            time.sleep(HANDOVER_POLL)
+        execution.interrupter.settle(execution)

@@ -18,7 +18,7 @@ from .backend import EventBackend
 from .backends import StubBackend
 from .errors import Abort
 from .middleware import Abortable, abort, abort_requested
-from .requests import AbortMode
+from .mode import AbortMode
 
 #: How long the demo waits for any one step before it calls it a failure.
 STEP_TIMEOUT = 10.0

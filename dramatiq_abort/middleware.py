@@ -12,28 +12,35 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Callable, TypeVar, Union
 
 import dramatiq
-import wrapt
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
-from dramatiq.results import Results
 
 from . import coroutines
 from .backend import EventBackend
-from .delivery import Execution, Executions, Outcome
-from .errors import ActorOptionError, MessageAborted, MessageOptionError
-from .requests import (
-    AbortMode,
-    AbortRequests,
+from .checks import (
     check_abort_timeout,
     check_bool,
     check_message_id,
     check_milliseconds,
     check_mode,
     check_seconds,
-    events_for,
 )
+from .delivery import Executions
+from .dramatiq_internals import (
+    DramatiqInternals,
+    message_of,
+    middleware_of,
+    result_options,
+    store_no_result,
+)
+from .errors import ActorOptionError, MessageAborted, MessageOptionError
+from .execution import ExecutionState
+from .mode import AbortMode
+from .outcome import Outcome
+from .requests import AbortRequests
 from .watcher import Watcher
+from .wire import events_for
 
 __all__ = [
     "AbortMode",
@@ -42,11 +49,11 @@ __all__ = [
     "abort_many",
     "abort_requested",
     "abortable_of",
+    "middleware_of",
     "wait_outcome",
 ]
 
 R = TypeVar("R")
-M = TypeVar("M", bound=Middleware)
 #: What names a message: its id, the message, or the proxy a worker runs it as.
 MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
 
@@ -89,8 +96,9 @@ class _OwnSkips(logging.Filter):
 _own_skips = _OwnSkips()
 
 
-class _AbortableFunction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """An actor's function, run so that an abort never escapes the actor."""
+#: Set on the function that stands for an actor's own once this middleware
+#: wrapped it, so that it is wrapped once.
+_WRAPPED_MARK = "_dramatiq_abort_wrapped"
 
 
 class Abortable(Middleware):
@@ -140,7 +148,8 @@ class Abortable(Middleware):
         assert timeout is not None
         self.boot_timeout = timeout
         self.requests = AbortRequests(self.logger)
-        self.executions = Executions(self.logger)
+        self.internals = DramatiqInternals()
+        self.executions = Executions(self.logger, self.internals)
         self._watcher: Watcher | None = None
         self._workers = 0
         self._boot_lock = threading.Lock()
@@ -151,7 +160,7 @@ class Abortable(Middleware):
 
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
-        abortable = message.options.get("abortable")
+        abortable = message_of(message).options.get("abortable")
         if abortable is not None and not isinstance(abortable, bool):
             # Sent by a process without this middleware, which would have refused it.
             self.logger.warning(
@@ -162,9 +171,7 @@ class Abortable(Middleware):
             )
             abortable = None
         if abortable is None:
-            abortable = actor.options.get("abortable")
-        if abortable is None:
-            abortable = self.abortable
+            abortable = actor.options.get("abortable", self.abortable)
         return bool(abortable)
 
     def before_enqueue(
@@ -189,14 +196,23 @@ class Abortable(Middleware):
             )
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        if isinstance(actor.fn, _AbortableFunction):
+        fn = actor.fn
+        if getattr(fn, _WRAPPED_MARK, False):
             return
         # dramatiq runs an ``async def`` actor through a function that wraps it.
-        wrapped = getattr(actor.fn, "__wrapped__", None)
+        wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        actor.fn = _AbortableFunction(
-            actor.fn, functools.partial(self._run_actor, broker, async_fn)
-        )
+        run_actor = self._run_actor
+
+        # A plain function: every message calls it, and a wrapper object
+        # would cost microseconds a call.
+        @functools.wraps(fn)
+        def abortable_fn(*args: Any, **kwargs: Any) -> Any:
+            """The actor's function, run so that an abort never escapes it."""
+            return run_actor(broker, async_fn, fn, args, kwargs)
+
+        setattr(abortable_fn, _WRAPPED_MARK, True)
+        actor.fn = abortable_fn
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if current_platform not in supported_platforms:  # pragma: no cover
@@ -205,10 +221,14 @@ class Abortable(Middleware):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.executions.time_limits = getattr(middleware_of(broker, TimeLimit), "manager", None)
-        shutdown = middleware_of(broker, ShutdownNotifications)
-        self.executions.shutdown_notices = getattr(shutdown, "manager", None)
-        self.executions.stopping = False
+        problems = self.internals.bind(broker)
+        if problems:
+            self.logger.warning(
+                "dramatiq %s is not shaped as dramatiq-abort expects: %s. An abort may then"
+                " raise in a message after its time limit or shutdown notification did.",
+                dramatiq.__version__,
+                "; ".join(problems),
+            )
         with self._boot_lock:
             self._workers += 1
             if self._watcher is None:
@@ -232,7 +252,7 @@ class Abortable(Middleware):
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # ShutdownNotifications, earlier in the list, has just raised Shutdown
         # in the threads that asked for it: no Abort may follow it there.
-        self.executions.stopping = True
+        self.internals.stopping = True
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         with self._boot_lock:
@@ -243,18 +263,21 @@ class Abortable(Middleware):
         watcher.stop(timeout=5)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        actor = broker.get_actor(message.actor_name)
+        # The hot path: every message of every actor comes here.
+        inner = message_of(message)
+        actor = broker.get_actor(inner.actor_name)
         if not self.is_abortable(actor, message):
             return
+        message_id = inner.message_id
         watcher = self._watcher
         request = (
-            watcher.request_for(message.message_id)
+            watcher.request_for(message_id)
             if watcher is not None
-            else self.requests.get(message.message_id)
+            else self.requests.get(message_id)
         )
         if request is not None:
             self._stopped(broker, message, Outcome.CANCELLED)
-        self.executions.begin(message)
+        self.executions.begin(message, message_id)
 
     def after_process_message(
         self,
@@ -264,13 +287,13 @@ class Abortable(Middleware):
         result: Any | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        execution = self._end(message)
+        execution = self.executions.end(message)
         if execution is not None and execution.request is not None:
-            outcome = Outcome.STOPPED if execution.noticed else Outcome.FINISHED
+            outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
             self._record_outcome(message, outcome)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._end(message)
+        self.executions.end(message)
 
     def abort(
         self,
@@ -316,9 +339,9 @@ class Abortable(Middleware):
         if etas:
             ttl += max(0, int(max(etas) - time.time() * 1000))
         timeout = check_abort_timeout(abort_timeout)
-        events = [event for message_id in ids for event in events_for(message_id, mode, timeout)]
-        if not events:
+        if not ids:
             return
+        events = events_for(ids, mode, timeout)
         self.backend.notify(events, ttl=ttl)
         # Read-your-writes in this process: once abort() returns, the
         # messages running here see the request.
@@ -330,15 +353,27 @@ class Abortable(Middleware):
         """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
         for a worker to report what became of ``message_id`` (an id or the
         message) after an abort request reached it; ``None`` if no worker
-        did in time."""
+        did in time.
+
+        :raises NotImplementedError: at once, with a backend that does not
+            record outcomes (see ``EventBackend.records_outcomes``).
+        """
         message_id = _message_id(message_id)
         seconds = check_seconds("timeout", timeout, forever=True)
+        if not self.backend.records_outcomes:
+            raise NotImplementedError(
+                f"{type(self.backend).__name__} does not record outcomes: nothing to wait for"
+            )
         outcome = self.backend.wait_outcome(message_id, seconds)
         return None if outcome is None else Outcome(outcome)
 
     def outcome(self, message_id: MessageRef) -> Outcome | None:
-        """What workers last reported of ``message_id``, without waiting."""
-        outcome = self.backend.wait_outcome(_message_id(message_id), 0)
+        """What workers last reported of ``message_id``, without waiting;
+        always ``None`` with a backend that does not record outcomes."""
+        message_id = _message_id(message_id)
+        if not self.backend.records_outcomes:
+            return None
+        outcome = self.backend.wait_outcome(message_id, 0)
         return None if outcome is None else Outcome(outcome)
 
     def get_abort_request(self, message_id: MessageRef | None = None) -> float | None:
@@ -350,7 +385,7 @@ class Abortable(Middleware):
                 return None
             request = execution.request or self.requests.get(execution.message_id)
             if request is not None and request.interrupts:
-                execution.noticed = True
+                execution.told = True
         else:
             request = self.requests.get(_message_id(message_id))
         if request is None or not request.interrupts:
@@ -362,12 +397,11 @@ class Abortable(Middleware):
         broker: dramatiq.Broker,
         async_fn: Callable[..., Coroutine[Any, Any, R]] | None,
         fn: Callable[..., R],
-        instance: Any,
         args: Any,
         kwargs: Any,
     ) -> R | None:
         execution = self.executions.current()
-        if execution is None or execution.state != Execution.STARTING:
+        if execution is None or execution.state is not ExecutionState.STARTING:
             # Called outside a worker, or by an actor running another one.
             return fn(*args, **kwargs)
         if async_fn is not None:
@@ -377,46 +411,33 @@ class Abortable(Middleware):
             self._stopped(broker, execution.message, stopped)
         return result
 
-    def _end(self, message: MessageProxy) -> Execution | None:
-        execution = self.executions.current()
-        if execution is None or execution.message_id != message.message_id:
-            return None
-        self.executions.end(execution)
-        return execution
-
     def _stopped(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome) -> None:
         """End ``message`` as ``outcome`` says: skipped, with its result (if
         stored) a :class:`MessageAborted` failure."""
         self.logger.info("Message %r was %s.", message.message_id, outcome.value)
         _own_skips.skipping.message_id = message.message_id
         error = MessageAborted(f"message {message.message_id!r} was {outcome.value}")
-        results = middleware_of(broker, Results)
-        if results is not None:
-            actor = broker.get_actor(message.actor_name)
-            store = message.options.get(
-                "store_results", actor.options.get("store_results", results.store_results)
-            )
-            if store:
-                ttl = message.options.get(
-                    "result_ttl", actor.options.get("result_ttl", results.result_ttl)
+        results, store, ttl = result_options(broker, message)
+        if store:
+            try:
+                results.backend.store_exception(message, error, ttl)
+            except Exception as e:
+                self.logger.error(
+                    "Failed to store the result of aborted message %r (%s: %.200s).",
+                    message.message_id,
+                    type(e).__name__,
+                    e,
                 )
-                try:
-                    results.backend.store_exception(message, error, ttl)
-                except Exception as e:
-                    self.logger.error(
-                        "Failed to store the result of aborted message %r (%s: %.200s).",
-                        message.message_id,
-                        type(e).__name__,
-                        e,
-                    )
-                    self.logger.debug("Storing the result failed with:", exc_info=e)
-                # Results stores None for skipped messages, which would hide the failure.
-                message.options["store_results"] = False
+                self.logger.debug("Storing the result failed with:", exc_info=e)
+            # Results stores None for skipped messages, which would hide the failure.
+            store_no_result(message)
         self._record_outcome(message, outcome)
         raise error
 
     def _record_outcome(self, message: MessageProxy, outcome: Outcome) -> None:
         # Only messages an abort request reached get here: no cost per message.
+        if not self.backend.records_outcomes:
+            return
         try:
             self.backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
         except Exception as e:
@@ -454,14 +475,9 @@ def resolve(middleware: object) -> Abortable:
     raise TypeError(f"middleware must be an Abortable or None, not {middleware!r:.100}{hint}")
 
 
-def middleware_of(broker: dramatiq.Broker, kind: type[M]) -> M | None:
-    """The first middleware of ``kind`` on ``broker``, if it has one."""
-    return next((m for m in broker.middleware if isinstance(m, kind)), None)
-
-
 def abortable_of(broker: dramatiq.Broker) -> Abortable:
     """The :class:`Abortable` middleware of ``broker``; ``RuntimeError`` if it has none."""
-    middleware = middleware_of(broker, Abortable)
+    middleware: Abortable | None = middleware_of(broker, Abortable)
     if middleware is None:
         raise RuntimeError(
             f"The broker {broker!r} has no Abortable middleware: add one with"

@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
-from .requests import AbortMode, AbortRequest, AbortRequests, event_key
+from .mode import AbortMode
+from .requests import AbortRequest, AbortRequests
+from .wire import event_key
 
 #: Longest wait between two attempts to reach a backend that fails.
 MAX_BACKOFF = 30.0
@@ -69,10 +71,12 @@ class Watcher(threading.Thread):
         os.set_blocking(self._wake_r, False)
         self._changed = threading.Condition()
         self._receiving = False
-        self._subscription: Subscription | None = None
+        #: While connected and caught up: the subscription, and the probe
+        #: that tells whether events wait on it.
+        self._live: tuple[Subscription, nogil.ReadinessProbe] | None = None
         self._poll_warnings_muted_until = 0.0
         #: Whether the backend pushes events; if not, the watcher polls it.
-        self.pushes = type(backend).subscribe is not EventBackend.subscribe
+        self.pushes = backend.pushes
         #: Graceful aborts of running messages: (abort_at, message_id).
         self._deadlines: list[tuple[float, str]] = []
 
@@ -92,12 +96,14 @@ class Watcher(threading.Thread):
         way (see :meth:`catch_up`): an abort sent before a message is
         fetched is never missed. While the channel is down, asks the backend.
         """
-        if self.pushes and self.connected.is_set():
-            self.catch_up()
-        else:
+        # The hot path: once per message.
+        live = self._live
+        if live is None:
             # No push channel, or it is down and the watcher catches up only
             # once it reconnects: ask the backend.
             self._poll_cancel(message_id)
+        elif self._receiving or live[1].ready_count():
+            self._wait_received(live)
         return self.requests.get(message_id)
 
     def _poll_cancel(self, message_id: str) -> None:
@@ -118,22 +124,27 @@ class Watcher(threading.Thread):
                 )
             return
         if event is not None:
-            self.requests.learn(TimedEvent(event, self.abort_ttl, self.abort_ttl), time.monotonic())
+            # Called by a worker thread about to start the message: recorded
+            # only, the thread finds it as it starts.
+            timed = TimedEvent(event, self.abort_ttl, self.abort_ttl)
+            self.requests.record(timed, time.monotonic())
 
     def catch_up(self) -> None:
-        """Wait (at most ``SYNC_TIMEOUT``) until the watcher has learned the
+        """Wait (at most ``SYNC_TIMEOUT``) until the watcher has recorded the
         events already pushed to it. The common case costs one ``poll(2)``.
         """
-        subscription = self._subscription
-        # Socket first: the watcher flags itself receiving before it drains
-        # the socket, so one of the two shows events that are on their way.
-        if subscription is None or not (self._in_flight(subscription) or self._receiving):
-            return
+        live = self._live
+        if live is not None and (self._receiving or _in_flight(live[1])):
+            self._wait_received(live)
+
+    def _wait_received(self, live: tuple[Subscription, nogil.ReadinessProbe]) -> None:
+        # The watcher flags itself receiving before it drains the socket,
+        # so one of the two shows events that are on their way.
         deadline = time.monotonic() + SYNC_TIMEOUT
         with self._changed:
-            while self._receiving or self._in_flight(subscription):
+            while self._receiving or _in_flight(live[1]):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or subscription is not self._subscription:
+                if remaining <= 0 or live is not self._live:
                     break
                 self._changed.wait(remaining)
 
@@ -145,22 +156,21 @@ class Watcher(threading.Thread):
         while not self._stopping:
             try:
                 subscription = self.backend.subscribe()
-                if subscription is None:
-                    raise RuntimeError(f"{self.backend!r}.subscribe() returned None")
                 try:
-                    self._subscription = subscription
-                    self._learn(subscription.recorded())
+                    probe = subscription.probe()
+                    self._record(subscription.recorded())
                     if failures:
                         self.logger.info(
                             "Abort watcher reached its backend again after %d failed attempt(s).",
                             failures,
                         )
                     failures = 0
+                    self._live = (subscription, probe)
                     self.connected.set()
                     self._listen(subscription)
                 finally:
+                    self._live = None
                     self.connected.clear()
-                    self._subscription = None
                     subscription.close()
             except Exception as e:
                 failures += 1
@@ -192,13 +202,15 @@ class Watcher(threading.Thread):
                     else:
                         self._drain_wake()
                 self._deliver_due()
-                self.requests.forget_expired(time.monotonic())
+                now = time.monotonic()
+                self.requests.forget_expired(now)
+                self.executions.switching.expire(now)
 
     def _receive(self, subscription: Subscription) -> None:
         with self._changed:
             self._receiving = True
         try:
-            self._learn(subscription.receive())
+            self._record(subscription.receive())
         finally:
             with self._changed:
                 self._receiving = False
@@ -207,7 +219,9 @@ class Watcher(threading.Thread):
     def _poll_forever(self) -> None:
         failures = 0
         while not self._stopping:
-            self.requests.forget_expired(time.monotonic())
+            now = time.monotonic()
+            self.requests.forget_expired(now)
+            self.executions.switching.expire(now)
             try:
                 running = self.executions.running_ids()
                 if not running:
@@ -216,7 +230,7 @@ class Watcher(threading.Thread):
                 keys = [event_key(message_id, AbortMode.ABORT) for message_id in running]
                 event = self.backend.wait_many(keys, POLL_WAIT)
                 if event is not None:
-                    self._learn([TimedEvent(event, self.abort_ttl, self.abort_ttl)])
+                    self._record([TimedEvent(event, self.abort_ttl, self.abort_ttl)])
                 self._deliver_due()
                 if failures:
                     self.logger.info(
@@ -230,12 +244,19 @@ class Watcher(threading.Thread):
                 self._log_failure("poll", failures, e, delay)
                 self._sleep(delay)
 
-    def _learn(self, events: Iterable[TimedEvent]) -> None:
+    def _record(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
-        for timed in events:
-            request = self.requests.learn(timed, now)
-            if request is not None and self.executions.deliver(request, now):
-                heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
+        recorded = [self.requests.record(timed, now) for timed in events]
+        requests = [request for request in recorded if request is not None]
+        if not requests:
+            return
+        # Looked up only once every request is recorded: a message that
+        # registers after this finds its request as it starts.
+        running = self.executions.find(request.message_id for request in requests)
+        for request in requests:
+            for execution in running.get(request.message_id, ()):
+                if self.executions.deliver(execution, request, now):
+                    heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
 
     def _deliver_due(self) -> None:
         now = time.monotonic()
@@ -245,10 +266,13 @@ class Watcher(threading.Thread):
 
     def _until_next_deadline(self) -> float | None:
         """Seconds until the watcher has something to do without an event:
-        a grace that runs out, or requests to forget."""
+        a grace that runs out, requests to forget, a switch interval to put back."""
         moments = []
         if self._deadlines:
             moments.append(self._deadlines[0][0])
+        switching_expires_at = self.executions.switching.expires_at
+        if switching_expires_at is not None:
+            moments.append(switching_expires_at)
         expiry = self.requests.next_expiry()
         if expiry is not None:
             # Late on purpose, so that requests expiring together are
@@ -266,9 +290,11 @@ class Watcher(threading.Thread):
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 64)
 
-    @staticmethod
-    def _in_flight(subscription: Subscription) -> bool:
-        try:
-            return nogil.readable(subscription.fileno())
-        except (OSError, ValueError):
-            return False
+
+def _in_flight(probe: nogil.ReadinessProbe) -> bool:
+    """Whether events wait on the subscription ``probe`` watches."""
+    try:
+        return probe()
+    except (OSError, ValueError):
+        # Closed under the caller: the watcher reconnects and catches up.
+        return False

@@ -8,12 +8,8 @@ skipped when no Redis answers, except under ``CI=true`` where that fails.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -23,13 +19,15 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.asyncio import AsyncIO
 from dramatiq.results import Results
-from dramatiq.results.backends import RedisBackend as RedisResultBackend
 from dramatiq.results.backends import StubBackend as StubResultBackend
 
 from dramatiq_abort import Abortable, EventBackend
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from .support import unavailable
+from .support import NamespacedResults, PrivateRedis, start_private_redis, unavailable
+
+# test_migration_guide imports PrivateRedis from here.
+__all__ = ["PrivateRedis"]
 
 REDIS_URL = os.environ.get("DRAMATIQ_ABORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
@@ -61,13 +59,18 @@ def redis_client(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["stub", "redis"])
+@pytest.fixture(params=["stub", "redis", "redis-plain-reads"])
 def event_backend(request: pytest.FixtureRequest) -> EventBackend:
-    """Each backend in turn: the in-memory one and Redis."""
+    """Each backend in turn: the in-memory one, and Redis read through this
+    package's own reads and through redis-py's."""
     if request.param == "stub":
         return StubBackend()
     client = request.getfixturevalue("redis_client")
-    return RedisBackend(client=client, namespace=request.getfixturevalue("namespace"))
+    return RedisBackend(
+        client=client,
+        namespace=request.getfixturevalue("namespace"),
+        plain_reads=request.param == "redis-plain-reads",
+    )
 
 
 @pytest.fixture
@@ -106,15 +109,6 @@ def async_worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[dram
     worker.stop()
 
 
-class NamespacedResults(RedisResultBackend):  # type: ignore[misc]
-    """dramatiq's Redis result backend with its keys in the test's namespace:
-    dramatiq names a result by a hash of its namespace and message, so the
-    key would escape the namespace and the clean-up."""
-
-    def build_message_key(self, message: Any) -> str:
-        return f"{self.namespace}:{super().build_message_key(message)}"
-
-
 @pytest.fixture
 def redis_broker(redis_url: str, namespace: str) -> Iterator[RedisBroker]:
     """A RedisBroker in the test's namespace, with Results and Abortable."""
@@ -139,94 +133,6 @@ def redis_worker(redis_broker: RedisBroker) -> Iterator[dramatiq.Worker]:
     worker.start()
     yield worker
     worker.stop()
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free loopback port, that the
-    test may stop and start again."""
-
-    def __init__(self, directory: str, *options: str, config: str | None = None) -> None:
-        """``options`` are extra ``redis-server`` arguments, such as
-        ``"--cluster-enabled", "yes"``; ``config`` a configuration file."""
-        self.options = options
-        self.config = config
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                *([self.config] if self.config else []),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.directory,
-                *self.options,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise RuntimeError(
-                            f"redis-server did not start on port {self.port}"
-                        ) from None
-                    time.sleep(0.01)
-                finally:
-                    client.close()
-        except BaseException:
-            # Whatever stopped the wait (a test's timeout too), the server
-            # must not outlive the test.
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-
-
-def start_private_redis(
-    directory: str,
-    *options: str,
-    config: str | None = None,
-    server_class: Callable[..., PrivateRedis] = PrivateRedis,
-) -> PrivateRedis:
-    """A started :class:`PrivateRedis` (or ``server_class``, called as it
-    is); skips the test when no ``redis-server`` is installed, except under
-    ``CI=true`` where that fails."""
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server is not installed: tests that restart Redis need their own")
-    attempts_left = 3
-    while True:
-        server = server_class(directory, *options, config=config)
-        try:
-            server.start()
-            return server
-        except RuntimeError:
-            # The free port found may have been taken meanwhile: try another.
-            attempts_left -= 1
-            if not attempts_left:
-                raise
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any, Callable, NoReturn
 import dramatiq
 import pytest
 import redis
+from dramatiq.results.backends import RedisBackend as RedisResultBackend
 
 from dramatiq_abort import Abort, Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
@@ -245,3 +248,100 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free loopback port, that the
+    test may stop and start again."""
+
+    def __init__(self, directory: str, *options: str, config: str | None = None) -> None:
+        """``options`` are extra ``redis-server`` arguments, such as
+        ``"--cluster-enabled", "yes"``; ``config`` a configuration file."""
+        self.options = options
+        self.config = config
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                *([self.config] if self.config else []),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+                *self.options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError(
+                            f"redis-server did not start on port {self.port}"
+                        ) from None
+                    time.sleep(0.01)
+                finally:
+                    client.close()
+        except BaseException:
+            # Whatever stopped the wait (a test's timeout too), the server
+            # must not outlive the test.
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+def start_private_redis(
+    directory: str,
+    *options: str,
+    config: str | None = None,
+    server_class: Callable[..., PrivateRedis] = PrivateRedis,
+) -> PrivateRedis:
+    """A started :class:`PrivateRedis` (or ``server_class``, called as it
+    is); skips the test when no ``redis-server`` is installed, except under
+    ``CI=true`` where that fails."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed: tests that restart Redis need their own")
+    attempts_left = 3
+    while True:
+        server = server_class(directory, *options, config=config)
+        try:
+            server.start()
+            return server
+        except RuntimeError:
+            # The free port found may have been taken meanwhile: try another.
+            attempts_left -= 1
+            if not attempts_left:
+                raise
+
+
+class NamespacedResults(RedisResultBackend):  # type: ignore[misc]
+    """dramatiq's Redis result backend with its keys in the test's namespace:
+    dramatiq names a result by a hash of its namespace and message, so the
+    key would escape the namespace and the clean-up."""
+
+    def build_message_key(self, message: Any) -> str:
+        return f"{self.namespace}:{super().build_message_key(message)}"

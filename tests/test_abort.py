@@ -16,7 +16,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure, Results
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Outcome, abort, abort_requested
-from dramatiq_abort.delivery import Execution
+from dramatiq_abort.execution import ExecutionState
 
 from .support import WAIT, spin_until_aborted, wait_until
 
@@ -427,12 +427,12 @@ def test_abort_many_checks_every_id_before_sending_any(abortable: Abortable) -> 
 def test_an_actor_that_raises_is_done_with_before_middleware_runs(
     stub_broker: StubBroker, worker: dramatiq.Worker, abortable: Abortable
 ) -> None:
-    states: list[int] = []
+    states: list[ExecutionState | None] = []
 
     class Spy(dramatiq.Middleware):
         def after_process_message(self, broker: Any, message: Any, **_: Any) -> None:
             execution = abortable.executions.current()
-            states.append(-1 if execution is None else execution.state)
+            states.append(None if execution is None else execution.state)
 
     # Added last, its after_process_message runs first, before Abortable.end().
     stub_broker.add_middleware(Spy())
@@ -444,7 +444,7 @@ def test_an_actor_that_raises_is_done_with_before_middleware_runs(
     with pytest.raises(ResultFailure, match="ordinary failure"):
         fails.send().get_result(block=True, timeout=int(WAIT * 1000))
     # By the time middleware runs, no Abort can be delivered to the thread.
-    assert states and all(state in (-1, Execution.FINISHED) for state in states)
+    assert states and all(state in (None, ExecutionState.FINISHED) for state in states)
 
 
 def test_a_request_for_a_delayed_message_lives_until_its_eta(

@@ -14,6 +14,8 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.threading import Interrupt
+from dramatiq.results import ResultFailure, Results
+from dramatiq.results.backends import StubBackend as StubResultBackend
 
 import dramatiq_abort
 from dramatiq_abort import (
@@ -30,9 +32,9 @@ from dramatiq_abort import (
 )
 from dramatiq_abort import middleware as middleware_module
 from dramatiq_abort.backends import RedisBackend, StubBackend
-from dramatiq_abort.requests import MAX_MESSAGE_ID_LENGTH
+from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 
-from .support import WAIT
+from .support import WAIT, start_worker
 
 
 def test_public_names_match_the_documentation() -> None:
@@ -88,9 +90,47 @@ def test_a_backend_with_only_the_three_documented_methods_is_accepted() -> None:
         def poll(self, key: str) -> None: ...
         def wait_many(self, keys: Any, timeout: int) -> None: ...
 
-    assert Abortable(backend=Minimal()).backend.subscribe() is None
+    backend = Abortable(backend=Minimal()).backend
+    assert not backend.pushes and not backend.records_outcomes
     with pytest.raises(TypeError, match="must be an EventBackend"):
         Abortable(backend=object())  # type: ignore[arg-type]
+
+
+class NoOutcomes(StubBackend):
+    """A pushing backend that states it records no outcome, and fails if asked to."""
+
+    records_outcomes = False
+
+    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+        raise AssertionError("record_outcome called on a backend that records none")
+
+    def wait_outcome(self, message_id: str, timeout: float | None, **_: Any) -> str | None:
+        raise AssertionError("wait_outcome called on a backend that records none")
+
+
+def test_a_backend_that_records_no_outcomes_is_never_asked_for_one(
+    stub_broker: StubBroker,
+) -> None:
+    stub_broker.add_middleware(Results(backend=StubResultBackend()))
+    middleware = Abortable(backend=NoOutcomes())
+    assert middleware.outcome("some-id") is None
+    with pytest.raises(NotImplementedError, match="NoOutcomes does not record outcomes"):
+        middleware.wait_outcome("some-id", 1)
+
+    worker = start_worker(stub_broker, middleware)
+
+    @dramatiq.actor(store_results=True)
+    def job() -> None:
+        pass
+
+    try:
+        cancelled = job.send_with_options(delay=200)
+        abort(cancelled.message_id)
+        with pytest.raises(ResultFailure, match="MessageAborted"):
+            cancelled.get_result(block=True, timeout=int(WAIT * 1000))
+        job.send().get_result(block=True, timeout=int(WAIT * 1000))
+    finally:
+        worker.stop()
 
 
 @pytest.mark.parametrize(

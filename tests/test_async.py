@@ -63,6 +63,12 @@ def test_abort_requested_works_inside_a_coroutine_and_aborting_one_spares_anothe
         return f"{tag} stopped"
 
     @dramatiq.actor(store_results=True)
+    async def stubborn() -> str:
+        started.release()
+        await asyncio.sleep(WAIT)
+        return "not stopped"
+
+    @dramatiq.actor(store_results=True)
     async def bystander() -> str:
         started.release()
         await asyncio.sleep(0.3)
@@ -73,7 +79,9 @@ def test_abort_requested_works_inside_a_coroutine_and_aborting_one_spares_anothe
     assert started.acquire(timeout=WAIT) and started.acquire(timeout=WAIT)
     abort(asked.message_id, abort_timeout=60_000)
     assert asked.get_result(block=True, timeout=int(WAIT * 1000)) == "first stopped"
-    forced = polite.send("second")
+    # An actor that does not ask: only the forced abort stops it. (One that
+    # asks may see the request and return before the abort lands.)
+    forced = stubborn.send()
     assert started.acquire(timeout=WAIT)
     abort(forced.message_id)
     with pytest.raises(dramatiq.results.ResultFailure, match="MessageAborted"):

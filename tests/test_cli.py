@@ -13,9 +13,9 @@ import redis
 
 from dramatiq_abort import Event, __version__
 from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 from dramatiq_abort.cli import REDIS_URL_VARIABLE, main
 from dramatiq_abort.demo import run
-from dramatiq_abort.requests import MAX_MESSAGE_ID_LENGTH
 
 from .support import ROOT, WAIT
 

@@ -34,8 +34,7 @@ from compat.exceptions import TimeoutError as CeleryTimeoutError
 from dramatiq_abort import Abortable
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from .conftest import NamespacedResults
-from .support import RABBITMQ_URL, WAIT, require_rabbitmq, wait_until
+from .support import RABBITMQ_URL, WAIT, NamespacedResults, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 #: What a Celery user may pass as ``app=``: a URL, not a broker.

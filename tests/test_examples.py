@@ -147,9 +147,10 @@ def check_exports(web: ModuleType, sent: list[str]) -> None:
 
     finished = web.start_export("customers", chunks=3)["task_id"]
     sent.append(finished)
+    # Its state and ready() are two reads: wait for both to say it is over.
     done = poll_until(
         lambda: web.export_status(finished),
-        lambda body: body["done"],
+        lambda body: body["done"] and body["state"] == "SUCCESS",
         "the second export ends",
     )
     assert done == {

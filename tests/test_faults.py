@@ -16,8 +16,7 @@ import redis
 
 from dramatiq_abort import Outcome, abort
 
-from .conftest import PrivateRedis
-from .support import WAIT, App, require_rabbitmq, wait_until
+from .support import WAIT, App, PrivateRedis, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

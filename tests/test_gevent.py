@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,8 @@ def backend_args(request: pytest.FixtureRequest) -> list[str]:
     return [request.getfixturevalue("redis_url"), request.getfixturevalue("namespace")]
 
 
-def test_an_abort_hits_exactly_the_greenlet_of_its_message(backend_args: list[str]) -> None:
+def run_program(backend_args: list[str]) -> dict[str, Any]:
+    """The report of the gevent worker program, run on ``backend_args``."""
     finished = subprocess.run(
         [sys.executable, str(PROGRAM), "300", *backend_args],
         capture_output=True,
@@ -35,7 +37,20 @@ def test_an_abort_hits_exactly_the_greenlet_of_its_message(backend_args: list[st
         cwd=Path(__file__).parent.parent,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
-    report = json.loads(finished.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_an_abort_hits_exactly_the_greenlet_of_its_message(backend_args: list[str]) -> None:
+    report = run_program(backend_args)
     assert report["all_started"]
     assert report["aborted"] == [report["victim"]]
     assert report["noticed"] == [report["polite"]]
+
+
+def test_an_abort_after_a_greenlets_time_limit_fired_is_not_raised_in_its_cleanup(
+    backend_args: list[str],
+) -> None:
+    report = run_program(backend_args)
+    assert report["cleanup_seen"]
+    assert report["raised_in_cleanup"] == []

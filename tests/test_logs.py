@@ -17,8 +17,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq_abort import Abortable, AbortMode, Event, EventBackend, abort, abort_many
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from .conftest import PrivateRedis
-from .support import WAIT, spin_until_aborted, start_worker, wait_until
+from .support import WAIT, PrivateRedis, spin_until_aborted, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

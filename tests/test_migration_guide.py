@@ -19,8 +19,7 @@ from typing import Any
 import dramatiq
 import pytest
 
-from .conftest import PrivateRedis
-from .support import ROOT
+from .support import ROOT, PrivateRedis
 from .test_examples import dramatiq_worker
 
 GUIDE = ROOT / "migration_guide.md"

@@ -33,11 +33,12 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, AbortMode, Event, abort
 from dramatiq_abort.backends import RedisBackend
 
-from .conftest import PrivateRedis, start_private_redis
 from .support import (
     WAIT,
+    PrivateRedis,
     connected_watcher,
     spin_until_aborted,
+    start_private_redis,
     start_worker,
     unavailable,
     wait_until,

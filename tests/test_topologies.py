@@ -22,11 +22,12 @@ from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_requested
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.backends.redis import CHUNK_SIZE
 
-from .conftest import PrivateRedis, start_private_redis
 from .support import (
     WAIT,
+    PrivateRedis,
     assert_a_cancelled_message_never_runs,
     spin_until_aborted,
+    start_private_redis,
     start_worker,
     wait_until,
 )

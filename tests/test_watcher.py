@@ -16,9 +16,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
 
-from .conftest import PrivateRedis
 from .support import (
     WAIT,
+    PrivateRedis,
     assert_a_cancelled_message_never_runs,
     connected_watcher,
     spin_until_aborted,
@@ -34,9 +34,12 @@ def commands_served(client: redis.Redis) -> int:
     return sum(int(value["calls"]) for name, value in stats.items() if name != "cmdstat_info")
 
 
-@pytest.fixture
-def backend(private_redis: PrivateRedis) -> Iterator[RedisBackend]:
-    backend = RedisBackend.from_url(private_redis.url, namespace="watcher-test:")
+@pytest.fixture(params=[False, True], ids=["own-reads", "plain-reads"])
+def backend(private_redis: PrivateRedis, request: pytest.FixtureRequest) -> Iterator[RedisBackend]:
+    """A backend on the test's own Redis, its subscription read either way."""
+    backend = RedisBackend.from_url(
+        private_redis.url, namespace="watcher-test:", plain_reads=request.param
+    )
     yield backend
     backend.client.close()
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import select
-import socket
-import ssl
-import time
-from collections.abc import Collection, Iterable, Iterator
+import os
+from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -19,17 +16,22 @@ from redis.exceptions import RedisClusterException
 
 from .. import nogil
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
-from ..requests import AbortMode, check_milliseconds, event_key
+from ..checks import check_milliseconds
+from ..mode import AbortMode
+from ..wire import event_key
+from .redis_channels import KEEPALIVE, Channel, PubSubChannel, RawChannel, text
+
+# Where tests and users find it.
+__all__ = ["KEEPALIVE", "PLAIN_READS_VARIABLE", "RedisBackend", "RedisSubscription"]
+
+#: The environment variable that makes ``plain_reads`` default to true when
+#: it is ``1``, ``true`` or ``yes``.
+PLAIN_READS_VARIABLE = "DRAMATIQ_ABORT_PLAIN_READS"
 
 DEFAULT_NAMESPACE = "dramatiq:aborts:"
 #: Appended to a namespace without a hash tag, so that all of its keys fall
 #: in one slot of a Redis Cluster, as its Lua scripts require.
 HASH_TAG = "{aborts}:"
-#: TCP keepalive of a subscription, in seconds: idle time before the first
-#: probe, time between probes, and probes unanswered before the connection
-#: is dropped. A subscription sends nothing while no abort comes, so a host
-#: gone without closing it would otherwise go unnoticed for hours.
-KEEPALIVE = (10, 5, 3)
 #: Connections in the pool of a client made by ``RedisBackend.from_url``, and
 #: how long a thread waits for one of them, in seconds.
 POOL_SIZE = 100
@@ -86,10 +88,6 @@ return found
 """
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _safe_repr(value: Any) -> str:
     """A short repr of ``value``, with no password of a URL in it."""
     if isinstance(value, str) and "@" in value:
@@ -137,7 +135,16 @@ class RedisBackend(EventBackend):
         that share a Redis but not their messages use different namespaces.
     :param max_payload: Largest notification or record, in bytes, that is
         read; a larger one is refused with a warning.
+    :param plain_reads: Read subscriptions through redis-py's ``PubSub``
+        instead of this package's own reads, which keep the GIL and so
+        deliver an abort sooner to a process busy with CPU-bound actors
+        (see the benchmarks). ``None``: true when the environment variable
+        ``DRAMATIQ_ABORT_PLAIN_READS`` is ``1``, ``true`` or ``yes``.
     """
+
+    pushes = True
+    records_outcomes = True
+    stores_states = True
 
     def __init__(
         self,
@@ -145,6 +152,7 @@ class RedisBackend(EventBackend):
         client: Any | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        plain_reads: bool | None = None,
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty str, not {namespace!r}")
@@ -160,6 +168,10 @@ class RedisBackend(EventBackend):
                 f" not {_safe_repr(client)}{hint}"
             )
         self.max_payload = max_payload
+        if plain_reads is None:
+            plain_reads = os.environ.get(PLAIN_READS_VARIABLE, "").lower() in ("1", "true", "yes")
+        #: Whether subscriptions are read through redis-py's ``PubSub``.
+        self.plain_reads = plain_reads
         self.client: Any = client if client is not None else redis.Redis()
         self.namespace = namespace
         #: What every key and channel name starts with.
@@ -231,8 +243,15 @@ class RedisBackend(EventBackend):
         self.client.exists(self.index_key)
 
     def _notify_chunk(self, events: list[Event], ttl: int, client: Any) -> None:
-        stored = [json.dumps({"ttl": ttl, "params": params}) for _, params in events]
-        pushed = json.dumps({"ttl": ttl, "events": [[key, params] for key, params in events]})
+        # Events of one request share their parameters dict: each distinct
+        # dict is encoded once, not once per message.
+        encoded: dict[int, str] = {}
+        for _, params in events:
+            if id(params) not in encoded:
+                encoded[id(params)] = json.dumps(params)
+        stored = [f'{{"ttl": {ttl}, "params": {encoded[id(params)]}}}' for _, params in events]
+        pairs = ", ".join(f"[{json.dumps(key)}, {encoded[id(params)]}]" for key, params in events)
+        pushed = f'{{"ttl": {ttl}, "events": [{pairs}]}}'
         self._notify(
             keys=[self.index_key, *(self.prefix + key for key, _ in events)],
             args=[ttl, self.channel, pushed, *stored],
@@ -260,8 +279,6 @@ class RedisBackend(EventBackend):
                         return timed.event
         return None
 
-    stores_states = True
-
     def record_state(self, message_id: str, state: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
         self.client.set(self._state_key(message_id), state, px=ttl)
@@ -279,8 +296,8 @@ class RedisBackend(EventBackend):
         return MessageRecords(
             self._decode_event(event_key(message_id, AbortMode.ABORT), abort),
             self._decode_event(event_key(message_id, AbortMode.CANCEL), cancel),
-            None if outcome is None else _text(outcome),
-            None if state is None else _text(state),
+            None if outcome is None else text(outcome),
+            None if state is None else text(state),
         )
 
     def forget(self, message_id: str) -> None:
@@ -304,12 +321,12 @@ class RedisBackend(EventBackend):
         key = self._outcome_key(message_id)
         if timeout is not None and timeout <= 0:
             recorded = self.client.get(key)
-            return None if recorded is None or _text(recorded) in ignore else _text(recorded)
+            return None if recorded is None or text(recorded) in ignore else text(recorded)
         with self.listen(self.outcomes_channel) as channel:
             # Subscribed first, so an outcome recorded while looking is pushed.
             recorded = self.client.get(key)
-            if recorded is not None and _text(recorded) not in ignore:
-                return _text(recorded)
+            if recorded is not None and text(recorded) not in ignore:
+                return text(recorded)
             for payload in channel.payloads(timeout):
                 try:
                     pushed_id, outcome = json.loads(payload)
@@ -323,20 +340,21 @@ class RedisBackend(EventBackend):
     def subscribe(self) -> RedisSubscription:
         return RedisSubscription(self)
 
-    def listen(self, channel: str) -> _Channel:
+    def listen(self, channel: str) -> Channel:
         """A new connection subscribed to ``channel`` on the node that holds
         this backend's keys, where its scripts publish."""
         client = self.client
         if isinstance(client, RedisCluster):
             client = client.get_redis_connection(client.get_node_from_key(self.index_key))
-        return _Channel(client, channel, self.max_payload)
+        kind = PubSubChannel if self.plain_reads else RawChannel
+        return kind(client, channel, self.max_payload)
 
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
         found = self._recorded(keys=[self.index_key])
         events = []
         for i in range(0, len(found), 3):
-            key = _text(found[i])[len(self.prefix) :]
+            key = text(found[i])[len(self.prefix) :]
             decoded = self._decode_record(key, found[i + 1])
             if decoded is not None:
                 event, ttl = decoded
@@ -389,6 +407,9 @@ class RedisSubscription(Subscription):
     def fileno(self) -> int:
         return self._channel.fileno()
 
+    def probe(self) -> nogil.ReadinessProbe:
+        return self._channel.probe()
+
     def recorded(self) -> list[TimedEvent]:
         return self.backend.recorded()
 
@@ -400,160 +421,3 @@ class RedisSubscription(Subscription):
 
     def close(self) -> None:
         self._channel.close()
-
-
-class _Channel:
-    """One connection subscribed to one channel.
-
-    The connection is made for the subscription and never returned to the
-    client's pool. Once lost it stays lost, so that its owner notices and
-    catches up instead of being silently resubscribed. Replies are read
-    here rather than by redis-py's parser, with reads that keep the GIL
-    (see :mod:`dramatiq_abort.nogil`).
-    """
-
-    def __init__(self, client: Any, channel: str, max_payload: int) -> None:
-        # Made apart from the pool, which would count it against its limit
-        # for good.
-        pool = client.connection_pool
-        self._connection = pool.connection_class(**pool.connection_kwargs)
-        self._replies = _ReplyReader(max_payload)
-        try:
-            self._connection.connect()
-            self._sock = self._connection._sock
-            _keep_alive(self._sock)
-            self._tls = isinstance(self._sock, ssl.SSLSocket)
-            if self._tls:
-                self._sock.setblocking(False)
-            self._connection.send_command("SUBSCRIBE", channel)
-            connection = self._connection
-            timeout = connection.socket_connect_timeout or connection.socket_timeout or 10.0
-            deadline = time.monotonic() + timeout
-            while not self._replies.pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._wait(remaining):
-                    raise redis.TimeoutError(f"no reply to SUBSCRIBE {channel!r}")
-            reply = self._replies.pending.pop(0)
-            if not isinstance(reply, list) or _text(reply[0]) != "subscribe":
-                raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r:.200}")
-        except BaseException:
-            self._connection.disconnect()
-            raise
-
-    def __enter__(self) -> _Channel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def fileno(self) -> int:
-        return int(self._sock.fileno())
-
-    def ready_payloads(self) -> list[Any]:
-        """The payloads of the messages received so far; never blocks."""
-        self._read_available()
-        replies, self._replies.pending = self._replies.pending, []
-        return [
-            reply[2]
-            for reply in replies
-            if isinstance(reply, list) and len(reply) == 3 and _text(reply[0]) == "message"
-        ]
-
-    def payloads(self, timeout: float | None) -> Iterator[Any]:
-        """The payloads of the messages that come within ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            yield from self.ready_payloads()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if (remaining is not None and remaining <= 0) or not self._wait(remaining):
-                return
-
-    def close(self) -> None:
-        self._connection.disconnect()
-
-    def _wait(self, timeout: float | None) -> bool:
-        if not self._replies.pending and select.select([self._sock], [], [], timeout)[0]:
-            self._read_available()
-        return bool(self._replies.pending)
-
-    def _read_available(self) -> None:
-        while True:
-            if self._tls:
-                try:
-                    data: bytes | None = self._sock.recv(65536)
-                except (ssl.SSLWantReadError, BlockingIOError):
-                    data = None
-            else:
-                data = nogil.read_ready(self._sock.fileno())
-            if data is None:
-                return
-            if not data:
-                raise redis.ConnectionError("the subscription was closed by the server")
-            self._replies.feed(data)
-
-
-def _keep_alive(sock: socket.socket) -> None:
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE):
-        # Not every platform has all three.
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-
-
-class _ReplyReader:
-    """Splits the bytes of a subscribed connection into replies: RESP2
-    arrays or RESP3 pushes of strings and integers."""
-
-    def __init__(self, max_payload: int) -> None:
-        self.max_payload = max_payload
-        self._buffer = bytearray()
-        #: Complete replies not handed over yet.
-        self.pending: list[Any] = []
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            parsed = self._parse(0)
-            if parsed is None:
-                return
-            reply, end = parsed
-            del self._buffer[:end]
-            self.pending.append(reply)
-
-    def _parse(self, start: int) -> tuple[Any, int] | None:
-        line_end = self._buffer.find(b"\r\n", start)
-        if line_end < 0:
-            return None
-        kind = bytes(self._buffer[start : start + 1])
-        header = bytes(self._buffer[start + 1 : line_end])
-        position = line_end + 2
-        if kind in (b"*", b">"):
-            items = []
-            for _ in range(int(header)):
-                parsed = self._parse(position)
-                if parsed is None:
-                    return None
-                item, position = parsed
-                items.append(item)
-            return items, position
-        if kind == b"$":
-            size = int(header)
-            if size < 0:
-                return None, position
-            if size > self.max_payload:
-                # Refused before it is read: the connection is dropped, and
-                # its owner catches up from the records when it reconnects.
-                logger.warning("Refusing a pushed payload of %d bytes: too large.", size)
-                raise redis.ConnectionError(f"a pushed payload of {size} bytes is too large")
-            if len(self._buffer) < position + size + 2:
-                return None
-            return bytes(self._buffer[position : position + size]), position + size + 2
-        if kind == b":":
-            return int(header), position
-        if kind in (b"+", b"-"):
-            return header, position
-        if kind == b"_":
-            return None, position
-        raise redis.ConnectionError(f"unexpected reply type {kind!r} on the abort subscription")

@@ -11,7 +11,9 @@ from collections.abc import Collection, Iterable
 
 from .. import nogil
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
-from ..requests import AbortMode, check_milliseconds, event_key
+from ..checks import check_milliseconds
+from ..mode import AbortMode
+from ..wire import event_key
 
 
 class StubBackend(EventBackend):
@@ -21,6 +23,10 @@ class StubBackend(EventBackend):
     Producers and workers must share the instance, as they share a
     ``StubBroker``.
     """
+
+    pushes = True
+    records_outcomes = True
+    stores_states = True
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -79,8 +85,6 @@ class StubBackend(EventBackend):
 
         with self._changed:
             return self._changed.wait_for(recorded, timeout)
-
-    stores_states = True
 
     def record_state(self, message_id: str, state: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)

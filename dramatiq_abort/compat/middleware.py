@@ -13,10 +13,10 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AgeLimit, Middleware
 
+from ..dramatiq_internals import middleware_of, result_options, store_no_result
 from ..errors import ActorOptionError
-from ..middleware import abortable_of, middleware_of
+from ..middleware import abortable_of
 from . import records, states
-from .result_store import result_options
 from .states import ABORTED, FAILURE, RETRY, STARTED, SUCCESS
 
 #: States that, reported by a task, say that it is over.
@@ -105,7 +105,7 @@ class TaskStates(Middleware):
     ) -> None:
         self.current.set(None)
         running = self._running.pop(message.message_id, None)
-        stored, _ = result_options(broker, message)
+        _, stored, _ = result_options(broker, message)
         if running is not None and running.ignored:
             if running.state in ENDING_STATES:
                 # Celery's idiom: report the end yourself, then raise Ignore.
@@ -181,8 +181,7 @@ class TaskStates(Middleware):
     def ignore(self, message: MessageProxy) -> None:
         """End ``message`` without a result or a new state (Celery's ``Ignore``)."""
         self._running.setdefault(message.message_id, _Running()).ignored = True
-        # The Results middleware would store the None the actor returns.
-        message.options["store_results"] = False
+        store_no_result(message)
 
     def _write(
         self, broker: dramatiq.Broker, message: MessageProxy, record: records.TaskRecord
@@ -202,7 +201,7 @@ class TaskStates(Middleware):
         return backend
 
     def _ttl(self, broker: dramatiq.Broker, message: MessageProxy | None) -> int:
-        _, result_ttl = result_options(broker, message)
+        _, _, result_ttl = result_options(broker, message)
         return max(result_ttl, abortable_of(broker).abort_ttl)
 
 

@@ -15,13 +15,14 @@ from dramatiq.results import ResultFailure, ResultMissing, Results
 from dramatiq.results.backend import ResultBackend
 
 from ..backend import MessageRecords
-from ..delivery import Outcome
-from ..middleware import Abortable, abortable_of, middleware_of
-from ..requests import AbortMode, check_message_id
+from ..checks import check_message_id
+from ..dramatiq_internals import delete_result, middleware_of
+from ..middleware import Abortable, abortable_of
+from ..mode import AbortMode
+from ..outcome import Outcome
 from . import records
 from .exceptions import TaskAborted, TimeoutError
 from .middleware import TaskStates
-from .result_store import delete_result
 from .states import (
     ABORTED,
     FAILURE,

@@ -12,8 +12,9 @@ import wrapt
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AgeLimit, Retries
 
-from ..middleware import Abortable, abortable_of, middleware_of
-from ..requests import check_message_id
+from ..checks import check_message_id
+from ..dramatiq_internals import middleware_of
+from ..middleware import Abortable, abortable_of
 from .exceptions import Ignore, MaxRetriesExceededError, Retry
 from .middleware import TaskStates, task_states_of
 from .result import AbortableResult, check_seconds

@@ -1,5 +1,6 @@
 """A monkey-patched worker process with hundreds of greenlets, one of which is
-aborted; prints a JSON report. Run by tests/test_gevent.py as
+aborted, then a message whose time limit fires before it is aborted; prints
+a JSON report. Run by tests/test_gevent.py as
 ``gevent_worker.py GREENLETS [REDIS_URL NAMESPACE]``: in memory, or on Redis."""
 
 from gevent import monkey
@@ -14,6 +15,7 @@ import dramatiq  # noqa: E402
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 from dramatiq.brokers.stub import StubBroker  # noqa: E402
+from dramatiq.middleware.time_limit import TimeLimitExceeded  # noqa: E402
 
 from dramatiq_abort import Abort, Abortable, abort, abort_requested  # noqa: E402
 from dramatiq_abort.backend import EventBackend  # noqa: E402
@@ -52,6 +54,26 @@ def napper(i: int) -> None:
         raise
 
 
+cleaning = gevent.event.Event()
+cleaned = gevent.event.Event()
+raised_in_cleanup: list[str] = []
+
+
+@dramatiq.actor(max_retries=0, time_limit=100)
+def limited() -> None:
+    try:
+        gevent.sleep(WAIT)
+    except TimeLimitExceeded:
+        cleaning.set()
+        try:
+            gevent.sleep(0.5)  # the abort comes meanwhile
+        except Abort:
+            raised_in_cleanup.append("Abort")
+        finally:
+            cleaned.set()
+        raise
+
+
 def wait_until(condition: object) -> bool:
     deadline = time.monotonic() + WAIT
     while not condition():  # type: ignore[operator]
@@ -71,6 +93,11 @@ try:
     abort(messages[POLITE].message_id, abort_timeout=60_000)
     wait_until(lambda: aborted and noticed)
     latency_ms = (time.monotonic() - sent) * 1000
+    done.set()
+    timed_out = limited.send()
+    cleanup_seen = cleaning.wait(WAIT)
+    abort(timed_out.message_id)
+    cleaned.wait(WAIT)
     print(
         json.dumps(
             {
@@ -80,6 +107,8 @@ try:
                 "victim": VICTIM,
                 "polite": POLITE,
                 "latency_ms": latency_ms,
+                "cleanup_seen": cleanup_seen,
+                "raised_in_cleanup": raised_in_cleanup,
             }
         )
     )

@@ -146,7 +146,7 @@ def snapshot() -> dict[FieldT, EncodableT]:
         "at": repr(time.monotonic()),
         "requests": len(abortable.requests._by_message),
         "expiries": len(abortable.requests._expiries),
-        "executions": len(abortable.executions._by_message),
+        "executions": len(abortable.executions.running()),
         "deadlines": len(watcher._deadlines) if watcher is not None else 0,
     }
 

@@ -1,0 +1,191 @@
+"""The only code that reads or changes dramatiq's private state.
+
+An abort must be the only exception raised in a message: not one more
+after a time limit or a shutdown notification, nor one of those after it.
+That takes the timers of ``TimeLimit`` and the notifications of
+``ShutdownNotifications``, which dramatiq keeps private. Storing an
+aborted message's failure takes the options of ``Results``, and reading a
+message at full speed the message inside dramatiq's ``MessageProxy``.
+
+:meth:`DramatiqInternals.check` says, at worker boot, which of these is
+not shaped as expected; each then degrades as its docstring says.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, TypeVar
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import ShutdownNotifications, TimeLimit
+from dramatiq.results import Results
+
+M = TypeVar("M", bound=dramatiq.Middleware)
+
+
+def middleware_of(broker: dramatiq.Broker, kind: type[M]) -> M | None:
+    """The first middleware of ``kind`` on ``broker``, if it has one."""
+    return next((m for m in broker.middleware if isinstance(m, kind)), None)
+
+
+def _wraps_message() -> bool:
+    probe = MessageProxy(dramatiq.Message("probe", "probe", (), {}, {}))
+    return isinstance(vars(probe).get("_message"), dramatiq.Message)
+
+
+#: Whether a ``MessageProxy`` keeps its message in ``_message``.
+_WRAPS_MESSAGE = _wraps_message()
+
+#: The message inside a ``MessageProxy``, whose attributes read at the cost
+#: of a plain read where the proxy forwards each through ``__getattr__``;
+#: the proxy itself when dramatiq no longer wraps messages so.
+message_of: Callable[[MessageProxy], Any] = (
+    operator.attrgetter("_message") if _WRAPS_MESSAGE else lambda proxy: proxy
+)
+
+
+class DramatiqInternals:
+    """dramatiq's private state on one broker, for the worker processes of
+    this middleware: which time limit and shutdown notification may still
+    be raised in a message, and the options of ``Results``.
+
+    Every method is safe to call when dramatiq is not shaped as expected:
+    claims then succeed (an abort may follow a time limit, as without this
+    module) and options fall back to dramatiq's documented defaults.
+    """
+
+    def __init__(self) -> None:
+        self._time_limits: Any = None
+        self._shutdown: Any = None
+        #: Set once the worker shuts down: the threads that asked for a
+        #: shutdown notification have been sent one.
+        self.stopping = False
+
+    def bind(self, broker: dramatiq.Broker) -> list[str]:
+        """Read the managers of ``broker``'s ``TimeLimit`` and
+        ``ShutdownNotifications``; return what is not as expected, one
+        phrase each (empty when all is)."""
+        self.stopping = False
+        problems = []
+        time_limit = middleware_of(broker, TimeLimit)
+        self._time_limits = getattr(time_limit, "manager", None)
+        if time_limit is not None and not (
+            (_has(self._time_limits, "deadlines", dict) and _has(self._time_limits, "mu"))
+            or _has(self._time_limits, "timers", dict)
+        ):
+            problems.append("TimeLimit.manager has neither 'deadlines' and 'mu' nor 'timers'")
+            self._time_limits = None
+        shutdown = middleware_of(broker, ShutdownNotifications)
+        self._shutdown = getattr(shutdown, "manager", None)
+        if shutdown is not None and not (
+            _has(self._shutdown, "notifications", set)
+            or _has(self._shutdown, "notification_greenlets", set)
+        ):
+            problems.append(
+                "ShutdownNotifications.manager has neither 'notifications'"
+                " nor 'notification_greenlets'"
+            )
+            self._shutdown = None
+        results = middleware_of(broker, Results)
+        if results is not None and not (
+            hasattr(results, "store_results") and hasattr(results, "result_ttl")
+        ):
+            problems.append("Results has no 'store_results' or 'result_ttl'")
+        if not _WRAPS_MESSAGE:
+            problems.append("MessageProxy keeps no '_message'")
+        return problems
+
+    def claim_thread(self, thread_id: int) -> bool:
+        """Take the thread ``thread_id`` off dramatiq's time limits and
+        shutdown notifications, so that an Abort is the only exception
+        raised in its message; ``False`` when one of them was raised already.
+
+        Called by the watcher while the message runs in that thread (or
+        waits there for its coroutine).
+        """
+        manager = self._time_limits
+        if manager is not None and hasattr(manager, "deadlines"):
+            with manager.mu:
+                deadlines = manager.deadlines
+                if thread_id in deadlines:
+                    if deadlines[thread_id] is None:
+                        return False  # fired, or already claimed
+                    deadlines[thread_id] = None
+        notifications = getattr(self._shutdown, "notifications", None)
+        if notifications is not None:
+            if self.stopping and thread_id in notifications:
+                return False
+            notifications.discard(thread_id)
+        return True
+
+    def claim_greenlet(self, thread_id: int, greenlet: Any) -> bool:
+        """:meth:`claim_thread` for gevent, where each message runs in a
+        greenlet: called in gevent's hub, while no greenlet runs."""
+        timers = getattr(self._time_limits, "timers", None)
+        if timers is not None:
+            timer = timers.pop(thread_id, None)
+            if timer is None:
+                # TimeLimit times every message: a timer gone while the
+                # message runs has fired.
+                return False
+            timer.close()
+        notified = getattr(self._shutdown, "notification_greenlets", None)
+        if notified is not None:
+            if self.stopping and (thread_id, greenlet) in notified:
+                return False
+            notified.discard((thread_id, greenlet))
+        return True
+
+
+def result_options(
+    broker: dramatiq.Broker, message: MessageProxy | dramatiq.Message[Any] | None
+) -> tuple[Any, bool, int]:
+    """``broker``'s ``Results`` middleware (or ``None``), whether it stores
+    the result of ``message``, and for how many milliseconds: the message's
+    option, else its actor's, else the middleware's, as ``Results`` decides.
+    With no ``message``, the middleware's defaults."""
+    results = middleware_of(broker, Results)
+    if results is None:
+        return None, False, 0
+    store = getattr(results, "store_results", False)
+    ttl = getattr(results, "result_ttl", 0)
+    if message is not None:
+        actor = broker.actors.get(message.actor_name)
+        if actor is not None:
+            store = actor.options.get("store_results", store)
+            ttl = actor.options.get("result_ttl", ttl)
+        store = message.options.get("store_results", store)
+        ttl = message.options.get("result_ttl", ttl)
+    return results, bool(store), ttl
+
+
+def store_no_result(message: MessageProxy) -> None:
+    """Stop ``Results`` from storing what ``message`` ends with: ``None``
+    once it is skipped (over a failure stored for it already), or the
+    ``None`` an ignored task returns."""
+    message.options["store_results"] = False
+
+
+def delete_result(backend: Any, message: dramatiq.Message[Any]) -> None:
+    """Drop the result stored for ``message`` in a Results ``backend``.
+
+    dramatiq's backends have no call for it: this knows how the Redis and
+    stub backends keep results, and raises ``NotImplementedError`` for others.
+    """
+    from dramatiq.results.backends import RedisBackend, StubBackend
+
+    key = backend.build_message_key(message)
+    if isinstance(backend, RedisBackend):
+        backend.client.delete(key)
+    elif isinstance(backend, StubBackend):
+        backend.results.pop(key, None)
+    else:
+        raise NotImplementedError(f"cannot forget results kept by {type(backend).__name__}")
+
+
+def _has(manager: Any, name: str, kind: type[Any] | None = None) -> bool:
+    value = getattr(manager, name, None)
+    if kind is None:
+        return value is not None
+    return isinstance(value, kind)

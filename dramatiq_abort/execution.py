@@ -1,0 +1,74 @@
+"""One message being processed: its state, and what the watcher and the
+worker thread that owns it share."""
+
+from __future__ import annotations
+
+import threading
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from dramatiq.broker import MessageProxy
+
+if TYPE_CHECKING:
+    from .interrupters import Interrupter
+    from .requests import AbortRequest
+
+
+class ExecutionState(Enum):
+    """Where a message is in its processing. It only moves forward."""
+
+    #: Registered by its worker thread; the actor has not been called yet.
+    #: An abort request that reaches it now cancels it when it starts.
+    STARTING = "starting"
+    #: The actor runs: an Abort may be raised in it.
+    RUNNING = "running"
+    #: Done with: nothing is raised in it any more.
+    FINISHED = "finished"
+
+
+class Execution:
+    """One message processed by one worker thread.
+
+    Two parties touch it: the worker thread that owns it, which moves its
+    :attr:`state`, and the watcher, which sets :attr:`request` and
+    interrupts it. They synchronise without a lock: see
+    :class:`~dramatiq_abort.delivery.Executions`.
+    """
+
+    __slots__ = (
+        "abort_event",
+        "interrupted",
+        "interrupter",
+        "interrupting",
+        "message",
+        "message_id",
+        "request",
+        "state",
+        "thread_id",
+        "told",
+    )
+
+    def __init__(
+        self, message: MessageProxy, message_id: str, thread_id: int, interrupter: Interrupter
+    ) -> None:
+        self.message = message
+        self.message_id = message_id
+        #: The worker thread that owns it (under gevent: its greenlet's id).
+        self.thread_id = thread_id
+        #: How an Abort reaches its actor: chosen for its runtime before it runs.
+        self.interrupter = interrupter
+        self.state = ExecutionState.STARTING
+        #: The abort request that reached it while it ran: it holds until
+        #: the message ends, however short its TTL.
+        self.request: AbortRequest | None = None
+        #: Whether an Abort was set to be raised in it.
+        self.interrupted = False
+        #: True while the watcher decides whether to interrupt it and does:
+        #: its thread waits for that to end before it leaves the actor's wrapper.
+        self.interrupting = False
+        #: Whether the actor was told of the request (by ``abort_requested()``
+        #: or a cut-short ``sleep()``): it then ends as stopped, not finished.
+        self.told = False
+        #: Set once an abort is requested or raised, for the waits it cuts
+        #: short (``dramatiq_abort.sleep``); made by the first such wait.
+        self.abort_event: threading.Event | None = None

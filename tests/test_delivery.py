@@ -1,0 +1,107 @@
+"""The lock-free protocol between the watcher and a worker thread, raced
+directly: thousands of tiny messages, each interrupted at a random moment
+around its start and its end, with the switch interval at its smallest so
+that threads change between almost any two bytecodes."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq.broker import MessageProxy
+
+from dramatiq_abort.delivery import Executions
+from dramatiq_abort.dramatiq_internals import DramatiqInternals
+from dramatiq_abort.errors import Abort
+from dramatiq_abort.outcome import Outcome
+from dramatiq_abort.requests import AbortRequest, AbortRequests
+
+from .support import WAIT
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Messages the worker thread runs.
+MESSAGES = 10_000
+LOGGER = logging.getLogger("test_delivery")
+
+
+@pytest.fixture
+def tiny_switch_interval() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def spin(iterations: int) -> None:
+    for _ in range(iterations):
+        pass
+
+
+def test_an_abort_racing_its_message_lands_in_it_or_nowhere_and_is_never_lost(
+    tiny_switch_interval: None,
+) -> None:
+    executions = Executions(LOGGER, DramatiqInternals())
+    requests = AbortRequests(LOGGER)
+    rng = random.Random(1)
+    # One clock for both threads: next() on it is atomic.
+    clock = itertools.count()
+    outcomes: dict[str, Outcome | None] = {}
+    body_ended: dict[str, int] = {}
+    delivered: dict[str, int] = {}
+    escaped: list[str] = []
+    done = threading.Event()
+
+    def body(message_id: str, iterations: int) -> None:
+        spin(iterations)
+        body_ended[message_id] = next(clock)
+
+    def worker() -> None:
+        for i in range(MESSAGES):
+            message_id = f"m{i}"
+            message = MessageProxy(dramatiq.Message("q", "a", (), {}, {}, message_id=message_id))
+            try:
+                execution = executions.begin(message, message_id)
+                arguments = (message_id, rng.randrange(2000))
+                _, outcomes[message_id] = executions.run(execution, requests, body, arguments, {})
+                executions.end(message)
+                spin(20)  # where an Abort that outlived its message would land
+            except Abort:
+                escaped.append(message_id)
+        done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT * 6
+        while not done.is_set():
+            assert time.monotonic() < deadline, "the worker thread is stuck"
+            for execution in executions.running():
+                if execution.request is None and rng.random() < 0.5:
+                    request = AbortRequest(execution.message_id, True, 0.0, time.monotonic() + 60)
+                    executions.deliver(execution, request, time.monotonic())
+                    delivered[execution.message_id] = next(clock)
+            spin(rng.randrange(100))
+    finally:
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    assert escaped == []
+    assert len(outcomes) == MESSAGES
+    # Delivered before the body ended: the message was stopped.
+    lost = [m for m, at in delivered.items() if m in body_ended and at < body_ended[m]]
+    assert [m for m in lost if outcomes[m] is None] == []
+    # The race was run: messages were cancelled, aborted, and ran to their
+    # end (how often each depends on the scheduler: a loaded machine
+    # cancels few).
+    counts = Counter(outcomes.values())
+    assert min(counts[Outcome.CANCELLED], counts[Outcome.ABORTED], counts[None]) > 0, counts
