@@ -32,7 +32,6 @@ def sleep(seconds: float, middleware: Abortable | None = None) -> bool:
     :param middleware: As in :func:`~dramatiq_abort.abort`.
     """
     checked = check_seconds("seconds", seconds)
-    assert checked is not None
     middleware = resolve(middleware)
     execution = middleware.executions.current()
     if execution is None:
@@ -68,7 +67,6 @@ def run_subprocess(
     :param grace: Seconds the child has to exit after SIGTERM, before SIGKILL.
     """
     grace_seconds = check_seconds("grace", grace)
-    assert grace_seconds is not None
     limit = check_seconds("timeout", timeout, forever=True)
     if input is not None:
         if "stdin" in popen_kwargs:

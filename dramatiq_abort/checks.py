@@ -4,6 +4,7 @@ accepts, or raises ``TypeError`` or ``ValueError`` saying what is wrong."""
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 from .mode import AbortMode
 
@@ -51,6 +52,14 @@ def check_milliseconds(name: str, value: object, *, positive: bool = False) -> i
         bound = "greater than 0" if positive else "0 or more"
         raise ValueError(f"{name} must be {bound}, not {value!r}")
     return int(value)
+
+
+@overload
+def check_seconds(name: str, value: object, *, forever: Literal[False] = False) -> float: ...
+
+
+@overload
+def check_seconds(name: str, value: object, *, forever: bool) -> float | None: ...
 
 
 def check_seconds(name: str, value: object, *, forever: bool = False) -> float | None:

@@ -17,7 +17,7 @@ from dramatiq.middleware.threading import is_gevent_active
 
 from .dramatiq_internals import DramatiqInternals
 from .errors import Abort
-from .execution import Execution, ExecutionState
+from .execution import AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
 from .outcome import Outcome
 from .requests import AbortRequest, AbortRequests
@@ -215,12 +215,12 @@ class Executions:
             if request is not None and request.abort_at <= now:
                 self._interrupt(execution)
 
-    def abort_event(self, execution: Execution) -> threading.Event:
+    def abort_event(self, execution: Execution) -> AbortSignal:
         """An event set once an abort is requested for ``execution`` or
         raised in it; called by the thread that owns it."""
         event = execution.abort_event
         if event is None:
-            event = execution.abort_event = threading.Event()
+            event = execution.abort_event = AbortSignal()
             # Written before the request is read; the watcher sets the
             # request, then reads the event: one of the two sets it. A
             # request already due is left to the watcher, which sets the

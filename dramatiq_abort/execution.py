@@ -26,6 +26,46 @@ class ExecutionState(Enum):
     FINISHED = "finished"
 
 
+class AbortSignal:
+    """Raised once an abort is requested for a message, or set in it; its
+    thread waits on it in ``dramatiq_abort.sleep``.
+
+    Not a ``threading.Event``: that one's lock is taken and released by
+    Python code, where the Abort set for the waiting thread can land and
+    leave it taken, and then the watcher, raising the signal, would wait on
+    it for ever. Here the signal is one raw lock, held while the signal is
+    down: raising it is a single C call that never waits, whoever holds it.
+    """
+
+    __slots__ = ("_down",)
+
+    def __init__(self) -> None:
+        self._down = threading.Lock()
+        self._down.acquire()
+
+    def set(self) -> None:
+        """Raise the signal; raising it again changes nothing."""
+        # Not contextlib.suppress: no Python frame around the release.
+        try:  # noqa: SIM105
+            self._down.release()
+        except RuntimeError:
+            pass  # Raised already.
+
+    def is_set(self) -> bool:
+        return not self._down.locked()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the signal; whether it was raised."""
+        if timeout <= 0:
+            raised = self._down.acquire(blocking=False)
+        else:
+            raised = self._down.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
+        if raised:
+            # Left raised, for the next wait.
+            self.set()
+        return raised
+
+
 class Execution:
     """One message processed by one worker thread.
 
@@ -71,4 +111,4 @@ class Execution:
         self.told = False
         #: Set once an abort is requested or raised, for the waits it cuts
         #: short (``dramatiq_abort.sleep``); made by the first such wait.
-        self.abort_event: threading.Event | None = None
+        self.abort_event: AbortSignal | None = None

@@ -144,9 +144,7 @@ class Abortable(Middleware):
         self.backend = backend
         self.abortable = check_bool("abortable", abortable)
         self.abort_ttl = check_milliseconds("abort_ttl", abort_ttl, positive=True)
-        timeout = check_seconds("boot_timeout", boot_timeout)
-        assert timeout is not None
-        self.boot_timeout = timeout
+        self.boot_timeout = check_seconds("boot_timeout", boot_timeout)
         self.requests = AbortRequests(self.logger)
         self.internals = DramatiqInternals()
         self.executions = Executions(self.logger, self.internals)

@@ -15,7 +15,7 @@ from dramatiq.results import ResultFailure, ResultMissing, Results
 from dramatiq.results.backend import ResultBackend
 
 from ..backend import MessageRecords
-from ..checks import check_message_id
+from ..checks import check_message_id, check_seconds
 from ..dramatiq_internals import delete_result, middleware_of
 from ..middleware import Abortable, abortable_of
 from ..mode import AbortMode
@@ -44,15 +44,6 @@ FIRST_PAUSE = 0.005
 
 _STOPPED = (Outcome.ABORTED.value, Outcome.CANCELLED.value)
 _ENDED = (Outcome.STOPPED.value, Outcome.FINISHED.value)
-
-
-def check_seconds(name: str, value: object) -> float:
-    """Return ``value`` as a number of seconds, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number of seconds, 0 or more, not {value!r}")
-    return float(value)
 
 
 class Status(NamedTuple):

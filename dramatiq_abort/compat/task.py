@@ -12,12 +12,12 @@ import wrapt
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AgeLimit, Retries
 
-from ..checks import check_message_id
+from ..checks import check_message_id, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable, abortable_of
 from .exceptions import Ignore, MaxRetriesExceededError, Retry
 from .middleware import TaskStates, task_states_of
-from .result import AbortableResult, check_seconds
+from .result import AbortableResult
 from .states import FAILURE, RETRY, SUCCESS
 
 #: Celery's defaults for ``self.retry()``: how many times, and how many
