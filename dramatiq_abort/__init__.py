@@ -2,10 +2,10 @@
 
 from .backend import Event, EventBackend, Subscription, TimedEvent
 from .blocking import run_subprocess, sleep
-from .delivery import Outcome
 from .errors import Abort, MessageAborted
 from .middleware import Abortable, abort, abort_requested
 from .mode import AbortMode
+from .outcome import Outcome
 
 __all__ = [
     "Abort",
