@@ -2,10 +2,10 @@
 
 from .backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
 from .blocking import run_subprocess, sleep
-from .delivery import Outcome
 from .errors import Abort, MessageAborted
 from .middleware import Abortable, abort, abort_many, abort_requested, wait_outcome
 from .mode import AbortMode
+from .outcome import Outcome
 
 __all__ = [
     "Abort",

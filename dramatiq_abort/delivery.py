@@ -23,6 +23,7 @@ from .outcome import Outcome
 from .requests import AbortRequest, AbortRequests
 from .switching import FastSwitching
 
+# Outcome: where compat imports it from.
 __all__ = ["Executions", "Outcome"]
 
 R = TypeVar("R")
