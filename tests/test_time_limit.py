@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -58,6 +59,22 @@ def abort_and_wait_for_the_refusal(
         )
 
 
+def assert_an_abort_spares_the_cleanup(
+    message: dramatiq.Message[Any],
+    cleaning: threading.Event,
+    proceed: threading.Event,
+    raised_in_cleanup: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Abort ``message`` once its time limit fired and its cleanup runs:
+    the abort is refused, and the message fails with its time limit only."""
+    assert cleaning.wait(WAIT)
+    abort_and_wait_for_the_refusal(message, caplog)
+    proceed.set()
+    assert failure_type(message) == "TimeLimitExceeded"
+    assert raised_in_cleanup == []
+
+
 def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
     fast_time_limit: None,
     stub_broker: StubBroker,
@@ -80,12 +97,7 @@ def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
                 raised_in_cleanup.append("Abort")
             raise
 
-    message = slow.send()
-    assert cleaning.wait(WAIT)
-    abort_and_wait_for_the_refusal(message, caplog)
-    proceed.set()
-    assert failure_type(message) == "TimeLimitExceeded"
-    assert raised_in_cleanup == []
+    assert_an_abort_spares_the_cleanup(slow.send(), cleaning, proceed, raised_in_cleanup, caplog)
 
 
 def test_a_time_limit_reached_after_an_abort_does_not_raise_into_the_cleanup(
@@ -179,12 +191,7 @@ def test_an_async_actor_whose_time_limit_fired_is_not_aborted_in_its_cleanup(
                 raised_in_cleanup.append("Abort")
             raise
 
-    message = slow.send()
-    assert cleaning.wait(WAIT)
-    abort_and_wait_for_the_refusal(message, caplog)
-    proceed.set()
-    assert failure_type(message) == "TimeLimitExceeded"
-    assert raised_in_cleanup == []
+    assert_an_abort_spares_the_cleanup(slow.send(), cleaning, proceed, raised_in_cleanup, caplog)
 
 
 def test_a_time_limit_reached_after_an_abort_does_not_cancel_an_async_cleanup(
