@@ -1,9 +1,19 @@
-"""The stress tests' shared harness: the plan, each message's record, and the checks."""
+"""The stress tests' shared harness: the plan, the aborters, each message's record, and the checks.
+
+Run as ``python -m tests.stress_harness <redis-url> <namespace> <abort-ttl>``,
+it is the aborter of another process (see :class:`AborterProcess`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import os
+import queue
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -15,8 +25,11 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from dramatiq_abort import Abortable, AbortMode
+from dramatiq_abort import Abortable, AbortMode, abort
+from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.watcher import SYNC_TIMEOUT
+
+from .support import ROOT, stop_process_group
 
 #: Multiplies the number of messages of every run (``STRESS_SCALE``).
 SCALE = float(os.environ.get("STRESS_SCALE", "1"))
@@ -27,6 +40,9 @@ SEED = os.environ.get("STRESS_SEED")
 #: adds its own moments (while it runs, as it ends...).
 NEVER = "never"
 PRE = "pre"
+
+#: How long the harness waits for another process to start or stop.
+PROCESS_WAIT = 30.0
 
 #: How a worker let go of a message: dramatiq processed it (its body ran to
 #: its end, or it failed), or skipped it (Abortable cancelled or aborted it).
@@ -122,6 +138,191 @@ class AbortLog:
     def wait_for_message(self, index: int, timeout: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: index in self.sent, timeout)
+
+
+#: Called with the times an abort call began and returned, and what it
+#: raised ("" if nothing).
+Answer = Callable[[float, float, str], None]
+
+
+class AbortScheduler:
+    """Makes each abort call at its due time (a ``time.monotonic()``), from
+    the one thread that runs :meth:`run`, and answers when it began and
+    returned. :meth:`schedule` may be called from any thread, a message's
+    body too: it only puts an item on a queue, one step an Abort cannot split."""
+
+    def __init__(self, middleware: Abortable) -> None:
+        self._middleware = middleware
+        # Ties on the due time go by the order of scheduling.
+        self._order = itertools.count()
+        self._inbox: queue.SimpleQueue[tuple[float, int, AbortMode, list[str], Answer] | None] = (
+            queue.SimpleQueue()
+        )
+
+    def schedule(self, due: float, mode: AbortMode, message_ids: list[str], answer: Answer) -> None:
+        self._inbox.put((due, next(self._order), mode, message_ids, answer))
+
+    def stop(self) -> None:
+        """Make the calls scheduled, then return from :meth:`run`."""
+        self._inbox.put(None)
+
+    def run(self) -> None:
+        pending: list[tuple[float, int, AbortMode, list[str], Answer]] = []
+        stopping = False
+        while pending or not stopping:
+            timeout = max(0.0, pending[0][0] - time.monotonic()) if pending else None
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                pass
+            else:
+                if item is None:
+                    stopping = True
+                else:
+                    heapq.heappush(pending, item)
+            while pending and pending[0][0] <= time.monotonic():
+                _, _, mode, message_ids, answer = heapq.heappop(pending)
+                called = time.monotonic()
+                error = ""
+                try:
+                    if len(message_ids) == 1:
+                        abort(message_ids[0], middleware=self._middleware, mode=mode)
+                    else:
+                        self._middleware.abort_many(message_ids, mode=mode)
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}"
+                answer(called, time.monotonic(), error)
+
+
+def aborter_main(argv: list[str]) -> int:
+    """The aborter of another process: reads ``<seq> <due> <mode> <id>...``
+    lines, makes each call at its due time, and writes ``R <seq> <called>
+    <returned> <error>`` lines (``-`` for no error)."""
+    url, namespace, abort_ttl = argv
+    backend = RedisBackend.from_url(url, namespace=namespace)
+    scheduler = AbortScheduler(Abortable(backend=backend, abort_ttl=int(abort_ttl)))
+
+    def answerer(seq: str) -> Answer:
+        def answer(called: float, returned: float, error: str) -> None:
+            # Only the scheduler's thread writes, once READY is out.
+            error = "-" if not error else error.replace(" ", "_")
+            sys.stdout.write(f"R {seq} {called!r} {returned!r} {error}\n")
+            sys.stdout.flush()
+
+        return answer
+
+    def read() -> None:
+        for line in sys.stdin:
+            seq, due, mode, *message_ids = line.split()
+            scheduler.schedule(float(due), AbortMode(mode), message_ids, answerer(seq))
+        scheduler.stop()
+
+    backend.client.ping()
+    print("READY", flush=True)
+    threading.Thread(target=read, daemon=True).start()
+    scheduler.run()
+    return 0
+
+
+class AborterProcess:
+    """Aborts from another process (:func:`aborter_main`) on Redis: this one
+    only tells it what to abort and when."""
+
+    def __init__(self, redis_url: str, namespace: str, abort_ttl: int, stderr: Any = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.stress_harness", redis_url, namespace, str(abort_ttl)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        #: What went wrong talking to it.
+        self.errors: list[str] = []
+        self._ready = threading.Event()
+        self._seq = itertools.count(1)
+        # Lines are queued, and written by a thread of their own: a body
+        # that sends an abort must not block on the pipe.
+        self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        #: The calls not answered yet, by number.
+        self._waiting: dict[int, Answer] = {}
+        self._answered = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._forward, name="stress-aborter-in", daemon=True),
+            threading.Thread(target=self._read, name="stress-aborter-out", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        if not self._ready.wait(PROCESS_WAIT):
+            self.close(PROCESS_WAIT)
+            raise RuntimeError(f"the aborter process did not start: {self.errors}")
+
+    def send(
+        self, mode: AbortMode, message_ids: list[str], answer: Answer, due: float = 0.0
+    ) -> None:
+        """Have it abort ``message_ids`` at ``due`` (at once by default);
+        ``answer`` is called with its report."""
+        seq = next(self._seq)
+        self._waiting[seq] = answer
+        self._outbox.put(f"{seq} {due!r} {mode.value} {' '.join(message_ids)}\n")
+
+    def wait_all(self, timeout: float) -> bool:
+        """Whether every call was answered within ``timeout``."""
+        with self._answered:
+            return self._answered.wait_for(lambda: not self._waiting, timeout)
+
+    def close(self, timeout: float) -> None:
+        """Let it make the calls sent, then stop it."""
+        self._outbox.put(None)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.errors.append("the aborter process did not stop; killed")
+        stop_process_group(self.process)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _forward(self) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            while True:
+                lines = [self._outbox.get()]
+                while lines[-1] is not None:
+                    try:
+                        lines.append(self._outbox.get_nowait())
+                    except queue.Empty:
+                        break
+                stdin.write("".join(line for line in lines if line is not None).encode())
+                stdin.flush()
+                if lines[-1] is None:
+                    return
+        except OSError as e:
+            self.errors.append(f"could not write to the aborter process: {e!r}")
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        for raw in stdout:
+            parts = raw.decode().split()
+            if parts == ["READY"]:
+                self._ready.set()
+            elif len(parts) == 5 and parts[0] == "R" and int(parts[1]) in self._waiting:
+                _, seq, called, returned, error = parts
+                with self._answered:
+                    # Answered before it stops being waited for: wait_all
+                    # returns once every answer is recorded.
+                    self._waiting[int(seq)](
+                        float(called), float(returned), "" if error == "-" else error
+                    )
+                    del self._waiting[int(seq)]
+                    self._answered.notify_all()
+            else:
+                self.errors.append(f"the aborter process wrote {raw!r}")
+        stdout.close()
 
 
 class Handling(NamedTuple):
@@ -382,3 +583,7 @@ def assert_no_violations(violations: list[str], summary: str) -> None:
     assert not violations, f"{len(violations)} violation(s); {summary}\n" + "\n".join(
         violations[:40]
     )
+
+
+if __name__ == "__main__":
+    sys.exit(aborter_main(sys.argv[1:]))

@@ -22,12 +22,9 @@ every subscription.
 
 from __future__ import annotations
 
-import heapq
 import logging
-import queue
 import random
 import select
-import subprocess
 import sys
 import threading
 import time
@@ -50,7 +47,10 @@ from .stress_harness import (
     PRE,
     PROCESSED,
     SKIPPED,
+    AborterProcess,
     AbortLog,
+    AbortScheduler,
+    Answer,
     Handling,
     Plan,
     Recorder,
@@ -61,7 +61,6 @@ from .stress_harness import (
     run_seed,
     scaled,
 )
-from .support import ROOT
 
 #: Worker threads: more than the machine's cores, so that they contend.
 THREADS = 5
@@ -137,7 +136,7 @@ class Ledger:
         self.window = threading.Semaphore(WINDOW)
         #: Set once a body ran to BOUND: the others stop waiting for their abort.
         self.give_up = threading.Event()
-        #: What was logged at ERROR or above, and what the aborter met.
+        #: What was logged at ERROR or above.
         self.errors: list[str] = []
         self._changed = threading.Condition()
 
@@ -163,60 +162,13 @@ class ErrorLog(logging.Handler):
         self.errors.append(f"{record.name}: {record.getMessage()}")
 
 
-#: Called with the plan's index, its mode, the times abort() was called
-#: and returned, and what it raised ("" if nothing).
-Report = Callable[[int, AbortMode, float, float, str], None]
-
-
-class AbortScheduler:
-    """Calls ``send`` for each scheduled abort at its due time (a
-    ``time.monotonic()``), from the one thread that runs :meth:`run`,
-    and reports when each call began and returned."""
-
-    def __init__(self, send: Callable[[str, AbortMode], None], report: Report) -> None:
-        self._send = send
-        self._report = report
-        self._inbox: queue.SimpleQueue[tuple[float, int, str, AbortMode] | None] = (
-            queue.SimpleQueue()
-        )
-
-    def schedule(self, index: int, message_id: str, mode: AbortMode, due: float) -> None:
-        self._inbox.put((due, index, message_id, mode))
-
-    def stop(self) -> None:
-        """Send what is scheduled, then return from :meth:`run`."""
-        self._inbox.put(None)
-
-    def run(self) -> None:
-        # Ties on the due time go by index: never compare the modes.
-        pending: list[tuple[float, int, str, AbortMode]] = []
-        stopping = False
-        while pending or not stopping:
-            timeout = max(0.0, pending[0][0] - time.monotonic()) if pending else None
-            try:
-                item = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                pass
-            else:
-                if item is None:
-                    stopping = True
-                else:
-                    heapq.heappush(pending, item)
-            while pending and pending[0][0] <= time.monotonic():
-                _, index, message_id, mode = heapq.heappop(pending)
-                called = time.monotonic()
-                error = ""
-                try:
-                    self._send(message_id, mode)
-                except Exception as e:
-                    error = f"{type(e).__name__}: {e}"
-                self._report(index, mode, called, time.monotonic(), error)
-
-
 class Aborter(Protocol):
-    def start(self) -> None: ...
+    #: What went wrong in the aborter itself.
+    errors: list[str]
 
-    def schedule(self, index: int, message_id: str, mode: AbortMode, due: float) -> None: ...
+    def send(
+        self, mode: AbortMode, message_ids: list[str], answer: Answer, due: float = 0.0
+    ) -> None: ...
 
     def close(self, timeout: float) -> None: ...
 
@@ -224,144 +176,24 @@ class Aborter(Protocol):
 class ThreadAborter:
     """Aborts from a thread of this process."""
 
-    def __init__(self, middleware: Abortable, report: Report, errors: list[str]) -> None:
-        self.scheduler = AbortScheduler(
-            lambda message_id, mode: abort(message_id, middleware=middleware, mode=mode), report
-        )
+    def __init__(self, middleware: Abortable) -> None:
+        self.errors: list[str] = []
+        self.scheduler = AbortScheduler(middleware)
         self.thread = threading.Thread(
             target=self.scheduler.run, name="stress-aborter", daemon=True
         )
-
-    def start(self) -> None:
         self.thread.start()
 
-    def schedule(self, index: int, message_id: str, mode: AbortMode, due: float) -> None:
-        self.scheduler.schedule(index, message_id, mode, due)
+    def send(
+        self, mode: AbortMode, message_ids: list[str], answer: Answer, due: float = 0.0
+    ) -> None:
+        self.scheduler.schedule(due, mode, message_ids, answer)
 
     def close(self, timeout: float) -> None:
         self.scheduler.stop()
+        self.thread.join(timeout)
         if self.thread.is_alive():
-            self.thread.join(timeout)
-
-
-def aborter_process_main(argv: list[str]) -> int:
-    """The aborter of another process: reads ``A <due> <index> <message_id>
-    <mode>`` lines, calls abort() for each at its due time, and writes
-    ``R <index> <mode> <called> <returned> <error>`` lines."""
-    url, namespace = argv
-    backend = RedisBackend.from_url(url, namespace=namespace)
-    middleware = Abortable(backend=backend)
-    lock = threading.Lock()
-
-    def write(line: str) -> None:
-        with lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
-    def report(index: int, mode: AbortMode, called: float, returned: float, error: str) -> None:
-        write(f"R {index} {mode.value} {called!r} {returned!r} {error or '-'}")
-
-    scheduler = AbortScheduler(
-        lambda message_id, mode: abort(message_id, middleware=middleware, mode=mode), report
-    )
-
-    def read() -> None:
-        for line in sys.stdin:
-            parts = line.split()
-            if len(parts) == 5 and parts[0] == "A":
-                _, due, index, message_id, mode = parts
-                scheduler.schedule(int(index), message_id, AbortMode(mode), float(due))
-        scheduler.stop()
-
-    threading.Thread(target=read, daemon=True).start()
-    backend.client.ping()
-    write("READY")
-    scheduler.run()
-    return 0
-
-
-class ProcessAborter:
-    """Aborts from another process, on Redis: the worker's process only
-    tells it what to abort and when."""
-
-    def __init__(self, redis_url: str, namespace: str, report: Report, errors: list[str]) -> None:
-        self.args = [sys.executable, "-m", "tests.test_stress", redis_url, namespace]
-        self.report = report
-        self.errors = errors
-        self.ready = threading.Event()
-        self.process: subprocess.Popen[str] | None = None
-        self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
-        self._threads = [
-            threading.Thread(target=self._forward, daemon=True),
-            threading.Thread(target=self._collect, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        if not self.ready.wait(WAIT):
-            raise RuntimeError("the aborter process did not start")
-
-    def schedule(self, index: int, message_id: str, mode: AbortMode, due: float) -> None:
-        self._outbox.put(f"A {due!r} {index} {message_id} {mode.value}\n")
-
-    def close(self, timeout: float) -> None:
-        self._outbox.put(None)
-        if self.process is not None:
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.errors.append("the aborter process did not stop; killed")
-                self.process.kill()
-                self.process.wait(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _forward(self) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        stdin = self.process.stdin
-        try:
-            while True:
-                lines = [self._outbox.get()]
-                while lines[-1] is not None:
-                    try:
-                        lines.append(self._outbox.get_nowait())
-                    except queue.Empty:
-                        break
-                stdin.write("".join(line for line in lines if line is not None))
-                stdin.flush()
-                if lines[-1] is None:
-                    return
-        except OSError as e:
-            self.errors.append(f"could not write to the aborter process: {e!r}")
-        finally:
-            stdin.close()
-
-    def _collect(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            parts = line.strip().split(maxsplit=5)
-            if parts == ["READY"]:
-                self.ready.set()
-            elif len(parts) == 6 and parts[0] == "R":
-                _, index, mode, called, returned, error = parts
-                self.report(
-                    int(index),
-                    AbortMode(mode),
-                    float(called),
-                    float(returned),
-                    "" if error == "-" else error,
-                )
-            else:
-                self.errors.append(f"the aborter process wrote {line!r}")
-
-
-#: Makes the run's aborter from its report callback and error list.
-MakeAborter = Callable[[Report, list[str]], Aborter]
+            self.errors.append("the aborter thread did not stop")
 
 
 class Stress:
@@ -372,7 +204,7 @@ class Stress:
         broker: dramatiq.Broker,
         middleware: Abortable,
         results: ResultBackend,
-        make_aborter: MakeAborter,
+        make_aborter: Callable[[], Aborter],
         dead_letters: Callable[[], list[str]],
         count: int,
     ) -> None:
@@ -398,18 +230,18 @@ class Stress:
         indexes = {plan.message_id: plan.index for plan in self.plans}
         self.recorder = Recorder(lambda message: indexes.get(message.message_id), self.ledger.keep)
         self.recorder.install(broker)
-        self.aborter = make_aborter(self.record_abort, self.ledger.errors)
-
-    def record_abort(
-        self, index: int, mode: AbortMode, called: float, returned: float, error: str
-    ) -> None:
-        sent = SentAbort(self.plans[index].when, mode, "", called, returned, error)
-        self.aborts.record([index], sent)
+        self.make_aborter = make_aborter
 
     def schedule(self, plan: Plan, due: float) -> None:
-        assert plan.mode is not None
+        mode = plan.mode
+        assert mode is not None
+
+        def answer(called: float, returned: float, error: str) -> None:
+            sent = SentAbort(plan.when, mode, "", called, returned, error)
+            self.aborts.record([plan.index], sent)
+
         self.scheduled += 1
-        self.aborter.schedule(plan.index, plan.message_id, plan.mode, due)
+        self.aborter.send(mode, [plan.message_id], answer, due)
 
     def body(self, index: int) -> int:
         plan, recorder, give_up = self.plans[index], self.recorder, self.ledger.give_up
@@ -442,7 +274,7 @@ class Stress:
         worker = dramatiq.Worker(self.broker, worker_threads=THREADS, worker_timeout=100)
         worker.start()
         try:
-            self.aborter.start()
+            self.aborter = self.make_aborter()
             try:
                 self.send_all()
                 if not ledger.wait_handled(len(self.plans), WAIT):
@@ -477,6 +309,7 @@ class Stress:
         if dead:
             violations.append(f"{len(dead)} message(s) dead-lettered: {dead[:5]}")
         violations.extend(f"sent a second abort to message {i}" for i in self.aborts.twice)
+        violations.extend(self.aborter.errors)
         violations.extend(f"logged: {error}" for error in ledger.errors[:10])
         assert_no_violations(
             violations,
@@ -613,7 +446,7 @@ def test_stress_stub_broker_and_backend(
         broker,
         middleware,
         results,
-        lambda report, errors: ThreadAborter(middleware, report, errors),
+        lambda: ThreadAborter(middleware),
         lambda: [m.message_id for m in broker.dead_letters],
         scaled(2000),
     ).run()
@@ -626,7 +459,7 @@ def test_stress_redis_broker_and_backend(redis_broker: RedisBroker, switch_inter
         redis_broker,
         middleware,
         results,
-        lambda report, errors: ThreadAborter(middleware, report, errors),
+        lambda: ThreadAborter(middleware),
         dead_letters,
         scaled(1500),
     ).run()
@@ -643,7 +476,7 @@ def test_stress_redis_aborted_from_another_process(
         redis_broker,
         middleware,
         results,
-        lambda report, errors: ProcessAborter(redis_url, namespace, report, errors),
+        lambda: AborterProcess(redis_url, namespace, middleware.abort_ttl),
         dead_letters,
         scaled(1500),
     ).run()
@@ -677,7 +510,3 @@ def test_stress_redis_abort_is_on_its_way_to_every_worker_once_it_returns(
         f"{len(late)} of {scaled(5000)} aborts were not yet readable on a subscription when "
         "abort() returned: a worker beginning the message right then starts it"
     )
-
-
-if __name__ == "__main__":
-    sys.exit(aborter_process_main(sys.argv[1:]))

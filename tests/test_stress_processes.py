@@ -23,12 +23,10 @@ handled exactly once), the test checks:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -36,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import dramatiq
 import pytest
@@ -50,6 +48,7 @@ from .stress_harness import (
     NEVER,
     PRE,
     PROCESSED,
+    AborterProcess,
     AbortLog,
     Handling,
     Plan,
@@ -191,77 +190,6 @@ class Collector:
             self.changed.notify_all()
 
 
-#: Called with the times an abort call began and returned, and what it raised ("" if nothing).
-Answer = Callable[[float, float, str], None]
-
-
-class ThirdProcess:
-    """The aborter of a third process: ``python -m tests.programs.stress_app``."""
-
-    def __init__(self, env: dict[str, str], log: Any) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.programs.stress_app"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.ready = threading.Event()
-        self.errors: list[str] = []
-        self._answered = threading.Condition()
-        #: The calls not answered yet, by number.
-        self._waiting: dict[int, Answer] = {}
-        self._sent = 0
-        self._reader = threading.Thread(target=self._read, name="stress-third", daemon=True)
-        self._reader.start()
-
-    def send(self, mode: AbortMode, message_ids: list[str], answer: Answer) -> None:
-        """Have it call ``abort_many(message_ids, mode=mode)``; ``answer``
-        is called with its report."""
-        assert self.process.stdin is not None
-        with self._answered:
-            self._sent += 1
-            self._waiting[self._sent] = answer
-            self.process.stdin.write(
-                f"{self._sent} {mode.value} {' '.join(message_ids)}\n".encode()
-            )
-            self.process.stdin.flush()
-
-    def wait_all(self, timeout: float) -> bool:
-        with self._answered:
-            return self._answered.wait_for(lambda: not self._waiting, timeout)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            parts = raw.decode().split()
-            if parts == ["READY"]:
-                self.ready.set()
-            elif len(parts) == 5 and parts[0] == "R":
-                error = "" if parts[4] == "-" else parts[4]
-                with self._answered:
-                    # Answered before it stops being waited for: wait_all
-                    # returns once every answer is recorded.
-                    self._waiting[int(parts[1])](float(parts[2]), float(parts[3]), error)
-                    del self._waiting[int(parts[1])]
-                    self._answered.notify_all()
-            else:
-                self.errors.append(f"the third process wrote {raw!r}")
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(WAIT / 4)
-        stop_process_group(self.process)
-        self._reader.join(WAIT)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 @dataclass
 class StressRun:
     """The worker processes, the third process, and the test's own view of
@@ -274,7 +202,7 @@ class StressRun:
     middleware: Abortable
     client: redis.Redis
     workers: subprocess.Popen[bytes] | None = None
-    third: ThirdProcess | None = None
+    third: AborterProcess | None = None
     pids: list[int] = field(default_factory=list)
 
     def start(self) -> None:
@@ -289,8 +217,9 @@ class StressRun:
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
             )
-            self.third = ThirdProcess(self.env, third_log)
-        assert self.third.ready.wait(WAIT), "the third process did not start"
+            self.third = AborterProcess(
+                self.app.REDIS_URL, self.app.ABORTS_NAMESPACE, ABORT_TTL, stderr=third_log
+            )
         # Each worker process snapshots itself once its workers have booted,
         # which they do once its abort watcher is subscribed.
         deadline = time.monotonic() + WAIT
@@ -357,7 +286,7 @@ class StressRun:
         if self.workers is not None:
             stop_process_group(self.workers)
         if self.third is not None:
-            self.third.close()
+            self.third.close(WAIT)
 
 
 @pytest.fixture

@@ -6,10 +6,6 @@ line per message (tests/stress_harness.py's ``Handling``), in memory; a
 background thread pushes the lines to Redis in batches (one pipelined write
 every ``FLUSH_INTERVAL``) together with a snapshot of the sizes of the
 process's Abortable tables.
-
-Run as ``python -m tests.programs.stress_app``, it is instead the aborter of
-a third process: it reads ``<seq> <mode> <id> [<id> ...]`` lines, sends each
-as one ``abort_many`` call, and writes ``R <seq> <called> <returned> <error>``.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from redis.typing import EncodableT, FieldT
 
-from dramatiq_abort import Abort, Abortable, AbortMode
+from dramatiq_abort import Abort, Abortable
 from dramatiq_abort.backends import RedisBackend
 from tests.stress_harness import Handling, Recorder
 
@@ -198,23 +194,3 @@ def stress_work(index: int, kind: str, millis: float) -> None:
     except Abort:
         recorder.interrupted()
         raise
-
-
-def aborter_main() -> int:
-    """The aborter of a third process; see the module's docstring."""
-    print("READY", flush=True)
-    for line in sys.stdin:
-        seq, mode, *message_ids = line.split()
-        called = time.monotonic()
-        error = "-"
-        try:
-            abortable.abort_many(message_ids, mode=AbortMode(mode))
-        except Exception as e:
-            error = type(e).__name__
-        returned = time.monotonic()
-        print(f"R {seq} {called!r} {returned!r} {error}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(aborter_main())
