@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -41,8 +41,8 @@ SEED = os.environ.get("STRESS_SEED")
 NEVER = "never"
 PRE = "pre"
 
-#: How long the harness waits for another process to start or stop.
-PROCESS_WAIT = 30.0
+#: How long a run waits for any one thing; only a broken run waits that long.
+WAIT = 30.0
 
 #: How a worker let go of a message: dramatiq processed it (its body ran to
 #: its end, or it failed), or skipped it (Abortable cancelled or aborted it).
@@ -114,7 +114,8 @@ class SentAbort(NamedTuple):
 
 
 class AbortLog:
-    """Every abort sent, by message index; at most one per message."""
+    """Every abort sent, by message index: at most one per message, the
+    first one kept."""
 
     def __init__(self) -> None:
         self.sent: dict[int, SentAbort] = {}
@@ -127,7 +128,8 @@ class AbortLog:
             for index in indexes:
                 if index in self.sent:
                     self.twice.append(index)
-                self.sent[index] = sent
+                else:
+                    self.sent[index] = sent
             self._changed.notify_all()
 
     def wait_for(self, count: int, timeout: float) -> bool:
@@ -136,6 +138,7 @@ class AbortLog:
             return self._changed.wait_for(lambda: len(self.sent) >= count, timeout)
 
     def wait_for_message(self, index: int, timeout: float) -> bool:
+        """Whether message ``index`` has had its abort sent within ``timeout``."""
         with self._changed:
             return self._changed.wait_for(lambda: index in self.sent, timeout)
 
@@ -253,8 +256,8 @@ class AborterProcess:
         ]
         for thread in self._threads:
             thread.start()
-        if not self._ready.wait(PROCESS_WAIT):
-            self.close(PROCESS_WAIT)
+        if not self._ready.wait(WAIT):
+            self.close(WAIT)
             raise RuntimeError(f"the aborter process did not start: {self.errors}")
 
     def send(
@@ -455,12 +458,14 @@ def check_message(
     stats: Counter[str],
     *,
     ttl: float,
-    said_cancelled: bool = True,
+    result_says_cancelled: bool = True,
+    also: Iterable[str] = (),
 ) -> list[str]:
     """One message's history against the guarantees every run keeps: no
     wrong-message abort, no lost abort, handled exactly once. ``ttl`` is
-    the seconds an abort request lives; ``said_cancelled`` whether what
-    the test saw besides (a result) agrees that it was cancelled."""
+    the seconds an abort request lives; ``result_says_cancelled`` whether
+    the message's result, where the test has one, says it was cancelled;
+    ``also`` the problems the test found itself, told the same way."""
     found: list[str] = []
     if plan.when != NEVER and sent is None:
         found.append("its abort was never sent")
@@ -469,7 +474,8 @@ def check_message(
     elif len(handlings) > 1:
         found.append(f"handled {len(handlings)} times (retried or redelivered)")
     else:
-        found.extend(_check_handling(plan, handlings[0], sent, stats, ttl, said_cancelled))
+        found.extend(_check_handling(plan, handlings[0], sent, stats, ttl, result_says_cancelled))
+    found.extend(also)
     return [f"{plan}, abort {sent}: {problem}" for problem in found]
 
 
@@ -479,7 +485,7 @@ def _check_handling(
     sent: SentAbort | None,
     stats: Counter[str],
     ttl: float,
-    said_cancelled: bool,
+    result_says_cancelled: bool,
 ) -> list[str]:
     found: list[str] = []
     ran = handling.started > 0
@@ -540,7 +546,7 @@ def _check_handling(
     # No lost abort: once the abort returned, the message never starts...
     if sent.returned < handling.began:
         stats["abort returned before processing began"] += 1
-        if ran or not (handling.how == SKIPPED and said_cancelled):
+        if ran or not (handling.how == SKIPPED and result_says_cancelled):
             waited = handling.synced - handling.began
             if handling.began - sent.returned > ttl:
                 stats["queued for longer than the TTL"] += 1
@@ -550,9 +556,9 @@ def _check_handling(
                 found.append(
                     f"its abort returned {(handling.began - sent.returned) * 1000:.3f} ms before "
                     f"processing began, yet it was {handling.how}, its body "
-                    f"{'ran' if ran else 'did not run'} and the test saw it "
-                    f"{'' if said_cancelled else 'not '}cancelled (lost abort; the pre-start "
-                    f"check took {waited * 1000:.1f} ms)"
+                    f"{'ran' if ran else 'did not run'}"
+                    + ("" if result_says_cancelled else " and its result does not say cancelled")
+                    + f" (lost abort; the pre-start check took {waited * 1000:.1f} ms)"
                 )
     # ... and a body that runs until its Abort comes is interrupted.
     if plan.holds and handling.ended:
@@ -562,10 +568,11 @@ def _check_handling(
     return found
 
 
-def check_run(stats: Counter[str], exercised: list[str]) -> list[str]:
-    """What the whole run must show: few aborts lost to a timed-out
-    pre-start check, and every case in ``exercised`` met at least once."""
-    violations = []
+def check_run(stats: Counter[str], aborts: AbortLog, exercised: list[str]) -> list[str]:
+    """What the whole run must show: one abort per message, few aborts lost
+    to a timed-out pre-start check, and every case in ``exercised`` met at
+    least once."""
+    violations = [f"message {index} was sent a second abort" for index in aborts.twice]
     lost = stats[LOST_AFTER_TIMEOUT]
     returned_before = stats["abort returned before processing began"]
     if lost > max(LOST_AFTER_TIMEOUT_FLOOR, returned_before // LOST_AFTER_TIMEOUT_RATIO):

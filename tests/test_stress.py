@@ -47,6 +47,7 @@ from .stress_harness import (
     PRE,
     PROCESSED,
     SKIPPED,
+    WAIT,
     AborterProcess,
     AbortLog,
     AbortScheduler,
@@ -72,8 +73,6 @@ WINDOW = 3 * THREADS
 #: abort's latency, so reaching it means the abort was lost. Once one
 #: body reaches it, the others give up at once: the run has failed.
 BOUND = 15.0
-#: How long the harness waits for any one thing; only a broken run waits that long.
-WAIT = 60.0
 #: The interpreter's switch interval while a run lasts: Python's default
 #: (5 ms), and one so short that threads are preempted between almost any
 #: two bytecodes, which tries far more interleavings of the same run.
@@ -298,6 +297,7 @@ class Stress:
         violations.extend(
             check_run(
                 stats,
+                self.aborts,
                 ["abort returned before processing began", "interrupted in its body", "completed"],
             )
         )
@@ -308,7 +308,6 @@ class Stress:
         dead = self.dead_letters()
         if dead:
             violations.append(f"{len(dead)} message(s) dead-lettered: {dead[:5]}")
-        violations.extend(f"sent a second abort to message {i}" for i in self.aborts.twice)
         violations.extend(self.aborter.errors)
         violations.extend(f"logged: {error}" for error in ledger.errors[:10])
         assert_no_violations(
@@ -353,12 +352,14 @@ class Stress:
             result = self.result(plan)
             violations.extend(
                 check_message(
-                    plan, handlings, sent, stats, ttl=ttl, said_cancelled=result == CANCELLED
+                    plan,
+                    handlings,
+                    sent,
+                    stats,
+                    ttl=ttl,
+                    result_says_cancelled=result == CANCELLED,
+                    also=self.check_result(plan, handlings, sent, result, stats),
                 )
-            )
-            violations.extend(
-                f"{plan}, abort {sent}: {problem}"
-                for problem in self.check_result(plan, handlings, sent, result, stats)
             )
         return violations
 

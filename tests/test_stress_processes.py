@@ -48,6 +48,7 @@ from .stress_harness import (
     NEVER,
     PRE,
     PROCESSED,
+    WAIT,
     AborterProcess,
     AbortLog,
     Handling,
@@ -77,8 +78,6 @@ ABORT_TTL = 3000
 WINDOW = 300
 #: Chance, after each message sent, that some recent messages are aborted.
 RANDOM_ABORT_RATE = 0.1
-#: How long the test waits for any one thing; only a broken run waits that long.
-WAIT = 30.0
 #: Allowance for the time from an abort call to its workers learning of it.
 SLACK = 1.0
 #: Measured here, a worker process's RSS grows by 0.1-0.4 MiB between a
@@ -601,19 +600,24 @@ class Stress:
             sent = self.aborts.sent.get(plan.index)
             if plan.index in self.aborted and sent is None:
                 violations.append(f"{plan}: its abort was never sent")
-            violations.extend(check_message(plan, handlings, sent, stats, ttl=ABORT_TTL / 1000))
             violations.extend(
-                f"{plan}, abort {sent}: {problem}"
-                for problem in self.check_holder(plan, handlings[:1], sent)
+                check_message(
+                    plan,
+                    handlings,
+                    sent,
+                    stats,
+                    ttl=ABORT_TTL / 1000,
+                    also=self.check_holder(plan, handlings[:1], sent),
+                )
             )
             if sent is not None and sent.when == RANDOM and handlings:
                 handling = handlings[0]
                 if handling.started < sent.called < (handling.interrupted or handling.ended):
                     stats["random abort sent while it was running"] += 1
-        violations.extend(f"sent a second abort to message {i}" for i in self.aborts.twice)
         violations.extend(
             check_run(
                 stats,
+                self.aborts,
                 [
                     "abort sent while it was queued",
                     "abort sent while it was running",
