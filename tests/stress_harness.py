@@ -132,11 +132,6 @@ class AbortLog:
                     self.sent[index] = sent
             self._changed.notify_all()
 
-    def wait_for(self, count: int, timeout: float) -> bool:
-        """Whether ``count`` messages have had their abort sent within ``timeout``."""
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self.sent) >= count, timeout)
-
     def wait_for_message(self, index: int, timeout: float) -> bool:
         """Whether message ``index`` has had its abort sent within ``timeout``."""
         with self._changed:
