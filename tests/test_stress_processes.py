@@ -139,7 +139,7 @@ class Collector:
         self.client = client
         self.log_key = log_key
         self.count = count
-        self.lines: dict[int, list[Handling]] = defaultdict(list)
+        self.handlings: dict[int, list[Handling]] = defaultdict(list)
         #: The lowest index not accounted for: about where workers are.
         self.frontier = 0
         self.changed = threading.Condition()
@@ -150,7 +150,7 @@ class Collector:
 
     @property
     def accounted(self) -> int:
-        return len(self.lines)
+        return len(self.handlings)
 
     def start(self) -> None:
         self._thread.start()
@@ -182,9 +182,9 @@ class Collector:
         self._offset += len(raw)
         parsed = [Handling.loads(text(item)) for item in raw]
         with self.changed:
-            for index, line in parsed:
-                self.lines[index].append(line)
-            while self.frontier < self.count and self.frontier in self.lines:
+            for index, handling in parsed:
+                self.handlings[index].append(handling)
+            while self.frontier < self.count and self.frontier in self.handlings:
                 self.frontier += 1
             self.changed.notify_all()
 
@@ -596,7 +596,7 @@ class Stress:
         violations: list[str] = []
         stats: Counter[str] = Counter()
         for plan in self.plans:
-            handlings = self.collector.lines.get(plan.index, [])
+            handlings = self.collector.handlings.get(plan.index, [])
             sent = self.aborts.sent.get(plan.index)
             if plan.index in self.aborted and sent is None:
                 violations.append(f"{plan}: its abort was never sent")
