@@ -1,5 +1,29 @@
 """The stress tests' shared harness: the plan, the aborters, each message's record, and the checks.
 
+A run plans which messages get aborted or cancelled, and when
+(:class:`Plan`); records every abort call (:class:`AbortLog`) and every
+handling of a message in the worker thread that takes it (:class:`Recorder`,
+:class:`Handling`), with ``time.monotonic()``, which every process of the
+machine shares, so that times order events across processes; and checks,
+message by message (:func:`check_message`):
+
+* no wrong-message abort: ``Abort`` is only raised in the body of a message
+  that was aborted (not cancelled), and only once its abort was sent; a
+  message never aborted is processed and its body runs to its end;
+* no lost abort: a message whose abort returned before its worker began
+  processing it never runs its body; a body that runs until its Abort
+  comes is interrupted. The one allowance for a loaded machine is
+  Abortable's own: it waits at most ``SYNC_TIMEOUT`` for the events on
+  their way, so a few aborts lost after that wait timed out are tolerated,
+  and counted (:func:`check_run`);
+* every message is handled exactly once, and never fails;
+
+and that the Abortable's tables hold only running messages and live
+requests (:func:`check_tables`). Nothing is asserted on durations.
+
+``STRESS_SCALE`` multiplies the number of messages; ``STRESS_SEED`` fixes
+the plan of a run (its timings still vary).
+
 Run as ``python -m tests.stress_harness <redis-url> <namespace> <abort-ttl>``,
 it is the aborter of another process (see :class:`AborterProcess`).
 """
@@ -27,7 +51,7 @@ from dramatiq.middleware import Middleware
 
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.watcher import SYNC_TIMEOUT
+from dramatiq_abort.watcher import FORGET_DELAY, SYNC_TIMEOUT
 
 from .support import ROOT, stop_process_group
 
@@ -43,6 +67,9 @@ PRE = "pre"
 
 #: How long a run waits for any one thing; only a broken run waits that long.
 WAIT = 30.0
+
+#: Allowance for the time from an abort call to its workers learning of it.
+SLACK = 1.0
 
 #: How a worker let go of a message: dramatiq processed it (its body ran to
 #: its end, or it failed), or skipped it (Abortable cancelled or aborted it).
@@ -444,6 +471,56 @@ class Recorder:
         )
         index, steps.index = steps.index, -1
         self._keep(index, handling)
+
+
+class Tables(NamedTuple):
+    """The sizes of an Abortable's tables at one moment."""
+
+    at: float
+    #: Requests in force (AbortRequests), and their expiry heap.
+    requests: int
+    expiries: int
+    #: Messages running (Executions), and graceful aborts due (the watcher's).
+    executions: int
+    deadlines: int
+
+    @classmethod
+    def of(cls, abortable: Abortable) -> Tables:
+        watcher = abortable._watcher
+        return cls(
+            at=time.monotonic(),
+            requests=len(abortable.requests._by_message),
+            expiries=len(abortable.requests._expiries),
+            executions=len(abortable.executions.running()),
+            deadlines=len(watcher._deadlines) if watcher is not None else 0,
+        )
+
+    def sizes(self) -> tuple[int, int, int, int]:
+        return self.requests, self.expiries, self.executions, self.deadlines
+
+
+def check_tables(
+    tables: Tables, aborts: AbortLog, *, ttl: float, threads: int, where: str
+) -> list[str]:
+    """Flat memory: ``tables`` hold at most the running messages (of
+    ``threads`` worker threads), and the requests not expired (``ttl``
+    seconds after their abort) for longer than the watcher's ``FORGET_DELAY``."""
+    violations = []
+    oldest = tables.at - ttl - FORGET_DELAY - SLACK
+    recent = sum(oldest <= sent.called <= tables.at for sent in aborts.sent.values())
+    # Each abort request holds one entry, and one or two (cancel and abort
+    # events) in the expiry heap.
+    if tables.requests > recent or tables.expiries > 2 * recent:
+        violations.append(
+            f"{where}: {tables.requests} requests and {tables.expiries} expiries held, though "
+            f"only {recent} messages were aborted within the TTL + {FORGET_DELAY + SLACK} s before"
+        )
+    if tables.executions > threads or tables.deadlines:
+        violations.append(
+            f"{where}: {tables.executions} executions and {tables.deadlines} deadlines held, "
+            f"for {threads} threads and no grace"
+        )
+    return violations
 
 
 def check_message(

@@ -7,9 +7,10 @@ starting), 0-3 ms into its body (while it runs, or as it ends), or 0-1 ms
 after its body ended. Besides what every stress run checks (see
 tests/stress_harness.py), this one checks each message's result (an
 aborted or cancelled message's says "MessageAborted", anyone else's is its
-value), that nothing is dead-lettered nor logged as an error, and that the
-worker is whole afterwards: all its threads alive, and it processes one
-more message.
+value), that an ``Abort`` never escapes into middleware (the message would
+fail through dramatiq's Retries), that nothing is dead-lettered nor logged
+as an error, and that the worker is whole afterwards: all its threads
+alive, and it processes one more message.
 
 Each run is made twice: with Python's switch interval, and with one of
 20 us, which preempts threads between almost any two bytecodes and so
@@ -56,9 +57,11 @@ from .stress_harness import (
     Plan,
     Recorder,
     SentAbort,
+    Tables,
     assert_no_violations,
     check_message,
     check_run,
+    check_tables,
     run_seed,
     scaled,
 )
@@ -285,6 +288,7 @@ class Stress:
             except Exception as e:
                 final_result = e
             dead_threads = sum(not thread.is_alive() for thread in worker.workers)
+            tables = Tables.of(self.middleware)
         finally:
             worker.stop(timeout=int(WAIT * 1000))
             logging.getLogger().removeHandler(errors)
@@ -298,6 +302,15 @@ class Stress:
                 ["abort returned before processing began", "interrupted in its body", "completed"],
             )
         )
+        violations.extend(
+            check_tables(
+                tables,
+                self.aborts,
+                ttl=self.middleware.abort_ttl / 1000,
+                threads=THREADS,
+                where="at the end",
+            )
+        )
         if final_result != "still working":
             violations.append(f"the worker did not process a final message: {final_result!r}")
         if dead_threads:
@@ -309,7 +322,8 @@ class Stress:
         violations.extend(f"logged: {error}" for error in ledger.errors[:10])
         assert_no_violations(
             violations,
-            f"seed {self.seed}, {len(self.plans)} messages: {dict(sorted(stats.items()))}",
+            f"seed {self.seed}, {len(self.plans)} messages, tables at the end (requests, "
+            f"expiries, executions, deadlines) {tables.sizes()}: {dict(sorted(stats.items()))}",
         )
 
     def send_all(self) -> None:

@@ -5,20 +5,15 @@ subset aborted at random moments, from this process and from a third one.
 Every worker process writes one line per message it handles (its
 ``Handling``, see tests/stress_harness.py) and, every 0.1 s, the sizes of
 its Abortable tables; the test reads its RSS in /proc. Besides what every
-stress run checks (no wrong-message abort, no lost abort, every message
-handled exactly once), the test checks:
+stress run checks (tests/stress_harness.py), the test checks:
 
 * a "holder", whose body runs until its ``ABORT`` comes, is aborted only
   once the test saw it start; a holder that is only cancelled while it
   runs (and told so, so that it goes on a little afterwards) ends normally;
 * once the TTLs are over, no key is left in the abort backend's namespace;
 * flat memory: each worker process's RSS grows by less than
-  ``RSS_GROWTH_MIB`` between a quarter of the messages and the end, the
-  running-message table only ever holds running messages, and the request
-  table holds no request expired for longer than the watcher's
-  ``FORGET_DELAY`` (plus ``SLACK``), and none once they all expired.
-
-``STRESS_SCALE`` multiplies the number of messages (default 1: 20,000).
+  ``RSS_GROWTH_MIB`` between a quarter of the messages and the end, and
+  its tables hold nothing once every request expired.
 """
 
 from __future__ import annotations
@@ -34,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
 
 import dramatiq
 import pytest
@@ -48,15 +42,18 @@ from .stress_harness import (
     NEVER,
     PRE,
     PROCESSED,
+    SLACK,
     WAIT,
     AborterProcess,
     AbortLog,
     Handling,
     Plan,
     SentAbort,
+    Tables,
     assert_no_violations,
     check_message,
     check_run,
+    check_tables,
     run_seed,
     scaled,
 )
@@ -78,8 +75,6 @@ ABORT_TTL = 3000
 WINDOW = 300
 #: Chance, after each message sent, that some recent messages are aborted.
 RANDOM_ABORT_RATE = 0.1
-#: Allowance for the time from an abort call to its workers learning of it.
-SLACK = 1.0
 #: Measured here, a worker process's RSS grows by 0.1-0.4 MiB between a
 #: quarter of the run and its end. Keeping as little as 1 KiB per message
 #: (less than a message's proxy and options weigh) adds ~7.5 MiB over the
@@ -98,26 +93,11 @@ TEST = "test"  # this process
 THIRD = "third"  # the third process
 
 
-class Snapshot(NamedTuple):
-    """The sizes of a worker process's Abortable tables at one moment."""
-
-    at: float
-    #: Requests in force (AbortRequests), and their expiry heap.
-    requests: int
-    expiries: int
-    #: Messages running (Executions), and graceful aborts due (the watcher's).
-    executions: int
-    deadlines: int
-
-    def sizes(self) -> tuple[int, int, int, int]:
-        return self.requests, self.expiries, self.executions, self.deadlines
-
-
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def holds_nothing(snapshot: Snapshot) -> bool:
+def holds_nothing(snapshot: Tables) -> bool:
     """Whether a worker process holds no request and no running message."""
     return not (snapshot.requests or snapshot.expiries or snapshot.executions or snapshot.deadlines)
 
@@ -230,21 +210,15 @@ class StressRun:
             time.sleep(0.05)
         assert len(self.pids) == PROCESSES, f"more worker processes than asked: {self.pids}"
 
-    def snapshot(self, pid: int) -> Snapshot | None:
+    def snapshot(self, pid: int) -> Tables | None:
         values = {text(k): text(v) for k, v in self.client.hgetall(self.stats_key(pid)).items()}
         if not values:
             return None
-        return Snapshot(
-            at=float(values["at"]),
-            requests=int(values["requests"]),
-            expiries=int(values["expiries"]),
-            executions=int(values["executions"]),
-            deadlines=int(values["deadlines"]),
-        )
+        return Tables(float(values.pop("at")), **{name: int(v) for name, v in values.items()})
 
-    def snapshots_after(self, moment: float) -> dict[int, Snapshot]:
+    def snapshots_after(self, moment: float) -> dict[int, Tables]:
         """Each worker process's first snapshot taken after ``moment``."""
-        found: dict[int, Snapshot] = {}
+        found: dict[int, Tables] = {}
         deadline = time.monotonic() + WAIT
         while len(found) < len(self.pids):
             assert time.monotonic() < deadline, f"no snapshot of {self.pids} after {moment}"
@@ -344,7 +318,7 @@ class Stress:
         self.aborted: set[int] = {plan.index for plan in self.plans if plan.when != NEVER}
         self.errors: list[str] = []
         self.sent = 0
-        self.quarter: tuple[dict[int, int], dict[int, Snapshot]] | None = None
+        self.quarter: tuple[dict[int, int], dict[int, Tables]] | None = None
         self._holders_done = threading.Event()
 
     def make_plans(self) -> list[Plan]:
@@ -544,10 +518,8 @@ class Stress:
         ]
         assert_no_violations(violations, "\n".join(figures))
 
-    def wait_tables(
-        self, settled: Callable[[Snapshot], bool], deadline: float
-    ) -> dict[int, Snapshot]:
-        """Snapshots in which every worker process is ``settled``, or the
+    def wait_tables(self, settled: Callable[[Tables], bool], deadline: float) -> dict[int, Tables]:
+        """Tabless in which every worker process is ``settled``, or the
         last ones taken if that does not happen by ``deadline``."""
         moment = time.monotonic()
         while True:
@@ -567,29 +539,18 @@ class Stress:
             return [f"{len(keys)} key(s) left in the abort namespace after the TTLs: {keys[:5]}"]
         return []
 
-    def check_tables(self, snapshots: dict[int, Snapshot], moment: str) -> list[str]:
-        """The tables hold running messages, and the requests not expired
-        for longer than the watcher's ``FORGET_DELAY``; ``SLACK`` for the
-        latency of the requests."""
-        violations = []
-        for pid, snapshot in snapshots.items():
-            aborts = [sent for sent in self.aborts.sent.values() if sent.called <= snapshot.at]
-            oldest = snapshot.at - ABORT_TTL / 1000 - FORGET_DELAY - SLACK
-            recent = sum(sent.called >= oldest for sent in aborts)
-            # Each abort request holds one entry, and one or two (cancel and
-            # abort events) in the expiry heap.
-            if snapshot.requests > recent or snapshot.expiries > 2 * recent:
-                violations.append(
-                    f"worker process {pid} {moment}: {snapshot.requests} requests and "
-                    f"{snapshot.expiries} expiries held, though only {recent} messages were "
-                    f"aborted within the TTL + {FORGET_DELAY + SLACK} s before"
-                )
-            if snapshot.executions > THREADS or snapshot.deadlines:
-                violations.append(
-                    f"worker process {pid} {moment}: {snapshot.executions} executions and "
-                    f"{snapshot.deadlines} deadlines held, for {THREADS} threads and no grace"
-                )
-        return violations
+    def check_tables(self, snapshots: dict[int, Tables], moment: str) -> list[str]:
+        return [
+            violation
+            for pid, tables in snapshots.items()
+            for violation in check_tables(
+                tables,
+                self.aborts,
+                ttl=ABORT_TTL / 1000,
+                threads=THREADS,
+                where=f"worker process {pid} {moment}",
+            )
+        ]
 
     def check(self) -> tuple[list[str], Counter[str]]:
         """Every message's history against the guarantees."""

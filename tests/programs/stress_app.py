@@ -25,7 +25,7 @@ from redis.typing import EncodableT, FieldT
 
 from dramatiq_abort import Abort, Abortable
 from dramatiq_abort.backends import RedisBackend
-from tests.stress_harness import Handling, Recorder
+from tests.stress_harness import Handling, Recorder, Tables
 
 #: The Redis of the run: broker, abort backend and records.
 REDIS_URL = os.environ["STRESS_REDIS_URL"]
@@ -129,20 +129,10 @@ class Flusher:
         if lines:
             pipe.rpush(LOG_KEY, *lines)
         if with_stats:
-            pipe.hset(f"{STATS_KEY}{os.getpid()}", mapping=snapshot())
+            tables = Tables.of(abortable)
+            mapping: dict[FieldT, EncodableT] = dict(zip(tables._fields, tables))
+            pipe.hset(f"{STATS_KEY}{os.getpid()}", mapping=mapping)
         pipe.execute()
-
-
-def snapshot() -> dict[FieldT, EncodableT]:
-    """The sizes of this process's Abortable tables now."""
-    watcher = abortable._watcher
-    return {
-        "at": repr(time.monotonic()),
-        "requests": len(abortable.requests._by_message),
-        "expiries": len(abortable.requests._expiries),
-        "executions": len(abortable.executions.running()),
-        "deadlines": len(watcher._deadlines) if watcher is not None else 0,
-    }
 
 
 flusher = Flusher()
