@@ -2,42 +2,26 @@
 ``dramatiq`` worker processes (tests/programs/stress_app.py), a random
 subset aborted at random moments, from this process and from a third one.
 
-Every worker process writes one line per message it handles (when it began
-processing it, when Abortable let it go on, when its body started, ended or
-caught ``Abort``, and whether dramatiq processed or skipped it) and, every
-0.1 s, the sizes of its Abortable tables; the test reads its RSS in /proc.
-Times are ``time.monotonic()``, which all processes of the machine share,
-so they order events across processes. The test then checks:
+Every worker process writes one line per message it handles (its
+``Handling``, see tests/stress_harness.py) and, every 0.1 s, the sizes of
+its Abortable tables; the test reads its RSS in /proc. Besides what every
+stress run checks (tests/stress_harness.py), the test checks:
 
-* no wrong-message abort: a message never aborted is processed, its body
-  runs to its end and never sees ``Abort``; ``Abort`` is never raised before
-  its abort was sent, nor for a cancel;
-* no lost abort: a message whose abort returned before its worker began
-  processing it never runs its body; a "holder", whose body runs until its
-  ``ABORT`` comes, is interrupted (the test aborts it only once it saw it
-  start); a holder that is only cancelled while it runs (and told so, so
-  that it goes on a little afterwards) ends normally;
-* every message is accounted for exactly once: processed or skipped, never
-  lost, never handled twice, never failed;
+* a "holder", whose body runs until its ``ABORT`` comes, is aborted only
+  once the test saw it start; a holder that is only cancelled while it
+  runs (and told so, so that it goes on a little afterwards) ends normally;
 * once the TTLs are over, no key is left in the abort backend's namespace;
 * flat memory: each worker process's RSS grows by less than
-  ``RSS_GROWTH_MIB`` between a quarter of the messages and the end, the
-  running-message table only ever holds running messages, and the request
-  table holds no request expired for longer than the watcher's
-  ``FORGET_DELAY`` (plus ``SLACK``), and none once they all expired.
-
-``STRESS_SCALE`` multiplies the number of messages (default 1: 20,000);
-``STRESS_SEED`` fixes the plan of a run (its timings still vary).
+  ``RSS_GROWTH_MIB`` between a quarter of the messages and the end, and
+  its tables hold nothing once every request expired.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -45,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
 
 import dramatiq
 import pytest
@@ -53,16 +36,35 @@ import redis
 
 from dramatiq_abort import Abortable, AbortMode
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.watcher import FORGET_DELAY, SYNC_TIMEOUT
+from dramatiq_abort.watcher import FORGET_DELAY
 
+from .stress_harness import (
+    NEVER,
+    PRE,
+    PROCESSED,
+    SLACK,
+    WAIT,
+    AborterProcess,
+    AbortLog,
+    Handling,
+    Plan,
+    SentAbort,
+    Tables,
+    assert_no_violations,
+    check_message,
+    check_run,
+    check_tables,
+    run_seed,
+    scaled,
+)
 from .support import ROOT, start_dramatiq, stop_process_group
 
 # About 25 s on an idle 2-core machine; room for a loaded one.
 pytestmark = pytest.mark.timeout(150)
 
-SCALE = float(os.environ.get("STRESS_SCALE", "1"))
-SEED = os.environ.get("STRESS_SEED")
-MESSAGES = max(2000, int(20_000 * SCALE))
+#: Messages of a run.
+MESSAGES = scaled(20_000)
+#: Worker processes, and threads in each.
 PROCESSES = 2
 THREADS = 4
 #: Milliseconds an abort request lives: short, so that the keys are
@@ -73,10 +75,6 @@ ABORT_TTL = 3000
 WINDOW = 300
 #: Chance, after each message sent, that some recent messages are aborted.
 RANDOM_ABORT_RATE = 0.1
-#: How long the test waits for any one thing; only a broken run waits that long.
-WAIT = 30.0
-#: Allowance for the time from an abort call to its workers learning of it.
-SLACK = 1.0
 #: Measured here, a worker process's RSS grows by 0.1-0.4 MiB between a
 #: quarter of the run and its end. Keeping as little as 1 KiB per message
 #: (less than a message's proxy and options weigh) adds ~7.5 MiB over the
@@ -87,76 +85,19 @@ RSS_GROWTH_MIB = 4
 #: cleanup (seen through snapshots taken every 0.1 s).
 MARGIN = 5.0
 
-NEVER = "never"
-PRE = "pre"  # abort() returned before the message was even sent
+# When a message is aborted, besides NEVER and PRE.
 RANDOM = "random"  # at a random moment: queued, starting, running or done
 HELD = "held"  # once its body (a holder's) was seen running
-TEST = "test"  # sent from this process
-THIRD = "third"  # sent from the third process
-
-
-@dataclass
-class Plan:
-    index: int
-    kind: str
-    millis: float
-    message: dramatiq.Message[Any]
-    #: For PRE and HELD aborts, decided in advance.
-    when: str = NEVER
-    mode: AbortMode | None = None
-    source: str = TEST
-
-
-class SentAbort(NamedTuple):
-    when: str
-    mode: AbortMode
-    source: str
-    #: time.monotonic() just before the abort call, and once it returned.
-    called: float
-    returned: float
-    error: str
-
-
-class Line(NamedTuple):
-    """What a worker process recorded of one message; 0.0 for a step it
-    did not reach."""
-
-    how: str
-    began: float
-    synced: float
-    started: float
-    ended: float
-    interrupted: float
-    finished: float
-    pid: int
-
-    @classmethod
-    def parse(cls, text: str) -> tuple[int, Line]:
-        index, how, *times, pid = text.split()
-        began, synced, started, ended, interrupted, finished = map(float, times)
-        return int(index), cls(how, began, synced, started, ended, interrupted, finished, int(pid))
-
-
-class Snapshot(NamedTuple):
-    """The sizes of a worker process's Abortable tables at one moment."""
-
-    at: float
-    #: Requests in force (AbortRequests), and their expiry heap.
-    requests: int
-    expiries: int
-    #: Messages running (Executions), and graceful aborts due (the watcher's).
-    executions: int
-    deadlines: int
-
-    def sizes(self) -> tuple[int, int, int, int]:
-        return self.requests, self.expiries, self.executions, self.deadlines
+# Where an abort is sent from.
+TEST = "test"  # this process
+THIRD = "third"  # the third process
 
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def holds_nothing(snapshot: Snapshot) -> bool:
+def holds_nothing(snapshot: Tables) -> bool:
     """Whether a worker process holds no request and no running message."""
     return not (snapshot.requests or snapshot.expiries or snapshot.executions or snapshot.deadlines)
 
@@ -178,7 +119,7 @@ class Collector:
         self.client = client
         self.log_key = log_key
         self.count = count
-        self.lines: dict[int, list[Line]] = defaultdict(list)
+        self.handlings: dict[int, list[Handling]] = defaultdict(list)
         #: The lowest index not accounted for: about where workers are.
         self.frontier = 0
         self.changed = threading.Condition()
@@ -189,7 +130,7 @@ class Collector:
 
     @property
     def accounted(self) -> int:
-        return len(self.lines)
+        return len(self.handlings)
 
     def start(self) -> None:
         self._thread.start()
@@ -219,80 +160,13 @@ class Collector:
         if not raw:
             return
         self._offset += len(raw)
-        parsed = [Line.parse(text(item)) for item in raw]
+        parsed = [Handling.loads(text(item)) for item in raw]
         with self.changed:
-            for index, line in parsed:
-                self.lines[index].append(line)
-            while self.frontier < self.count and self.frontier in self.lines:
+            for index, handling in parsed:
+                self.handlings[index].append(handling)
+            while self.frontier < self.count and self.frontier in self.handlings:
                 self.frontier += 1
             self.changed.notify_all()
-
-
-class ThirdProcess:
-    """The aborter of a third process: ``python -m tests.programs.stress_app``."""
-
-    def __init__(self, env: dict[str, str], log: Any) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.programs.stress_app"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.ready = threading.Event()
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._answered = threading.Condition()
-        #: seq -> (called, returned, error), once the process answered.
-        self.answers: dict[int, tuple[float, float, str]] = {}
-        self._sent = 0
-        self._reader = threading.Thread(target=self._read, name="stress-third", daemon=True)
-        self._reader.start()
-
-    def send(self, mode: AbortMode, message_ids: list[str]) -> int:
-        """Have it call ``abort_many(message_ids, mode=mode)``; returns the call's number."""
-        assert self.process.stdin is not None
-        with self._lock:
-            self._sent += 1
-            seq = self._sent
-            self.process.stdin.write(f"{seq} {mode.value} {' '.join(message_ids)}\n".encode())
-            self.process.stdin.flush()
-        return seq
-
-    def wait(self, seq: int, timeout: float) -> tuple[float, float, str] | None:
-        with self._answered:
-            self._answered.wait_for(lambda: seq in self.answers, timeout)
-            return self.answers.get(seq)
-
-    def wait_all(self, timeout: float) -> bool:
-        with self._answered:
-            return self._answered.wait_for(lambda: len(self.answers) >= self._sent, timeout)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            parts = raw.decode().split()
-            if parts == ["READY"]:
-                self.ready.set()
-            elif len(parts) == 5 and parts[0] == "R":
-                with self._answered:
-                    self.answers[int(parts[1])] = (float(parts[2]), float(parts[3]), parts[4])
-                    self._answered.notify_all()
-            else:
-                self.errors.append(f"the third process wrote {raw!r}")
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(WAIT / 4)
-        stop_process_group(self.process)
-        self._reader.join(WAIT)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 @dataclass
@@ -307,7 +181,7 @@ class StressRun:
     middleware: Abortable
     client: redis.Redis
     workers: subprocess.Popen[bytes] | None = None
-    third: ThirdProcess | None = None
+    third: AborterProcess | None = None
     pids: list[int] = field(default_factory=list)
 
     def start(self) -> None:
@@ -322,8 +196,9 @@ class StressRun:
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
             )
-            self.third = ThirdProcess(self.env, third_log)
-        assert self.third.ready.wait(WAIT), "the third process did not start"
+            self.third = AborterProcess(
+                self.app.REDIS_URL, self.app.ABORTS_NAMESPACE, ABORT_TTL, stderr=third_log
+            )
         # Each worker process snapshots itself once its workers have booted,
         # which they do once its abort watcher is subscribed.
         deadline = time.monotonic() + WAIT
@@ -335,21 +210,15 @@ class StressRun:
             time.sleep(0.05)
         assert len(self.pids) == PROCESSES, f"more worker processes than asked: {self.pids}"
 
-    def snapshot(self, pid: int) -> Snapshot | None:
+    def snapshot(self, pid: int) -> Tables | None:
         values = {text(k): text(v) for k, v in self.client.hgetall(self.stats_key(pid)).items()}
         if not values:
             return None
-        return Snapshot(
-            at=float(values["at"]),
-            requests=int(values["requests"]),
-            expiries=int(values["expiries"]),
-            executions=int(values["executions"]),
-            deadlines=int(values["deadlines"]),
-        )
+        return Tables(float(values.pop("at")), **{name: int(v) for name, v in values.items()})
 
-    def snapshots_after(self, moment: float) -> dict[int, Snapshot]:
+    def snapshots_after(self, moment: float) -> dict[int, Tables]:
         """Each worker process's first snapshot taken after ``moment``."""
-        found: dict[int, Snapshot] = {}
+        found: dict[int, Tables] = {}
         deadline = time.monotonic() + WAIT
         while len(found) < len(self.pids):
             assert time.monotonic() < deadline, f"no snapshot of {self.pids} after {moment}"
@@ -390,7 +259,7 @@ class StressRun:
         if self.workers is not None:
             stop_process_group(self.workers)
         if self.third is not None:
-            self.third.close()
+            self.third.close(WAIT)
 
 
 @pytest.fixture
@@ -437,22 +306,19 @@ def stress_run(
 class Stress:
     """One run: send every message, abort some, wait for all; then check."""
 
-    def __init__(self, run: StressRun, seed: int) -> None:
+    def __init__(self, run: StressRun) -> None:
         self.run = run
         self.app = run.app
-        self.seed = seed
-        self.rng = random.Random(seed)
+        self.seed = run_seed()
+        self.rng = random.Random(self.seed)
         self.plans = self.make_plans()
         self.collector = Collector(run.client, self.app.LOG_KEY, len(self.plans))
-        self.aborts: dict[int, SentAbort] = {}
+        self.aborts = AbortLog()
         #: Messages an abort was (or is being) sent for: at most one each.
         self.aborted: set[int] = {plan.index for plan in self.plans if plan.when != NEVER}
-        self._aborts_lock = threading.Lock()
-        #: Third-process calls not answered yet: seq -> (when, mode, indexes).
-        self._pending: dict[int, tuple[str, AbortMode, list[int]]] = {}
         self.errors: list[str] = []
         self.sent = 0
-        self.quarter: tuple[dict[int, int], dict[int, Snapshot]] | None = None
+        self.quarter: tuple[dict[int, int], dict[int, Tables]] | None = None
         self._holders_done = threading.Event()
 
     def make_plans(self) -> list[Plan]:
@@ -477,23 +343,26 @@ class Stress:
                 mode = AbortMode.CANCEL if rng.random() < 0.3 else AbortMode.ABORT
             message = self.app.stress_work.message(index, kind, millis)
             source = rng.choice([TEST, THIRD])
-            plans.append(Plan(index, kind, millis, message, when, mode, source))
+            holds = kind == app.HOLD_ABORT
+            plans.append(Plan(index, kind, millis, message, holds, when, mode, source=source))
         return plans
 
     # Sending aborts.
 
-    def abort(self, when: str, mode: AbortMode, source: str, indexes: list[int]) -> int | None:
-        """Abort ``indexes`` from ``source``; returns the third process's
-        call number, whose answer records the abort later."""
-        ids = [self.plans[index].message.message_id for index in indexes]
+    def abort(self, when: str, mode: AbortMode, source: str, indexes: list[int]) -> None:
+        """Abort ``indexes`` from ``source``; the third process's answer
+        records its abort later."""
+        ids = [self.plans[index].message_id for index in indexes]
+
+        def record(called: float, returned: float, error: str) -> None:
+            self.aborts.record(indexes, SentAbort(when, mode, source, called, returned, error))
+
         if source == THIRD:
             assert self.run.third is not None
-            with self._aborts_lock:
-                seq = self.run.third.send(mode, ids)
-                self._pending[seq] = (when, mode, indexes)
-            return seq
+            self.run.third.send(mode, ids, record)
+            return
         called = time.monotonic()
-        error = "-"
+        error = ""
         try:
             if len(ids) == 1:
                 self.run.middleware.abort(ids[0], mode=mode)
@@ -501,45 +370,14 @@ class Stress:
                 self.run.middleware.abort_many(ids, mode=mode)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
-        self.record(when, mode, source, indexes, called, time.monotonic(), error)
-        return None
-
-    def record(
-        self,
-        when: str,
-        mode: AbortMode,
-        source: str,
-        indexes: list[int],
-        called: float,
-        returned: float,
-        error: str,
-    ) -> None:
-        sent = SentAbort(when, mode, source, called, returned, "" if error == "-" else error)
-        with self._aborts_lock:
-            for index in indexes:
-                self.aborts[index] = sent
-
-    def settle_third(self, timeout: float) -> None:
-        """Record the third process's answers received so far; wait up to
-        ``timeout`` for the ones still due."""
-        third = self.run.third
-        assert third is not None
-        if timeout > 0 and not third.wait_all(timeout):
-            self.errors.append(f"the third process did not answer every call within {timeout} s")
-        with self._aborts_lock:
-            answered = [seq for seq in self._pending if seq in third.answers]
-            pending = [(self._pending.pop(seq), third.answers[seq]) for seq in answered]
-        for (when, mode, indexes), (called, returned, error) in pending:
-            self.record(when, mode, THIRD, indexes, called, returned, error)
+        record(called, time.monotonic(), error)
 
     def abort_and_wait(self, plan: Plan, when: str) -> None:
         """Abort ``plan``'s message as planned; return once the abort returned."""
         assert plan.mode is not None
-        seq = self.abort(when, plan.mode, plan.source, [plan.index])
-        if seq is not None:
-            assert self.run.third is not None
-            if self.run.third.wait(seq, WAIT) is None:
-                raise AssertionError("the third process did not answer")
+        self.abort(when, plan.mode, plan.source, [plan.index])
+        if not self.aborts.wait_for_message(plan.index, WAIT):
+            raise AssertionError(f"the {plan.source} process did not abort {plan}")
 
     def abort_holders(self) -> None:
         """Abort each holder once its body runs; tell a cancelled one its
@@ -599,8 +437,6 @@ class Stress:
                 self.abort_at_random()
             if self.quarter is None and collector.accounted >= len(self.plans) // 4:
                 self.quarter = (self.run.rss_kib(), self.run.snapshots_after(0))
-            if self.sent % 500 == 0:
-                self.settle_third(0)
 
     def execute(self) -> None:
         run, collector = self.run, self.collector
@@ -618,7 +454,8 @@ class Stress:
         finally:
             self._holders_done.set()
             holders.join(WAIT)
-            self.settle_third(WAIT)
+            if self.run.third is not None and not self.run.third.wait_all(WAIT):
+                self.errors.append(f"the third process did not answer every call within {WAIT} s")
             collector.stop()
         collector.collect()
         done = time.monotonic()
@@ -646,7 +483,9 @@ class Stress:
 
         # No key left once the TTLs are over: the last ones were written
         # before the last message was accounted for or the last abort returned.
-        expired = max([done, *(sent.returned for sent in self.aborts.values())]) + ABORT_TTL / 1000
+        expired = (
+            max([done, *(sent.returned for sent in self.aborts.sent.values())]) + ABORT_TTL / 1000
+        )
         violations.extend(self.wait_no_abort_key(expired + MARGIN))
 
         # The tables once every request expired and the watchers had the
@@ -668,7 +507,7 @@ class Stress:
         }
         figures = [
             f"seed {self.seed}: {len(self.plans)} messages processed in {processing_time:.1f} s, "
-            f"{len(self.aborts)} aborted",
+            f"{len(self.aborts.sent)} aborted",
             *(
                 f"worker process {pid}: RSS {quarter_rss[pid]} KiB a quarter in, "
                 f"{end_rss[pid]} KiB at the end; (requests, expiries, executions, deadlines) "
@@ -677,16 +516,10 @@ class Stress:
             ),
             str(dict(sorted(stats.items()))),
         ]
-        summary = "\n".join(figures)
-        print(summary)
-        assert not violations, f"{len(violations)} violation(s); {summary}\n" + "\n".join(
-            violations[:40]
-        )
+        assert_no_violations(violations, "\n".join(figures))
 
-    def wait_tables(
-        self, settled: Callable[[Snapshot], bool], deadline: float
-    ) -> dict[int, Snapshot]:
-        """Snapshots in which every worker process is ``settled``, or the
+    def wait_tables(self, settled: Callable[[Tables], bool], deadline: float) -> dict[int, Tables]:
+        """Tabless in which every worker process is ``settled``, or the
         last ones taken if that does not happen by ``deadline``."""
         moment = time.monotonic()
         while True:
@@ -706,165 +539,81 @@ class Stress:
             return [f"{len(keys)} key(s) left in the abort namespace after the TTLs: {keys[:5]}"]
         return []
 
-    def check_tables(self, snapshots: dict[int, Snapshot], moment: str) -> list[str]:
-        """The tables hold running messages, and the requests not expired
-        for longer than the watcher's ``FORGET_DELAY``; ``SLACK`` for the
-        latency of the requests."""
-        violations = []
-        for pid, snapshot in snapshots.items():
-            aborts = [sent for sent in self.aborts.values() if sent.called <= snapshot.at]
-            oldest = snapshot.at - ABORT_TTL / 1000 - FORGET_DELAY - SLACK
-            recent = sum(sent.called >= oldest for sent in aborts)
-            # Each abort request holds one entry, and one or two (cancel and
-            # abort events) in the expiry heap.
-            if snapshot.requests > recent or snapshot.expiries > 2 * recent:
-                violations.append(
-                    f"worker process {pid} {moment}: {snapshot.requests} requests and "
-                    f"{snapshot.expiries} expiries held, though only {recent} messages were "
-                    f"aborted within the TTL + {FORGET_DELAY + SLACK} s before"
-                )
-            if snapshot.executions > THREADS or snapshot.deadlines:
-                violations.append(
-                    f"worker process {pid} {moment}: {snapshot.executions} executions and "
-                    f"{snapshot.deadlines} deadlines held, for {THREADS} threads and no grace"
-                )
-        return violations
+    def check_tables(self, snapshots: dict[int, Tables], moment: str) -> list[str]:
+        return [
+            violation
+            for pid, tables in snapshots.items()
+            for violation in check_tables(
+                tables,
+                self.aborts,
+                ttl=ABORT_TTL / 1000,
+                threads=THREADS,
+                where=f"worker process {pid} {moment}",
+            )
+        ]
 
     def check(self) -> tuple[list[str], Counter[str]]:
         """Every message's history against the guarantees."""
         violations: list[str] = []
         stats: Counter[str] = Counter()
-        app = self.app
         for plan in self.plans:
-            index = plan.index
-            found: list[str] = []
-            lines = self.collector.lines.get(index, [])
-            sent = self.aborts.get(index)
-            if index in self.aborted and sent is None:
-                found.append("its abort was never sent")
-            if not lines:
-                found.append("never accounted for (lost)")
-            elif len(lines) > 1:
-                found.append(f"accounted for {len(lines)} times (handled twice)")
-            for line in lines[:1]:
-                ran = line.started > 0
-                if line.how not in ("processed", "skipped"):
-                    found.append(f"{line.how} (an exception left the actor or its middleware)")
-                if sent is None:
-                    stats["never aborted"] += 1
-                    if line.interrupted:
-                        found.append("never aborted, yet Abort raised in its body (wrong message)")
-                    if line.how == "skipped":
-                        found.append(
-                            "never aborted, yet skipped "
-                            + ("after its body started" if ran else "(cancelled)")
-                            + " (wrong message)"
-                        )
-                    elif not line.ended and not line.interrupted:
-                        found.append(f"never aborted, yet its body did not end ({line.how})")
-                    continue
-                stats[f"aborted {sent.when} {sent.mode.value} from {sent.source}"] += 1
-                if sent.error:
-                    found.append(f"its abort failed: {sent.error}")
-
-                # When the abort found it.
-                end = line.interrupted or line.ended or line.finished
-                if sent.called < line.began:
-                    stats["abort sent while it was queued"] += 1
-                elif not ran or sent.called < line.started:
-                    stats["abort sent as it was starting"] += 1
-                elif sent.called < end:
-                    stats["abort sent while it was running"] += 1
-                    if sent.when == RANDOM:
-                        stats["random abort sent while it was running"] += 1
-                else:
-                    stats["abort sent after its body ended"] += 1
-
-                # What became of it.
-                if line.how == "skipped" and not ran:
-                    stats["cancelled"] += 1
-                elif line.interrupted:
-                    stats["interrupted in its body"] += 1
-                elif line.how == "skipped":
-                    stats["aborted as its body ended"] += 1
-                else:
-                    stats["ran to its end though aborted"] += 1
-
-                # No wrong-message abort.
-                if line.interrupted and sent.mode is AbortMode.CANCEL:
-                    found.append("only cancelled, yet Abort was raised in its body")
-                if line.how == "skipped" and ran and sent.mode is AbortMode.CANCEL:
-                    found.append("only cancelled, yet skipped after its body started")
-                if line.interrupted and line.interrupted < sent.called:
-                    found.append(
-                        f"Abort raised {(sent.called - line.interrupted) * 1000:.3f} ms before "
-                        "its abort was sent (wrong-message abort)"
-                    )
-                if line.how == "skipped" and line.finished < sent.called:
-                    found.append("skipped before its abort was sent (wrong-message abort)")
-
-                # No lost abort: sent before processing began, it never runs...
-                if sent.returned < line.began and (ran or line.how != "skipped"):
-                    waited = line.synced - line.began
-                    if line.began - sent.returned > ABORT_TTL / 1000:
-                        stats["queued for longer than the TTL"] += 1
-                    elif waited >= SYNC_TIMEOUT:
-                        # Abortable waits at most SYNC_TIMEOUT for the events
-                        # on their way: a watcher starved that long may miss one.
-                        stats["lost once the pre-start check timed out"] += 1
-                    else:
-                        found.append(
-                            f"its abort returned {(line.began - sent.returned) * 1000:.1f} ms "
-                            f"before processing began, yet it was {line.how} and its body "
-                            f"{'ran' if ran else 'did not run'} (lost abort; the pre-start "
-                            f"check took {waited * 1000:.1f} ms)"
-                        )
-                # ... and a holder, aborted while it runs, is interrupted.
-                if plan.kind == app.HOLD_ABORT and (line.ended or not line.interrupted):
-                    found.append(
-                        f"aborted while its body ran (it ran until aborted, at most "
-                        f"{app.HOLD_BOUND} s), yet not interrupted (lost abort)"
-                    )
-                if plan.kind in (app.HOLD_ABORT, app.HOLD_CANCEL) and not (
-                    line.started < sent.called
-                ):
-                    found.append("a holder aborted before its body started (test bug)")
-                if plan.kind == app.HOLD_CANCEL and (line.how != "processed" or not line.ended):
-                    found.append(
-                        f"cancelled while its body ran, yet {line.how} and "
-                        + ("ended" if line.ended else "did not end")
-                    )
-            if found:
-                detail = (
-                    f"message {index} ({plan.kind} {plan.millis:.2f} ms, "
-                    f"id {plan.message.message_id}, abort {sent})"
+            handlings = self.collector.handlings.get(plan.index, [])
+            sent = self.aborts.sent.get(plan.index)
+            if plan.index in self.aborted and sent is None:
+                violations.append(f"{plan}: its abort was never sent")
+            violations.extend(
+                check_message(
+                    plan,
+                    handlings,
+                    sent,
+                    stats,
+                    ttl=ABORT_TTL / 1000,
+                    also=self.check_holder(plan, handlings[:1], sent),
                 )
-                violations.extend(f"{detail}: {problem}" for problem in found)
-
-        lost_after_timeout = stats["lost once the pre-start check timed out"]
-        if lost_after_timeout > max(2, stats["abort sent while it was queued"] // 20):
-            violations.append(
-                f"{lost_after_timeout} aborts were lost after Abortable's pre-start check "
-                "gave up waiting (SYNC_TIMEOUT): more than the machine's load explains"
             )
-        # The run went through what it is meant to exercise.
-        for what in (
-            "abort sent while it was queued",
-            "abort sent while it was running",
-            "abort sent after its body ended",
-            "cancelled",
-            "interrupted in its body",
-            "never aborted",
-        ):
-            if not stats[what]:
-                violations.append(f"no message was {what}")
+            if sent is not None and sent.when == RANDOM and handlings:
+                handling = handlings[0]
+                if handling.started < sent.called < (handling.interrupted or handling.ended):
+                    stats["random abort sent while it was running"] += 1
+        violations.extend(
+            check_run(
+                stats,
+                self.aborts,
+                [
+                    "abort sent while it was queued",
+                    "abort sent while it was running",
+                    "abort sent after its body ended",
+                    "cancelled",
+                    "interrupted in its body",
+                    "never aborted",
+                ],
+            )
+        )
         for source in (TEST, THIRD):
             for mode in AbortMode:
-                if not any(s.source == source and s.mode is mode for s in self.aborts.values()):
+                if not any(
+                    s.source == source and s.mode is mode for s in self.aborts.sent.values()
+                ):
                     violations.append(f"no {mode.value} was sent from the {source} process")
         return violations, stats
 
+    def check_holder(
+        self, plan: Plan, handlings: list[Handling], sent: SentAbort | None
+    ) -> list[str]:
+        """A holder is aborted once its body started; a cancelled one ends normally."""
+        app = self.app
+        found = []
+        for handling in handlings:
+            holder = plan.kind in (app.HOLD_ABORT, app.HOLD_CANCEL)
+            if holder and sent is not None and not handling.started < sent.called:
+                found.append("a holder aborted before its body started (test bug)")
+            if plan.kind == app.HOLD_CANCEL and (handling.how != PROCESSED or not handling.ended):
+                found.append(
+                    f"cancelled while its body ran, yet {handling.how} and "
+                    + ("ended" if handling.ended else "did not end")
+                )
+        return found
+
 
 def test_stress_worker_processes(stress_run: StressRun) -> None:
-    seed = int(SEED) if SEED is not None else random.randrange(2**32)
-    Stress(stress_run, seed).execute()
+    Stress(stress_run).execute()

@@ -2,13 +2,10 @@
 ``dramatiq`` command, configured from the environment.
 
 Each worker process records what became of every message it handles, one
-line per message, in memory; a background thread pushes the lines to Redis
-in batches (one pipelined write every ``FLUSH_INTERVAL``) together with a
-snapshot of the sizes of the process's Abortable tables.
-
-Run as ``python -m tests.programs.stress_app``, it is instead the aborter of
-a third process: it reads ``<seq> <mode> <id> [<id> ...]`` lines, sends each
-as one ``abort_many`` call, and writes ``R <seq> <called> <returned> <error>``.
+line per message (tests/stress_harness.py's ``Handling``), in memory; a
+background thread pushes the lines to Redis in batches (one pipelined write
+every ``FLUSH_INTERVAL``) together with a snapshot of the sizes of the
+process's Abortable tables.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import os
 import sys
 import threading
 import time
-from typing import Any
 
 import dramatiq
 import redis
@@ -27,13 +23,17 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from redis.typing import EncodableT, FieldT
 
-from dramatiq_abort import Abort, Abortable, AbortMode
+from dramatiq_abort import Abort, Abortable
 from dramatiq_abort.backends import RedisBackend
+from tests.stress_harness import Handling, Recorder, Tables
 
+#: The Redis of the run: broker, abort backend and records.
 REDIS_URL = os.environ["STRESS_REDIS_URL"]
 #: Everything the run makes starts with it.
 NAMESPACE = os.environ["STRESS_NAMESPACE"]
+#: Milliseconds an abort request lives: the test's ``ABORT_TTL``.
 ABORT_TTL = int(os.environ["STRESS_ABORT_TTL"])
+#: The queue and the actor of the run's messages.
 QUEUE = "stress"
 ACTOR = "stress_work"
 
@@ -42,7 +42,7 @@ ACTOR = "stress_work"
 ABORTS_NAMESPACE = NAMESPACE + "aborts:"
 BROKER_NAMESPACE = NAMESPACE + "broker"
 RECORDS = NAMESPACE + "records:"
-#: One line per message: ``index how began synced started ended interrupted finished pid``.
+#: One line per message handled: ``Handling.dumps``.
 LOG_KEY = RECORDS + "log"
 #: Holders push their index here as their body starts, for the test to abort them.
 HELD_KEY = RECORDS + "held"
@@ -68,7 +68,9 @@ HOLD_BOUND = 10.0
 #: How long a cancel holder goes on once told: time for an Abort wrongly
 #: delivered by the cancel to land in it.
 AFTER_CANCEL = 0.02
+#: Seconds between two pushes of the lines: the test's view lags that much.
 FLUSH_INTERVAL = 0.02
+#: Seconds between two snapshots of the tables.
 STATS_INTERVAL = 0.1
 
 broker = RedisBroker(url=REDIS_URL, namespace=BROKER_NAMESPACE)
@@ -81,18 +83,7 @@ dramatiq.set_broker(broker)
 _client = redis.Redis.from_url(REDIS_URL)
 
 
-class _Current(threading.local):
-    """What the calling worker thread saw of the message it processes:
-    ``time.monotonic()`` of each step, 0 for a step not reached."""
-
-    index = -1
-    began = synced = started = ended = interrupted = 0.0
-
-
-_current = _Current()
-
-
-class Recorder:
+class Flusher:
     """Lines to push to Redis, and the thread that pushes them with the
     process's snapshots."""
 
@@ -103,9 +94,12 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def keep(self, index: int, handling: Handling) -> None:
+        self.lines.append(handling.dumps(index))
+
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="stress-recorder", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="stress-flusher", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -125,7 +119,7 @@ class Recorder:
                 self.flush(with_stats)
             except redis.RedisError as e:
                 # The test sees the lines missing and says so; keep trying.
-                print(f"stress recorder could not write to Redis: {e!r}", file=sys.stderr)
+                print(f"stress flusher could not write to Redis: {e!r}", file=sys.stderr)
 
     def flush(self, with_stats: bool) -> None:
         lines = []
@@ -135,84 +129,40 @@ class Recorder:
         if lines:
             pipe.rpush(LOG_KEY, *lines)
         if with_stats:
-            pipe.hset(f"{STATS_KEY}{os.getpid()}", mapping=snapshot())
+            tables = Tables.of(abortable)
+            mapping: dict[FieldT, EncodableT] = dict(zip(tables._fields, tables))
+            pipe.hset(f"{STATS_KEY}{os.getpid()}", mapping=mapping)
         pipe.execute()
 
 
-def snapshot() -> dict[FieldT, EncodableT]:
-    """The sizes of this process's Abortable tables now."""
-    watcher = abortable._watcher
-    return {
-        "at": repr(time.monotonic()),
-        "requests": len(abortable.requests._by_message),
-        "expiries": len(abortable.requests._expiries),
-        "executions": len(abortable.executions.running()),
-        "deadlines": len(watcher._deadlines) if watcher is not None else 0,
-    }
+flusher = Flusher()
 
 
-recorder = Recorder()
-
-
-class BeganProbe(Middleware):
-    """Just before Abortable's check: notes when processing began. Its after
-    hooks run after Abortable's: it writes the message's line last."""
+class Flushing(Middleware):
+    """Pushes the lines from the moment the workers boot until they stop."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        recorder.start()
+        flusher.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        recorder.stop()
-
-    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        current = _current
-        current.index = message.args[0] if message.actor_name == ACTOR else -1
-        current.began = time.monotonic()
-        current.synced = current.started = current.ended = current.interrupted = 0.0
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: MessageProxy,
-        *,
-        result: Any | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        how = "processed" if exception is None else f"failed:{type(exception).__name__}"
-        self._record(message, how)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        self._record(message, "skipped")
-
-    def _record(self, message: MessageProxy, how: str) -> None:
-        current = _current
-        if message.actor_name != ACTOR or current.index != message.args[0]:
-            return
-        recorder.lines.append(
-            f"{current.index} {how} {current.began!r} {current.synced!r} {current.started!r} "
-            f"{current.ended!r} {current.interrupted!r} {time.monotonic()!r} {os.getpid()}"
-        )
-        current.index = -1
+        flusher.stop()
 
 
-class SyncedProbe(Middleware):
-    """Just after Abortable's check: notes when it let the message go on."""
-
-    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        _current.synced = time.monotonic()
+def _index_of(message: MessageProxy) -> int | None:
+    return int(message.args[0]) if message.actor_name == ACTOR else None
 
 
-broker.add_middleware(BeganProbe(), before=Abortable)
-broker.add_middleware(SyncedProbe(), after=Abortable)
+recorder = Recorder(_index_of, flusher.keep)
+recorder.install(broker)
+broker.add_middleware(Flushing())
 
 
 @dramatiq.actor(actor_name=ACTOR, queue_name=QUEUE, max_retries=0)
 def stress_work(index: int, kind: str, millis: float) -> None:
     """Run as ``kind`` says, noting when the body started, ended, or was
     interrupted."""
-    current = _current
-    current.started = started = time.monotonic()
     try:
+        started = recorder.started()
         if kind == SPIN:
             deadline = started + millis / 1000
             while time.monotonic() < deadline:
@@ -230,27 +180,7 @@ def stress_work(index: int, kind: str, millis: float) -> None:
             deadline = time.monotonic() + AFTER_CANCEL
             while time.monotonic() < deadline:
                 pass
+        recorder.ended()
     except Abort:
-        current.interrupted = time.monotonic()
+        recorder.interrupted()
         raise
-    current.ended = time.monotonic()
-
-
-def aborter_main() -> int:
-    """The aborter of a third process; see the module's docstring."""
-    print("READY", flush=True)
-    for line in sys.stdin:
-        seq, mode, *message_ids = line.split()
-        called = time.monotonic()
-        error = "-"
-        try:
-            abortable.abort_many(message_ids, mode=AbortMode(mode))
-        except Exception as e:
-            error = type(e).__name__
-        returned = time.monotonic()
-        print(f"R {seq} {called!r} {returned!r} {error}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(aborter_main())
