@@ -154,7 +154,10 @@ class Executions:
         escaped: BaseException | None = None
         try:
             execution.state = RUNNING
-            if execution.request is None and requests.get(execution.message_id) is None:
+            message_id = execution.message_id
+            if execution.request is None and (
+                requests.held(message_id) is None or requests.get(message_id) is None
+            ):
                 result = fn(*args, **kwargs)
             else:
                 stop = Outcome.CANCELLED

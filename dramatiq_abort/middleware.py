@@ -8,8 +8,8 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Coroutine, Iterable
-from typing import Any, Callable, TypeVar, Union
+from collections.abc import Iterable
+from typing import Any, Union
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -53,7 +53,7 @@ __all__ = [
     "wait_outcome",
 ]
 
-R = TypeVar("R")
+STARTING = ExecutionState.STARTING
 #: What names a message: its id, the message, or the proxy a worker runs it as.
 MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
 
@@ -200,14 +200,23 @@ class Abortable(Middleware):
         # dramatiq runs an ``async def`` actor through a function that wraps it.
         wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        run_actor = self._run_actor
+        executions, requests, stopped = self.executions, self.requests, self._stopped
+        current, run = executions.current, executions.run
 
-        # A plain function: every message calls it, and a wrapper object
-        # would cost microseconds a call.
+        # A plain function, and the one Python frame this middleware adds
+        # around the actor: every message calls it.
         @functools.wraps(fn)
         def abortable_fn(*args: Any, **kwargs: Any) -> Any:
             """The actor's function, run so that an abort never escapes it."""
-            return run_actor(broker, async_fn, fn, args, kwargs)
+            execution = current()
+            if execution is None or execution.state is not STARTING:
+                # Called outside a worker, or by an actor running another one.
+                return fn(*args, **kwargs)
+            runs = fn if async_fn is None else coroutines.runner(executions, execution, async_fn)
+            result, outcome = run(execution, requests, runs, args, kwargs)
+            if outcome is not None:
+                stopped(broker, execution.message, outcome)
+            return result
 
         setattr(abortable_fn, _WRAPPED_MARK, True)
         actor.fn = abortable_fn
@@ -263,8 +272,15 @@ class Abortable(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         # The hot path: every message of every actor comes here.
         inner = message_of(message)
-        actor = broker.get_actor(inner.actor_name)
-        if not self.is_abortable(actor, message):
+        actor = broker.actors.get(inner.actor_name)
+        if actor is None:
+            return  # The worker fails the message right after.
+        if "abortable" in inner.options:
+            abortable = self.is_abortable(actor, message)
+        else:
+            # What is_abortable() finds, without its call.
+            abortable = actor.options.get("abortable", self.abortable)
+        if not abortable:
             return
         message_id = inner.message_id
         watcher = self._watcher
@@ -389,25 +405,6 @@ class Abortable(Middleware):
         if request is None or not request.interrupts:
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
-
-    def _run_actor(
-        self,
-        broker: dramatiq.Broker,
-        async_fn: Callable[..., Coroutine[Any, Any, R]] | None,
-        fn: Callable[..., R],
-        args: Any,
-        kwargs: Any,
-    ) -> R | None:
-        execution = self.executions.current()
-        if execution is None or execution.state is not ExecutionState.STARTING:
-            # Called outside a worker, or by an actor running another one.
-            return fn(*args, **kwargs)
-        if async_fn is not None:
-            fn = coroutines.runner(self.executions, execution, async_fn)
-        result, stopped = self.executions.run(execution, self.requests, fn, args, kwargs)
-        if stopped is not None:
-            self._stopped(broker, execution.message, stopped)
-        return result
 
     def _stopped(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome) -> None:
         """End ``message`` as ``outcome`` says: skipped, with its result (if

@@ -104,7 +104,8 @@ class Watcher(threading.Thread):
             self._poll_cancel(message_id)
         elif self._receiving or live[1].ready_count():
             self._wait_received(live)
-        return self.requests.get(message_id)
+        requests = self.requests
+        return None if requests.held(message_id) is None else requests.get(message_id)
 
     def _poll_cancel(self, message_id: str) -> None:
         try:
