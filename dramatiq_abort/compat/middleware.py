@@ -19,6 +19,9 @@ from ..middleware import abortable_of
 from . import records, states
 from .states import ABORTED, FAILURE, RETRY, STARTED, SUCCESS
 
+#: This host's name, for the ``STARTED`` record and ``self.request``.
+HOSTNAME = socket.gethostname()
+
 #: States that, reported by a task, say that it is over.
 ENDING_STATES = states.READY_STATES | {ABORTED}
 
@@ -92,7 +95,7 @@ class TaskStates(Middleware):
         self.current.set(message)
         actor = broker.get_actor(message.actor_name)
         if message.options.get("track_started", actor.options.get("track_started", False)):
-            meta = {"pid": os.getpid(), "hostname": socket.gethostname()}
+            meta = {"pid": os.getpid(), "hostname": HOSTNAME}
             self.report(broker, message.message_id, STARTED, meta, message=message)
 
     def after_process_message(
@@ -110,7 +113,7 @@ class TaskStates(Middleware):
             if running.state in ENDING_STATES:
                 # Celery's idiom: report the end yourself, then raise Ignore.
                 final = records.TaskRecord(running.state, running.meta, ended=True)
-                self._write(broker, message, final._replace(date_done=time.time()))
+                self._write(broker, message, final)
             return
         if running is None and not stored:
             return
@@ -130,14 +133,14 @@ class TaskStates(Middleware):
             )
         # Written once the message is acknowledged: after-hooks run in
         # reverse order, so Retries and Results have not run yet.
-        self._ending[message.message_id] = final._replace(date_done=time.time())
+        self._ending[message.message_id] = final
 
     def after_ack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         final = self._ending.pop(message.message_id, None)
         if final is not None:
             if final.state == FAILURE:
                 # Acknowledged after a failure: Retries queued it again.
-                final = final._replace(state=RETRY, ended=False, date_done=None)
+                final = final._replace(state=RETRY, ended=False)
             self._write(broker, message, final)
 
     def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -154,7 +157,7 @@ class TaskStates(Middleware):
             self._write(
                 broker,
                 message,
-                records.TaskRecord(states.REVOKED, ended=True, date_done=time.time()),
+                records.TaskRecord(states.REVOKED, ended=True),
             )
 
     def report(
@@ -186,7 +189,12 @@ class TaskStates(Middleware):
     def _write(
         self, broker: dramatiq.Broker, message: MessageProxy, record: records.TaskRecord
     ) -> None:
-        record = record._replace(actor=message.actor_name, queue=message.queue_name)
+        # A record that ends the task is stamped when it is written.
+        record = record._replace(
+            actor=message.actor_name,
+            queue=message.queue_name,
+            date_done=time.time() if record.ended else None,
+        )
         self._backend(broker).record_state(
             message.message_id, records.encode(record), self._ttl(broker, message)
         )

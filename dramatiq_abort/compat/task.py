@@ -4,7 +4,7 @@ and of the ``Task`` around it."""
 from __future__ import annotations
 
 import datetime
-import socket
+import functools
 from typing import Any, Callable
 
 import dramatiq
@@ -16,7 +16,8 @@ from ..checks import check_message_id, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable, abortable_of
 from .exceptions import Ignore, MaxRetriesExceededError, Retry
-from .middleware import TaskStates, task_states_of
+from .middleware import HOSTNAME, TaskStates, task_states_of
+from .records import format_traceback
 from .result import AbortableResult
 from .states import FAILURE, RETRY, SUCCESS
 
@@ -49,7 +50,7 @@ class Request:
         #: Whether the function was called directly, not by a worker.
         self.called_directly = message is None
         self.is_eager = False
-        self.hostname = socket.gethostname()
+        self.hostname = HOSTNAME
         if message is None:
             self.id: str | None = None
             self.task: str | None = None
@@ -97,8 +98,6 @@ class ExceptionInfo:
         self.exception = exception
         self.type = type(exception)
         self.tb = exception.__traceback__
-        from .records import format_traceback
-
         self.traceback = format_traceback(exception)
 
     def __str__(self) -> str:
@@ -158,12 +157,13 @@ class AbortableActor(dramatiq.Actor[..., Any]):
         """Celery's name for the task: the actor's name."""
         return self.actor_name
 
-    @property
+    @functools.cached_property
     def abortable(self) -> Abortable:
-        """The Abortable middleware of this actor's broker."""
+        """The Abortable middleware of this actor's broker, looked up once:
+        ``is_aborted()`` is called in tight loops."""
         return abortable_of(self.broker)
 
-    @property
+    @functools.cached_property
     def states(self) -> TaskStates:
         """The TaskStates middleware of this actor's broker."""
         return task_states_of(self.broker)
