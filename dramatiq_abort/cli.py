@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .middleware import DEFAULT_ABORT_TTL
 from .mode import AbortMode
 
 #: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--ttl",
         type=int,
-        default=90_000,
+        default=DEFAULT_ABORT_TTL,
         metavar="MS",
         help="milliseconds the request stays valid for messages that have not started"
         " (default: %(default)s)",

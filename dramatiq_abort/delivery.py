@@ -23,8 +23,7 @@ from .outcome import Outcome
 from .requests import AbortRequest, AbortRequests
 from .switching import FastSwitching
 
-# Outcome: where compat imports it from.
-__all__ = ["Executions", "Outcome"]
+__all__ = ["Executions"]
 
 R = TypeVar("R")
 
@@ -76,7 +75,12 @@ class Executions:
         #: The execution of the calling thread (or task), if it is
         #: processing an abortable message: a function of no argument.
         self.current: Callable[[], Execution | None] = functools.partial(self._current.get, None)
-        self._gevent = is_gevent_active()
+        #: Under gevent, the function giving the greenlet that runs a message.
+        self._greenlet: Callable[[], Any] | None = None
+        if is_gevent_active():
+            import gevent
+
+            self._greenlet = gevent.getcurrent
         #: Shortens the switch interval while Aborts are on their way to threads.
         self.switching = FastSwitching()
         #: Threads share one interrupter: it keeps nothing per message.
@@ -111,10 +115,8 @@ class Executions:
         """Register the calling thread as processing ``message``."""
         thread_id = threading.get_ident()
         interrupter: Interrupter = self._thread_interrupter
-        if self._gevent:
-            import gevent
-
-            interrupter = GeventInterrupter(self.internals, gevent.getcurrent())
+        if self._greenlet is not None:
+            interrupter = GeventInterrupter(self.internals, self._greenlet())
         execution = Execution(message, message_id, thread_id, interrupter)
         self._slots[thread_id] = execution
         self._current.set(execution)
@@ -164,7 +166,6 @@ class Executions:
         except Abort as e:
             if execution.interrupted:
                 stop = Outcome.ABORTED
-                execution.interrupter.landed(execution)
             else:
                 escaped = e
         except BaseException as e:

@@ -51,9 +51,6 @@ class AbortSignal:
         except RuntimeError:
             pass  # Raised already.
 
-    def is_set(self) -> bool:
-        return not self._down.locked()
-
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the signal; whether it was raised."""
         if timeout <= 0:

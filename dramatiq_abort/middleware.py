@@ -57,6 +57,10 @@ STARTING = ExecutionState.STARTING
 #: What names a message: its id, the message, or the proxy a worker runs it as.
 MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
 
+#: Default milliseconds an abort request stays valid for a message that
+#: has not started: as in dramatiq-abort 1.x.
+DEFAULT_ABORT_TTL = 90_000
+
 #: Default seconds a booting worker waits for its watcher to reach the
 #: backend before it starts taking messages anyway: long enough for a
 #: backend that answers, short enough not to hold up a worker whose backend
@@ -132,7 +136,7 @@ class Abortable(Middleware):
         *,
         backend: EventBackend,
         abortable: bool = True,
-        abort_ttl: int = 90_000,
+        abort_ttl: int = DEFAULT_ABORT_TTL,
         boot_timeout: float = BOOT_TIMEOUT,
     ) -> None:
         if not isinstance(backend, EventBackend):
@@ -159,7 +163,9 @@ class Abortable(Middleware):
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
         abortable = message_of(message).options.get("abortable")
-        if abortable is not None and not isinstance(abortable, bool):
+        if isinstance(abortable, bool):
+            return abortable
+        if abortable is not None:
             # Sent by a process without this middleware, which would have refused it.
             self.logger.warning(
                 "Message %r has abortable=%.100r, which is neither True nor False:"
@@ -167,10 +173,7 @@ class Abortable(Middleware):
                 message.message_id,
                 abortable,
             )
-            abortable = None
-        if abortable is None:
-            abortable = actor.options.get("abortable", self.abortable)
-        return bool(abortable)
+        return bool(actor.options.get("abortable", self.abortable))
 
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
@@ -275,21 +278,13 @@ class Abortable(Middleware):
         actor = broker.actors.get(inner.actor_name)
         if actor is None:
             return  # The worker fails the message right after.
-        if "abortable" in inner.options:
-            abortable = self.is_abortable(actor, message)
-        else:
-            # What is_abortable() finds, without its call.
-            abortable = actor.options.get("abortable", self.abortable)
-        if not abortable:
+        if not self.is_abortable(actor, message):
             return
         message_id = inner.message_id
+        # Only the watcher fills the table: with none (no worker booted),
+        # there is nothing to look up.
         watcher = self._watcher
-        request = (
-            watcher.request_for(message_id)
-            if watcher is not None
-            else self.requests.get(message_id)
-        )
-        if request is not None:
+        if watcher is not None and watcher.request_for(message_id) is not None:
             self._stopped(broker, message, Outcome.CANCELLED)
         self.executions.begin(message, message_id)
 
@@ -360,7 +355,7 @@ class Abortable(Middleware):
         # Read-your-writes in this process: once abort() returns, the
         # messages running here see the request.
         watcher = self._watcher
-        if watcher is not None and watcher.pushes:
+        if watcher is not None:
             watcher.catch_up()
 
     def wait_outcome(self, message_id: MessageRef, timeout: float | None = None) -> Outcome | None:
@@ -385,10 +380,7 @@ class Abortable(Middleware):
         """What workers last reported of ``message_id``, without waiting;
         always ``None`` with a backend that does not record outcomes."""
         message_id = _message_id(message_id)
-        if not self.backend.records_outcomes:
-            return None
-        outcome = self.backend.wait_outcome(message_id, 0)
-        return None if outcome is None else Outcome(outcome)
+        return self.wait_outcome(message_id, 0) if self.backend.records_outcomes else None
 
     def get_abort_request(self, message_id: MessageRef | None = None) -> float | None:
         """Milliseconds until ``message_id`` (default: the current message)

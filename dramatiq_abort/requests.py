@@ -10,12 +10,10 @@ import time
 from typing import Callable, NamedTuple
 
 from .backend import TimedEvent
-from .checks import check_message_id
 from .mode import AbortMode
-from .wire import event_key, parse_event
+from .wire import parse_event
 
-# Where compat imports them from.
-__all__ = ["AbortMode", "AbortRequest", "AbortRequests", "check_message_id", "event_key"]
+__all__ = ["AbortRequest", "AbortRequests"]
 
 
 class AbortRequest(NamedTuple):

@@ -41,6 +41,8 @@ class FastSwitching:
     @property
     def expires_at(self) -> float | None:
         """``time.monotonic()`` at which the next hold expires, if any."""
+        if not self._held:
+            return None
         with self._lock:
             return min(self._held.values(), default=None)
 
