@@ -24,7 +24,13 @@ from dramatiq.results.backends import StubBackend as StubResultBackend
 from dramatiq_abort import Abortable, EventBackend
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from .support import NamespacedResults, PrivateRedis, start_private_redis, unavailable
+from .support import (
+    NamespacedResults,
+    PrivateRedis,
+    delete_namespace,
+    start_private_redis,
+    unavailable,
+)
 
 # test_migration_guide imports PrivateRedis from here.
 __all__ = ["PrivateRedis"]
@@ -53,9 +59,7 @@ def namespace() -> str:
 def redis_client(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
-    keys = list(client.scan_iter(match=namespace + "*"))
-    if keys:
-        client.delete(*keys)
+    delete_namespace(client, namespace)
     client.close()
 
 
@@ -120,10 +124,7 @@ def redis_broker(redis_url: str, namespace: str) -> Iterator[RedisBroker]:
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)
     yield broker
-    client: Any = broker.client
-    keys = list(client.scan_iter(match=namespace + "*"))
-    if keys:
-        client.delete(*keys)
+    delete_namespace(broker.client, namespace)
     broker.close()
 
 

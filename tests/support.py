@@ -144,8 +144,10 @@ class App:
         }
         # The same application, imported here to send messages, with no
         # setting left over from an earlier test's.
-        for name in [name for name in os.environ if name.startswith("APP_")]:
-            del os.environ[name]
+        #: What this test changed in the environment, put back by :meth:`close`.
+        self._previous = {
+            name: os.environ.pop(name) for name in list(os.environ) if name.startswith("APP_")
+        }
         os.environ.update(settings)
         self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
         import tests.programs.cli_app as app
@@ -211,15 +213,28 @@ class App:
         )
 
     def close(self) -> None:
-        for command in self.commands:
-            stop_process_group(command)
+        """Stop the commands and close the clients; every step runs even
+        if one before it fails."""
+        with contextlib.ExitStack() as steps:
+            # Callbacks run last-in, first-out: registered in reverse.
+            steps.callback(self._restore_environment)
+            steps.callback(self.backend.client.close)
+            steps.callback(self.reports.close)
+            steps.callback(self.app.broker.close)
+            steps.callback(self._delete_queues)
+            for command in self.commands:
+                steps.callback(stop_process_group, command)
+
+    def _delete_queues(self) -> None:
         broker = self.app.broker
         if hasattr(broker, "channel"):
             for name in (self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"):
                 broker.channel.queue_delete(name)
-        broker.close()
-        self.reports.close()
-        self.backend.client.close()
+
+    def _restore_environment(self) -> None:
+        for name in [name for name in os.environ if name.startswith("APP_")]:
+            del os.environ[name]
+        os.environ.update(self._previous)
 
 
 def start_dramatiq(
@@ -345,3 +360,10 @@ class NamespacedResults(RedisResultBackend):  # type: ignore[misc]
 
     def build_message_key(self, message: Any) -> str:
         return f"{self.namespace}:{super().build_message_key(message)}"
+
+
+def delete_namespace(client: Any, namespace: str) -> None:
+    """Delete every key of ``client``'s database under ``namespace``, and only those."""
+    keys = list(client.scan_iter(match=namespace + "*"))
+    if keys:
+        client.delete(*keys)

@@ -322,7 +322,6 @@ def test_abort_takes_the_message_a_worker_runs_and_names_a_bad_list(
         abort_many(None)  # type: ignore[arg-type]
 
 
-def test_without_an_abortable_the_error_says_how_to_add_one() -> None:
-    dramatiq.set_broker(StubBroker())
+def test_without_an_abortable_the_error_says_how_to_add_one(stub_broker: StubBroker) -> None:
     with pytest.raises(RuntimeError, match=r"broker.add_middleware\(Abortable\(backend=...\)\)"):
         abort("some-id")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,8 +18,9 @@ from dramatiq.brokers.stub import StubBroker
 
 from dramatiq_abort import Abort, abort, run_subprocess, sleep
 
+from .support import WAIT, wait_until
+
 pytestmark = pytest.mark.timeout(60)
-WAIT = 10.0
 
 
 def test_sleep_wakes_on_a_request_and_on_a_forced_abort(
@@ -109,6 +112,13 @@ def gone(pid: int) -> bool:
     return False
 
 
+def kill_child(pid_file: Path) -> None:
+    """Kill the child whose pid ``pid_file`` holds, if it wrote one and runs:
+    a failed test must not leave it behind."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["terminated", "killed"])
 def test_an_abort_stops_and_reaps_the_child(
     stub_broker: StubBroker, worker: dramatiq.Worker, tmp_path: Path, ignore_term: bool
@@ -125,14 +135,14 @@ def test_an_abort_stops_and_reaps_the_child(
             raise
 
     message = tool.send()
-    deadline = time.monotonic() + WAIT
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the child never started"
-        time.sleep(0.01)
-    pid = int(pid_file.read_text())
-    abort(message.message_id)
-    assert interrupted.wait(WAIT)
-    assert gone(pid), "the child was left running or unreaped"
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the child started")
+        pid = int(pid_file.read_text())
+        abort(message.message_id)
+        assert interrupted.wait(WAIT)
+        assert gone(pid), "the child was left running or unreaped"
+    finally:
+        kill_child(pid_file)
 
 
 def test_run_subprocess_behaves_like_subprocess_run(
@@ -174,10 +184,13 @@ def test_run_subprocess_takes_what_subprocess_run_takes(tmp_path: Path) -> None:
 
 def test_a_timeout_kills_the_child_and_raises_timeout_expired(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    with pytest.raises(subprocess.TimeoutExpired) as expired:
-        run_subprocess(child_command(pid_file, ignore_term=True), timeout=0.5)
-    assert expired.value.timeout == 0.5
-    assert gone(int(pid_file.read_text())), "the child was left running or unreaped"
+    try:
+        with pytest.raises(subprocess.TimeoutExpired) as expired:
+            run_subprocess(child_command(pid_file, ignore_term=True), timeout=0.5)
+        assert expired.value.timeout == 0.5
+        assert gone(int(pid_file.read_text())), "the child was left running or unreaped"
+    finally:
+        kill_child(pid_file)
 
 
 @pytest.mark.parametrize(

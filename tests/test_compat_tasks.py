@@ -34,7 +34,14 @@ from compat.exceptions import TimeoutError as CeleryTimeoutError
 from dramatiq_abort import Abortable
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from .support import RABBITMQ_URL, WAIT, NamespacedResults, require_rabbitmq, wait_until
+from .support import (
+    RABBITMQ_URL,
+    WAIT,
+    NamespacedResults,
+    delete_namespace,
+    require_rabbitmq,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 #: What a Celery user may pass as ``app=``: a URL, not a broker.
@@ -69,10 +76,7 @@ def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> It
             if request.param == "rabbitmq":
                 made.channel.queue_delete(queue)
         made.close()
-        client: Any = results.client
-        keys = list(client.scan_iter(match=namespace + "*"))
-        if keys:
-            client.delete(*keys)
+        delete_namespace(results.client, namespace)
 
 
 @pytest.fixture
@@ -85,6 +89,15 @@ def stub() -> Iterator[StubBroker]:
     dramatiq.set_broker(made)
     yield made
     made.close()
+
+
+@pytest.fixture
+def stub_worker(stub: StubBroker) -> Iterator[dramatiq.Worker]:
+    """A worker on ``stub``."""
+    worker = dramatiq.Worker(stub, worker_timeout=100)
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 def test_progress_is_read_back_from_a_result_rebuilt_from_the_id(broker: Any) -> None:
@@ -194,41 +207,37 @@ def test_retry_runs_the_task_again_then_gives_up_with_the_exception(broker: Any)
     assert attempts == [0, 1, 2]
 
 
-def test_retry_without_an_exception_says_the_retries_ran_out(stub: StubBroker) -> None:
+def test_retry_without_an_exception_says_the_retries_ran_out(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
     @shared_task(bind=True, base=AbortableTask, max_retries=0)
     def never(self: Any) -> None:
         self.retry()
 
-    worker = dramatiq.Worker(stub, worker_timeout=100)
-    worker.start()
-    try:
-        result = never.delay()
-        with pytest.raises(MaxRetriesExceededError):
-            result.get(timeout=WAIT)
-    finally:
-        worker.stop()
+    result = never.delay()
+    with pytest.raises(MaxRetriesExceededError):
+        result.get(timeout=WAIT)
 
 
-def test_ignore_ends_a_task_without_a_result_and_keeps_its_state(stub: StubBroker) -> None:
+def test_ignore_ends_a_task_without_a_result_and_keeps_its_state(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
     @shared_task(bind=True, base=AbortableTask)
     def skip(self: Any) -> None:
         self.update_state(state="SKIPPED", meta={"why": "duplicate"})
         raise Ignore()
 
-    worker = dramatiq.Worker(stub, worker_timeout=100)
-    worker.start()
-    try:
-        result = skip.delay()
-        stub.join(skip.queue_name)
-        worker.join()
-    finally:
-        worker.stop()
+    result = skip.delay()
+    stub.join(skip.queue_name)
+    stub_worker.join()
     assert result.state == "SKIPPED" and result.info == {"why": "duplicate"}
     with pytest.raises(CeleryTimeoutError):
         result.get(timeout=0.1)
 
 
-def test_hooks_of_a_base_class_run_after_the_task(stub: StubBroker) -> None:
+def test_hooks_of_a_base_class_run_after_the_task(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
     calls: list[tuple[str, Any]] = []
 
     class Audited(AbortableTask):
@@ -249,14 +258,9 @@ def test_hooks_of_a_base_class_run_after_the_task(stub: StubBroker) -> None:
             raise ValueError(x)
         return 2 * x
 
-    worker = dramatiq.Worker(stub, worker_timeout=100)
-    worker.start()
-    try:
-        assert double.delay(2).get(timeout=WAIT) == 4
-        with pytest.raises(ValueError):
-            double.delay(-1).get(timeout=WAIT)
-    finally:
-        worker.stop()
+    assert double.delay(2).get(timeout=WAIT) == 4
+    with pytest.raises(ValueError):
+        double.delay(-1).get(timeout=WAIT)
     assert calls == [
         ("success", 4),
         ("after", SUCCESS),
@@ -265,7 +269,9 @@ def test_hooks_of_a_base_class_run_after_the_task(stub: StubBroker) -> None:
     ]
 
 
-def test_is_aborted_works_as_a_callback_from_another_thread(stub: StubBroker) -> None:
+def test_is_aborted_works_as_a_callback_from_another_thread(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
     started = threading.Event()
     answers: list[bool] = []
 
@@ -283,30 +289,22 @@ def test_is_aborted_works_as_a_callback_from_another_thread(stub: StubBroker) ->
         wait_until(self.is_aborted, "the abort is seen")
         return compute(self.is_aborted)
 
-    worker = dramatiq.Worker(stub, worker_timeout=100)
-    worker.start()
-    try:
-        result = long.delay()
-        assert started.wait(WAIT)
-        result.abort()
-        assert result.get(timeout=WAIT) == "done"
-    finally:
-        worker.stop()
+    result = long.delay()
+    assert started.wait(WAIT)
+    result.abort()
+    assert result.get(timeout=WAIT) == "done"
     assert answers == [True]
 
 
-def test_forget_drops_the_result_and_state_but_not_the_abort(stub: StubBroker) -> None:
+def test_forget_drops_the_result_and_state_but_not_the_abort(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
     @shared_task(base=AbortableTask)
     def quick() -> int:
         return 1
 
-    worker = dramatiq.Worker(stub, worker_timeout=100)
-    worker.start()
-    try:
-        result = quick.delay()
-        assert result.get(timeout=WAIT) == 1
-    finally:
-        worker.stop()
+    result = quick.delay()
+    assert result.get(timeout=WAIT) == 1
     result.forget()
     assert result.state == PENDING and result.info is None
     never_sent = AbortableAsyncResult("never-sent")
@@ -395,32 +393,33 @@ def test_get_waits_longer_than_the_results_client_socket_timeout(
     import redis
     from dramatiq.brokers.redis import RedisBroker
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=0.2)
+    socket_timeout = 0.2
+    client = redis.Redis.from_url(redis_url, socket_timeout=socket_timeout)
     made = RedisBroker(url=redis_url, namespace=namespace + "broker")
-    made.add_middleware(Results(backend=NamespacedResults(client=client, namespace=namespace)))
-    made.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
-    made.add_middleware(TaskStates())
     release = threading.Event()
-
-    @shared_task(base=AbortableTask, broker=made)
-    def slow() -> str:
-        assert release.wait(WAIT)
-        return "late"
-
+    # The task ends a few socket timeouts after get() began to wait.
+    timer = threading.Timer(3 * socket_timeout, release.set)
     worker = dramatiq.Worker(made, worker_timeout=100)
-    worker.start()
-    timer = threading.Timer(1.0, release.set)
-    timer.start()
     try:
+        made.add_middleware(Results(backend=NamespacedResults(client=client, namespace=namespace)))
+        backend = RedisBackend.from_url(redis_url, namespace=namespace)
+        made.add_middleware(Abortable(backend=backend))
+        made.add_middleware(TaskStates())
+
+        @shared_task(base=AbortableTask, broker=made)
+        def slow() -> str:
+            assert release.wait(WAIT)
+            return "late"
+
+        worker.start()
+        timer.start()
         assert slow.delay().get(timeout=WAIT) == "late"
     finally:
         timer.cancel()
         release.set()
         worker.stop()
         made.close()
-        keys = list(client.scan_iter(match=namespace + "*"))
-        if keys:
-            client.delete(*keys)
+        delete_namespace(client, namespace)
 
 
 def test_an_abortable_task_says_when_the_broker_lacks_task_states() -> None:
@@ -450,19 +449,16 @@ def test_bind_on_a_plain_actor_is_refused_when_declared(stub: StubBroker) -> Non
     assert "needs_self" not in stub.actors and "vague" not in stub.actors
 
 
-def test_a_task_that_reports_aborted_then_ignores_ends_aborted(stub: StubBroker) -> None:
+def test_a_task_that_reports_aborted_then_ignores_ends_aborted(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
     @shared_task(bind=True, base=AbortableTask)
     def stops(self: Any) -> None:
         self.update_state(state=ABORTED, meta={"done": 3})
         raise Ignore()
 
-    worker = dramatiq.Worker(stub, worker_timeout=100)
-    worker.start()
-    try:
-        result = stops.delay()
-        wait_until(result.ready, "the task is over")
-    finally:
-        worker.stop()
+    result = stops.delay()
+    wait_until(result.ready, "the task is over")
     assert result.state == ABORTED and result.info == {"done": 3}
     with pytest.raises(TaskAborted):
         result.get(timeout=WAIT)

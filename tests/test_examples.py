@@ -24,7 +24,7 @@ import redis
 
 from compat import AbortableAsyncResult
 
-from .support import ROOT, WAIT, start_dramatiq, stop_process_group
+from .support import ROOT, WAIT, delete_namespace, start_dramatiq, stop_process_group
 
 EXAMPLES = ROOT / "examples"
 CELERY_VERSION = EXAMPLES / "celery_version"
@@ -99,9 +99,7 @@ def dramatiq_version(
             app.broker.close()
         dramatiq.set_broker(previous_broker)  # type: ignore[arg-type]
         client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=namespace + "*"))
-        if keys:
-            client.delete(*keys)
+        delete_namespace(client, namespace)
         client.close()
 
 

@@ -52,5 +52,5 @@ def test_an_abort_after_a_greenlets_time_limit_fired_is_not_raised_in_its_cleanu
     backend_args: list[str],
 ) -> None:
     report = run_program(backend_args)
-    assert report["cleanup_seen"]
+    assert report["cleanup_seen"] and report["cleanup_ended"]
     assert report["raised_in_cleanup"] == []

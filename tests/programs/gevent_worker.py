@@ -55,6 +55,7 @@ def napper(i: int) -> None:
 
 
 cleaning = gevent.event.Event()
+proceed = gevent.event.Event()
 cleaned = gevent.event.Event()
 raised_in_cleanup: list[str] = []
 
@@ -66,7 +67,7 @@ def limited() -> None:
     except TimeLimitExceeded:
         cleaning.set()
         try:
-            gevent.sleep(0.5)  # the abort comes meanwhile
+            proceed.wait(WAIT)  # the abort comes meanwhile
         except Abort:
             raised_in_cleanup.append("Abort")
         finally:
@@ -97,7 +98,11 @@ try:
     timed_out = limited.send()
     cleanup_seen = cleaning.wait(WAIT)
     abort(timed_out.message_id)
-    cleaned.wait(WAIT)
+    # abort() returns once the watcher delivered the request; the hub runs
+    # the callback that would throw it before it is idle again.
+    gevent.idle()
+    proceed.set()
+    cleanup_ended = cleaned.wait(WAIT)
     print(
         json.dumps(
             {
@@ -108,6 +113,7 @@ try:
                 "polite": POLITE,
                 "latency_ms": latency_ms,
                 "cleanup_seen": cleanup_seen,
+                "cleanup_ended": cleanup_ended,
                 "raised_in_cleanup": raised_in_cleanup,
             }
         )
