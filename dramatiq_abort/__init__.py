@@ -3,7 +3,15 @@
 from .backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
 from .blocking import run_subprocess, sleep
 from .errors import Abort, MessageAborted
-from .middleware import Abortable, abort, abort_many, abort_requested, wait_outcome
+from .listing import Listing, RunningMessage
+from .middleware import (
+    Abortable,
+    abort,
+    abort_many,
+    abort_requested,
+    running_messages,
+    wait_outcome,
+)
 from .mode import AbortMode
 from .outcome import Outcome
 
@@ -13,15 +21,18 @@ __all__ = [
     "Abortable",
     "Event",
     "EventBackend",
+    "Listing",
     "MessageAborted",
     "MessageRecords",
     "Outcome",
+    "RunningMessage",
     "Subscription",
     "TimedEvent",
     "abort",
     "abort_many",
     "abort_requested",
     "run_subprocess",
+    "running_messages",
     "sleep",
     "wait_outcome",
 ]

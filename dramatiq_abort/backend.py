@@ -58,6 +58,11 @@ class EventBackend(abc.ABC):
     #: Whether :meth:`record_state` keeps a state per message, read back by
     #: :meth:`records`: what ``compat``'s task states need.
     stores_states: bool = False
+    #: Whether :meth:`answer` carries a worker's answer to an inquiry back
+    #: to the process that asked, which reads them with
+    #: :meth:`collect_answers`: what ``Abortable.running_messages`` needs,
+    #: with :attr:`pushes` to carry the inquiry.
+    carries_answers: bool = False
 
     @abc.abstractmethod
     def notify(self, events: Iterable[Event], ttl: int) -> None:
@@ -122,6 +127,25 @@ class EventBackend(abc.ABC):
     def forget(self, message_id: str) -> None:
         """Drop the outcome and the state kept for ``message_id``; its abort
         requests stay in force until their TTL. The default keeps neither."""
+        return None
+
+    def answer(self, reply_to: str, payload: str, ttl: int) -> None:
+        """Hand ``payload``, one worker process's answer, to whoever collects
+        answers at ``reply_to``; kept at most ``ttl`` milliseconds if nobody
+        does. Called on the watcher thread: one short write, no wait. Only
+        called when :attr:`carries_answers` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry answers")
+
+    def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
+        """The answers handed to ``reply_to``, in the order they came,
+        waiting up to ``timeout`` seconds, or less once ``expected`` (when
+        not ``None``) came. What was handed to ``reply_to`` is then
+        dropped. Only called when :attr:`carries_answers` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry answers")
+
+    def subscribers(self) -> int | None:
+        """How many push channels (one per worker process) are open now,
+        or ``None`` when the backend cannot tell."""
         return None
 
     def subscribe(self) -> Subscription:

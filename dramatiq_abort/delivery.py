@@ -117,7 +117,7 @@ class Executions:
         interrupter: Interrupter = self._thread_interrupter
         if self._greenlet is not None:
             interrupter = GeventInterrupter(self.internals, self._greenlet())
-        execution = Execution(message, message_id, thread_id, interrupter)
+        execution = Execution(message, message_id, thread_id, interrupter, time.time())
         self._slots[thread_id] = execution
         self._current.set(execution)
         return execution

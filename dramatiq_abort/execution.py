@@ -80,16 +80,25 @@ class Execution:
         "message",
         "message_id",
         "request",
+        "started_at",
         "state",
         "thread_id",
         "told",
     )
 
     def __init__(
-        self, message: MessageProxy, message_id: str, thread_id: int, interrupter: Interrupter
+        self,
+        message: MessageProxy,
+        message_id: str,
+        thread_id: int,
+        interrupter: Interrupter,
+        started_at: float,
     ) -> None:
         self.message = message
         self.message_id = message_id
+        #: ``time.time()`` when its worker thread registered it: what a
+        #: listing of the running messages says.
+        self.started_at = started_at
         #: The worker thread that owns it (under gevent: its greenlet's id).
         self.thread_id = thread_id
         #: How an Abort reaches its actor: chosen for its runtime before it runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import logging
@@ -16,7 +17,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
-from . import coroutines
+from . import coroutines, listing
 from .backend import EventBackend
 from .checks import (
     check_abort_timeout,
@@ -36,6 +37,7 @@ from .dramatiq_internals import (
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError
 from .execution import ExecutionState
+from .listing import Listing
 from .mode import AbortMode
 from .outcome import Outcome
 from .requests import AbortRequests
@@ -50,6 +52,7 @@ __all__ = [
     "abort_requested",
     "abortable_of",
     "middleware_of",
+    "running_messages",
     "wait_outcome",
 ]
 
@@ -66,6 +69,9 @@ DEFAULT_ABORT_TTL = 90_000
 #: backend that answers, short enough not to hold up a worker whose backend
 #: is down (the watcher keeps trying in the background).
 BOOT_TIMEOUT = 2.0
+
+#: Default seconds :func:`running_messages` waits for worker processes to answer.
+LISTING_WAIT = 1.0
 
 #: The logger of dramatiq's worker threads, which warns of every skipped message.
 WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"
@@ -382,6 +388,29 @@ class Abortable(Middleware):
         message_id = _message_id(message_id)
         return self.wait_outcome(message_id, 0) if self.backend.records_outcomes else None
 
+    def running_messages(
+        self,
+        *,
+        actor: str | None = None,
+        queue: str | None = None,
+        sent_before: float | datetime.datetime | None = None,
+        args: bool = False,
+        timeout: float = LISTING_WAIT,
+    ) -> Listing:
+        """Ask every worker process which abortable messages it runs; see
+        :func:`running_messages`."""
+        inquiry = listing.check_inquiry(actor, queue, sent_before, args)
+        seconds = check_seconds("timeout", timeout)
+        if not seconds:
+            raise ValueError(f"timeout must be greater than 0 seconds, not {timeout!r}")
+        backend = self.backend
+        if not (backend.pushes and backend.carries_answers):
+            raise NotImplementedError(
+                f"{type(backend).__name__} cannot ask workers what they run: that needs a"
+                " backend that pushes events and carries answers, such as RedisBackend"
+            )
+        return listing.ask(backend, inquiry, seconds)
+
     def get_abort_request(self, message_id: MessageRef | None = None) -> float | None:
         """Milliseconds until ``message_id`` (default: the current message)
         is interrupted, or ``None`` when no abort is requested."""
@@ -557,3 +586,37 @@ def abort_requested(
     :param middleware: As in :func:`abort`.
     """
     return resolve(middleware).get_abort_request(message_id)
+
+
+def running_messages(
+    *,
+    actor: str | None = None,
+    queue: str | None = None,
+    sent_before: float | datetime.datetime | None = None,
+    args: bool = False,
+    timeout: float = LISTING_WAIT,
+    middleware: Abortable | None = None,
+) -> Listing:
+    """Ask every worker process which abortable messages it runs now.
+
+    The question goes out over the backend's push channel and each worker
+    process's watcher answers from memory: nothing is recorded per message
+    to make this possible. Returns once every worker process known to
+    listen answered, or after ``timeout``. A worker that did not answer in
+    time is missing from the listing, not counted as running nothing:
+    compare ``Listing.answered`` with ``Listing.expected``.
+
+    :param actor: Only messages of the actor of this name.
+    :param queue: Only messages of this queue.
+    :param sent_before: Only messages sent before this moment: an aware
+        ``datetime``, or milliseconds since the epoch, as ``message_timestamp``.
+    :param args: Whether to list each message's arguments, shortened.
+    :param timeout: Longest wait for answers, in seconds (more than 0).
+    :param middleware: As in :func:`abort`.
+    :raises TypeError, ValueError: on a bad argument; nothing is sent.
+    :raises NotImplementedError: at once, with a backend that cannot carry
+        answers (see ``EventBackend.carries_answers``).
+    """
+    return resolve(middleware).running_messages(
+        actor=actor, queue=queue, sent_before=sent_before, args=args, timeout=timeout
+    )

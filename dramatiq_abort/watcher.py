@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
+from .listing import Answerer
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
-from .wire import event_key
+from .wire import event_key, is_inquiry, parse_inquiry
 
 #: Longest wait between two attempts to reach a backend that fails.
 MAX_BACKOFF = 30.0
@@ -79,6 +80,8 @@ class Watcher(threading.Thread):
         self.pushes = backend.pushes
         #: Graceful aborts of running messages: (abort_at, message_id).
         self._deadlines: list[tuple[float, str]] = []
+        #: Answers inquiries of which messages run here.
+        self.answerer = Answerer(requests)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the watcher and release its subscription."""
@@ -247,8 +250,36 @@ class Watcher(threading.Thread):
 
     def _record(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
-        recorded = [self.requests.record(timed, now) for timed in events]
-        requests = [request for request in recorded if request is not None]
+        recorded: list[AbortRequest | None] = []
+        inquiries: list[TimedEvent] = []
+        for timed in events:
+            if is_inquiry(timed.event):
+                inquiries.append(timed)
+            else:
+                recorded.append(self.requests.record(timed, now))
+        self._deliver(now, [request for request in recorded if request is not None])
+        # Answered once the requests that came with them are delivered:
+        # the answer shows them.
+        for timed in inquiries:
+            self._answer(timed)
+
+    def _answer(self, timed: TimedEvent) -> None:
+        """Tell the asker which messages run here; a failure is logged,
+        and the asker counts this process as not answering."""
+        try:
+            inquiry = parse_inquiry(timed.event)
+            payload = self.answerer.answer(inquiry, self.executions.running())
+            self.backend.answer(inquiry.reply_to, payload, max(1, timed.ttl_left))
+        except Exception as e:
+            self.logger.warning(
+                "Abort watcher could not answer inquiry %.100r (%s: %.200s).",
+                timed.event.key,
+                type(e).__name__,
+                e,
+            )
+            self.logger.debug("Answering failed with:", exc_info=e)
+
+    def _deliver(self, now: float, requests: list[AbortRequest]) -> None:
         if not requests:
             return
         # Looked up only once every request is recorded: a message that

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,6 +43,9 @@ CHUNK_SIZE = 1000
 #: Larger than any notification this package sends in one call (about 70
 #: bytes an id), small enough that a hostile one cannot exhaust memory.
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+#: Shortest wait, in seconds, for which ``collect_answers`` still blocks
+#: on Redis: what is left of a wait below it is not waited for.
+MIN_BLOCK = 0.001
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,13 @@ return #KEYS - 1
 _RECORD_OUTCOME = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return redis.call('PUBLISH', ARGV[3], ARGV[4])
+"""
+
+# One worker's answer to an inquiry, on a list that the asker empties and
+# deletes, and that expires by itself if the asker is gone.
+_ANSWER = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 # Every recorded event still valid: key, stored value and milliseconds left.
@@ -145,6 +156,7 @@ class RedisBackend(EventBackend):
     pushes = True
     records_outcomes = True
     stores_states = True
+    carries_answers = True
 
     def __init__(
         self,
@@ -182,6 +194,7 @@ class RedisBackend(EventBackend):
         self._notify = self.client.register_script(_NOTIFY)
         self._recorded = self.client.register_script(_RECORDED)
         self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
+        self._answer = self.client.register_script(_ANSWER)
 
     @classmethod
     def from_url(cls, url: str, *args: Any, **kwargs: Any) -> RedisBackend:
@@ -336,6 +349,47 @@ class RedisBackend(EventBackend):
                 if pushed_id == message_id and outcome not in ignore:
                     return str(outcome)
         return None
+
+    def answer(self, reply_to: str, payload: str, ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        self._answer(keys=[self._answers_key(reply_to)], args=[payload, ttl])
+
+    def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
+        key = self._answers_key(reply_to)
+        answers: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while expected is None or len(answers) < expected:
+                left = deadline - time.monotonic()
+                # BLPOP reads a timeout of 0 as for ever.
+                if left < MIN_BLOCK:
+                    break
+                popped = self.client.blpop([key], timeout=left)
+                if popped is None:
+                    break
+                value = popped[1]
+                if len(value) > self.max_payload:
+                    logger.warning("Skipping an answer of %d bytes: too large.", len(value))
+                    continue
+                answers.append(text(value))
+        finally:
+            self.client.delete(key)
+        return answers
+
+    def subscribers(self) -> int | None:
+        """How many subscriptions to the events channel Redis counts
+        (``PUBSUB NUMSUB``); ``None`` on a cluster, whose nodes count only
+        their own, or when the user may not ask."""
+        if isinstance(self.client, RedisCluster):
+            return None
+        try:
+            ((_, count),) = self.client.pubsub_numsub(self.channel)
+        except (redis.RedisError, ValueError):
+            return None
+        return int(count)
+
+    def _answers_key(self, reply_to: str) -> str:
+        return self.prefix + "answers:" + reply_to
 
     def subscribe(self) -> RedisSubscription:
         return RedisSubscription(self)

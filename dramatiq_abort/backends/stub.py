@@ -27,6 +27,7 @@ class StubBackend(EventBackend):
     pushes = True
     records_outcomes = True
     stores_states = True
+    carries_answers = True
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -37,6 +38,9 @@ class StubBackend(EventBackend):
         self._outcomes: dict[str, tuple[str, float]] = {}
         #: message id -> (state, expires_at as time.monotonic())
         self._states: dict[str, tuple[str, float]] = {}
+        #: reply address -> (answers handed to it and not collected yet,
+        #: expires_at as time.monotonic())
+        self._answers: dict[str, tuple[list[str], float]] = {}
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
@@ -108,6 +112,28 @@ class StubBackend(EventBackend):
             self._outcomes.pop(message_id, None)
             self._states.pop(message_id, None)
 
+    def answer(self, reply_to: str, payload: str, ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        with self._changed:
+            self._forget_expired()
+            answers, _ = self._answers.get(reply_to, ([], 0.0))
+            answers.append(payload)
+            self._answers[reply_to] = (answers, time.monotonic() + ttl / 1000)
+            self._changed.notify_all()
+
+    def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
+        def enough() -> bool:
+            answers, _ = self._answers.get(reply_to, ([], 0.0))
+            return expected is not None and len(answers) >= expected
+
+        with self._changed:
+            self._changed.wait_for(enough, timeout)
+            return self._answers.pop(reply_to, ([], 0.0))[0]
+
+    def subscribers(self) -> int:
+        with self._changed:
+            return len(self._subscriptions)
+
     def subscribe(self) -> StubSubscription:
         subscription = StubSubscription(self)
         with self._changed:
@@ -138,9 +164,9 @@ class StubBackend(EventBackend):
         now = time.monotonic()
         for key in [key for key, record in self._records.items() if record[2] <= now]:
             del self._records[key]
-        for kept in (self._outcomes, self._states):
-            for message_id in [key for key, (_, expires) in kept.items() if expires <= now]:
-                del kept[message_id]
+        for kept in (self._outcomes, self._states, self._answers):
+            for name in [key for key, (_, expires) in kept.items() if expires <= now]:
+                del kept[name]
 
 
 class StubSubscription(Subscription):

@@ -1,0 +1,272 @@
+"""Listing what runs: ``Abortable.running_messages`` asked in the worker's
+own process, over each backend, and its checks of bad input."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+
+from dramatiq_abort import (
+    Abortable,
+    AbortMode,
+    EventBackend,
+    Listing,
+    abort,
+    running_messages,
+)
+from dramatiq_abort.backends import StubBackend
+from dramatiq_abort.listing import ARGS_LENGTH
+
+from .support import WAIT, start_worker, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Long enough for a worker in this process to answer, short enough that a
+#: wait for one that never answers keeps the test quick.
+LISTING_WAIT = 2.0
+
+
+class Holding:
+    """Actors whose messages run until the test releases them."""
+
+    def __init__(self, broker: StubBroker) -> None:
+        self.release = threading.Event()
+        self.started: list[object] = []
+
+        def hold(*args: Any, **kwargs: Any) -> None:
+            self.started.append(args)
+            self.release.wait(WAIT)
+
+        self.export = dramatiq.actor(actor_name="export", queue_name="nightly")(hold)
+        self.rebuild = dramatiq.actor(actor_name="rebuild_index", queue_name="default")(hold)
+
+    def wait_started(self, count: int) -> None:
+        wait_until(lambda: len(self.started) >= count, f"{count} message(s) started")
+
+
+@pytest.fixture
+def holding(stub_broker: StubBroker, worker: dramatiq.Worker) -> Iterator[Holding]:
+    held = Holding(stub_broker)
+    try:
+        yield held
+    finally:
+        held.release.set()
+
+
+def test_a_listing_says_what_runs_who_runs_it_and_since_when(
+    stub_broker: StubBroker, holding: Holding
+) -> None:
+    before = time.time()
+    export = holding.export.send("2024-01")
+    rebuild = holding.rebuild.send()
+    holding.wait_started(2)
+    after = time.time()
+
+    listed = running_messages(timeout=LISTING_WAIT)
+
+    assert (listed.answered, listed.expected) == (1, 1)
+    assert listed.complete
+    by_id = {message.message_id: message for message in listed.messages}
+    assert set(by_id) == {export.message_id, rebuild.message_id}
+    shown = by_id[export.message_id]
+    assert (shown.actor, shown.queue) == ("export", "nightly")
+    assert by_id[rebuild.message_id].actor == "rebuild_index"
+    assert before <= shown.started_at <= after
+    assert shown.sent_at == export.message_timestamp
+    assert (shown.host, shown.pid) == (socket.gethostname(), os.getpid())
+    assert (shown.abort_requested, shown.grace_left) == (False, None)
+    # Arguments only when asked.
+    assert shown.args is None
+
+
+def test_a_listing_keeps_only_the_messages_its_filters_match(
+    stub_broker: StubBroker, holding: Holding
+) -> None:
+    first = holding.export.send("first")
+    holding.wait_started(1)
+    # Timestamps are milliseconds: the second is sent strictly later.
+    wait_until(lambda: time.time() * 1000 > first.message_timestamp + 1, "a millisecond passes")
+    second = holding.export.send("second")
+    rebuild = holding.rebuild.send()
+    holding.wait_started(3)
+
+    def ids(**filters: Any) -> set[str]:
+        listed = running_messages(timeout=LISTING_WAIT, **filters)
+        assert listed.answered == 1
+        return {message.message_id for message in listed.messages}
+
+    assert ids(actor="export") == {first.message_id, second.message_id}
+    assert ids(queue="default") == {rebuild.message_id}
+    assert ids(actor="export", queue="default") == set()
+    assert ids(actor="no_such_actor") == set()
+    assert ids(actor="export", sent_before=second.message_timestamp) == {first.message_id}
+    as_datetime = datetime.datetime.fromtimestamp(
+        second.message_timestamp / 1000, datetime.timezone.utc
+    )
+    assert ids(sent_before=as_datetime) == {first.message_id}
+
+
+def test_arguments_are_listed_only_when_asked_and_shortened(
+    stub_broker: StubBroker, holding: Holding
+) -> None:
+    short = holding.export.send(7, month="2024-01")
+    long = holding.export.send("x" * 10_000, list(range(1000)))
+    holding.wait_started(2)
+
+    listed = running_messages(args=True, timeout=LISTING_WAIT)
+
+    by_id = {message.message_id: message.args for message in listed.messages}
+    assert by_id[short.message_id] == "7, month='2024-01'"
+    shortened = by_id[long.message_id]
+    assert shortened is not None and len(shortened) <= ARGS_LENGTH
+    assert shortened.startswith("'xxx")
+    assert all(message.args is None for message in running_messages(timeout=1).messages)
+
+
+def test_a_grace_in_force_shows_with_the_time_it_has_left(
+    stub_broker: StubBroker, holding: Holding
+) -> None:
+    graced = holding.export.send()
+    asked = holding.export.send()
+    left_alone = holding.export.send()
+    holding.wait_started(3)
+    abort(graced.message_id, abort_timeout=60_000)
+    abort(asked.message_id, abort_timeout=math.inf)
+
+    listed = running_messages(timeout=LISTING_WAIT)
+
+    by_id = {message.message_id: message for message in listed.messages}
+    assert by_id[graced.message_id].abort_requested
+    grace_left = by_id[graced.message_id].grace_left
+    assert grace_left is not None and 0 < grace_left <= 60_000
+    assert by_id[asked.message_id].abort_requested
+    assert by_id[asked.message_id].grace_left == math.inf
+    assert not by_id[left_alone.message_id].abort_requested
+    # A cancel does not stop a running message: not an abort in force.
+    abort(left_alone.message_id, mode=AbortMode.CANCEL)
+    again = running_messages(timeout=LISTING_WAIT)
+    assert not {m.message_id: m for m in again.messages}[left_alone.message_id].abort_requested
+
+
+def test_a_process_that_does_not_answer_is_not_counted_as_running_nothing(
+    abortable: Abortable, holding: Holding
+) -> None:
+    # A subscription nobody reads: a worker process that is stuck.
+    silent = abortable.backend.subscribe()
+    try:
+        holding.export.send()
+        holding.wait_started(1)
+        listed = abortable.running_messages(timeout=0.5)
+    finally:
+        silent.close()
+    assert (listed.answered, listed.expected) == (1, 2)
+    assert not listed.complete
+    assert len(listed.messages) == 1
+
+
+def test_a_listing_with_no_worker_says_none_answered(stub_broker: StubBroker) -> None:
+    middleware = Abortable(backend=StubBackend())
+    stub_broker.add_middleware(middleware)
+    assert middleware.running_messages(timeout=0.05) == Listing([], 0, 0)
+
+
+def test_a_failing_answer_is_one_warning_and_the_watcher_keeps_working(
+    stub_broker: StubBroker,
+    holding: Holding,
+    abortable: Abortable,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(reply_to: str, payload: str, ttl: int) -> None:
+        raise ConnectionError("backend down")
+
+    held = holding.export.send()
+    holding.wait_started(1)
+    with caplog.at_level(logging.DEBUG, logger="dramatiq_abort"):
+        monkeypatch.setattr(abortable.backend, "answer", fail)
+        listed = abortable.running_messages(timeout=0.3)
+        monkeypatch.undo()
+        assert (listed.answered, listed.messages) == (0, [])
+        assert [m.message_id for m in abortable.running_messages(timeout=5).messages] == [
+            held.message_id
+        ]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "could not answer inquiry" in warnings[0].getMessage()
+    assert "ConnectionError: backend down" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
+
+
+def test_the_answers_of_a_listing_leave_no_key_in_redis(
+    redis_url: str, redis_client: redis.Redis, namespace: str
+) -> None:
+    from dramatiq_abort.backends import RedisBackend
+
+    broker = StubBroker()
+    try:
+        middleware = Abortable(backend=RedisBackend(client=redis_client, namespace=namespace))
+        worker = start_worker(broker, middleware)
+        try:
+            listed = middleware.running_messages(timeout=LISTING_WAIT)
+        finally:
+            worker.stop()
+    finally:
+        broker.close()
+    assert (listed.answered, listed.expected) == (1, 1)
+    assert list(redis_client.scan_iter(match=f"{namespace}*answers*")) == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "error", "says"),
+    [
+        ({"actor": ""}, ValueError, "actor must be a name of 1 to 255 characters"),
+        ({"actor": "x" * 256}, ValueError, "actor must be a name"),
+        ({"queue": 3}, TypeError, "queue must be a str or None, not 3"),
+        ({"sent_before": "yesterday"}, TypeError, "sent_before must be an aware datetime"),
+        ({"sent_before": math.nan}, ValueError, "sent_before must be finite"),
+        ({"sent_before": datetime.datetime(2024, 1, 1)}, ValueError, "timezone-aware"),
+        ({"args": "yes"}, TypeError, "args must be True or False"),
+        ({"timeout": 0}, ValueError, "timeout must be greater than 0"),
+        ({"timeout": math.inf}, ValueError, "timeout must be finite"),
+        ({"timeout": -1}, ValueError, "timeout must be finite and 0 or more, not -1"),
+    ],
+)
+def test_a_bad_filter_is_refused_before_anything_is_sent(
+    filters: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    backend = StubBackend()
+    subscription = backend.subscribe()
+    try:
+        with pytest.raises(error, match=says):
+            Abortable(backend=backend).running_messages(**filters)
+        assert subscription.receive() == [] and backend.recorded() == []
+    finally:
+        subscription.close()
+
+
+def test_a_backend_that_cannot_carry_answers_is_refused_at_once() -> None:
+    class PollOnly(EventBackend):
+        def notify(self, events: Any, ttl: int) -> None:
+            raise AssertionError("nothing may be sent")
+
+        def poll(self, key: str) -> None:
+            return None
+
+        def wait_many(self, keys: Any, timeout: int) -> None:
+            return None
+
+    with pytest.raises(NotImplementedError, match="PollOnly cannot ask workers what they run"):
+        Abortable(backend=PollOnly()).running_messages()
