@@ -1,17 +1,20 @@
 """The ``dramatiq-abort`` command: ``demo`` to see aborts at work, ``abort``
-for operators."""
+and ``list`` for operators."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .middleware import DEFAULT_ABORT_TTL
+from .listing import FOREVER, Listing, RunningMessage
+from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
 
 #: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
@@ -33,14 +36,23 @@ def _milliseconds_or_inf(text: str) -> float:
         ) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    from .backends.redis import DEFAULT_NAMESPACE
+def _positive_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds greater than 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds greater than 0")
+    return seconds
 
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dramatiq-abort", description="Cancel queued and abort running dramatiq messages."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort,list}")
 
     demo = commands.add_parser(
         "demo",
@@ -57,18 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(command_parser=send)
     send.add_argument("message_ids", metavar="ID", nargs="+", help="message ids to abort")
-    send.add_argument(
-        "--redis",
-        metavar="URL",
-        default=os.environ.get(REDIS_URL_VARIABLE),
-        help=f"Redis the workers listen to; required unless ${REDIS_URL_VARIABLE} is set, which"
-        " keeps a password out of the process list",
-    )
-    send.add_argument(
-        "--namespace",
-        default=DEFAULT_NAMESPACE,
-        help="the key namespace of the workers' RedisBackend (default: %(default)s)",
-    )
+    _add_backend_arguments(send)
     send.add_argument(
         "--mode",
         choices=[mode.value for mode in AbortMode],
@@ -92,13 +93,52 @@ def _parser() -> argparse.ArgumentParser:
         help="milliseconds the request stays valid for messages that have not started"
         " (default: %(default)s)",
     )
+
+    ask = commands.add_parser(
+        "list",
+        help="list the abortable messages that every worker process runs",
+        description="Ask every worker process which abortable messages it runs, and wait for"
+        " their answers. A worker that does not answer in time is not listed: the last line"
+        " says how many answered. Exit status 2: bad arguments; 1: a Redis error.",
+    )
+    ask.set_defaults(command_parser=ask)
+    _add_backend_arguments(ask)
+    ask.add_argument("--actor", help="only messages of this actor")
+    ask.add_argument("--queue", help="only messages of this queue")
+    ask.add_argument("--json", action="store_true", help="print one JSON document")
+    ask.add_argument("--args", action="store_true", help="show arguments, shortened")
+    ask.add_argument(
+        "--wait",
+        type=_positive_seconds,
+        default=LISTING_WAIT,
+        metavar="SECONDS",
+        help="longest wait for the workers' answers (default: %(default)s)",
+    )
     return parser
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--redis`` and ``--namespace``: where the workers' backend is."""
+    from .backends.redis import DEFAULT_NAMESPACE
+
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get(REDIS_URL_VARIABLE),
+        help=f"Redis the workers listen to; required unless ${REDIS_URL_VARIABLE} is set, which"
+        " keeps a password out of the process list",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help="the key namespace of the workers' RedisBackend (default: %(default)s)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "abort" and not args.redis:
+    if args.command in ("abort", "list") and not args.redis:
         args.command_parser.error(f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set")
     try:
         return _run(args)
@@ -131,6 +171,8 @@ def _run(args: argparse.Namespace) -> int:
             from .demo import main as demo
 
             return demo(args.redis)
+        if args.command == "list":
+            return _list(args)
         return _abort(args)
     except (TypeError, ValueError) as e:
         print(f"dramatiq-abort: {e}", file=sys.stderr)
@@ -150,7 +192,7 @@ def _abort(args: argparse.Namespace) -> int:
     middleware = Abortable(backend=backend)
     # One call: every id is checked before any is sent.
     middleware.abort_many(args.message_ids, args.ttl, AbortMode(args.mode), args.timeout)
-    listening = _subscribers(backend)
+    listening = backend.subscribers()
     count = len(args.message_ids)
     if args.mode == AbortMode.CANCEL.value:
         effect = "a message that has not started will not start; a running one is left alone"
@@ -169,27 +211,104 @@ def _abort(args: argparse.Namespace) -> int:
         f" {args.ttl:,} ms (--ttl)."
     )
     if listening == 0:
-        # The likeliest mistake: a namespace or Redis that no worker uses.
+        _no_worker_listens(args.namespace)
+    return 0
+
+
+def _no_worker_listens(namespace: str) -> None:
+    # The likeliest mistake: a namespace or Redis that no worker uses.
+    print(
+        f"No worker listens to namespace {namespace!r} on this Redis now: if workers"
+        " run, check --namespace and the URL against their RedisBackend."
+    )
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .backends.redis import RedisBackend
+    from .middleware import Abortable
+
+    backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
+    listed = Abortable(backend=backend).running_messages(
+        actor=args.actor, queue=args.queue, args=args.args, timeout=args.wait
+    )
+    if args.json:
+        print(json.dumps(_as_json(listed, args.args), indent=2))
+        return 0
+    if listed.messages:
+        print(_table(listed.messages, args.args, time.time()))
+    elif listed.answered:
+        print("No matching abortable message runs in the worker processes that answered.")
+    if listed.expected is None:
+        print(f"{listed.answered} answered; how many worker processes listen is unknown.")
+    elif listed.expected == 0 and not listed.answered:
+        _no_worker_listens(args.namespace)
+    else:
+        missing = listed.expected - listed.answered
         print(
-            f"No worker listens to namespace {args.namespace!r} on this Redis now: if workers"
-            " run, check --namespace and the URL against their RedisBackend."
+            f"{listed.answered} of {listed.expected} worker processes answered"
+            + (
+                f"; {missing} did not within {args.wait:g} s: what they run is not listed."
+                if missing > 0
+                else "."
+            )
         )
     return 0
 
 
-def _subscribers(backend: Any) -> int | None:
-    """How many worker processes are subscribed to ``backend``'s events,
-    or ``None`` if that cannot be told (a cluster, or a user without
-    PUBSUB NUMSUB)."""
-    import redis
+def _as_json(listed: Listing, with_args: bool) -> dict[str, Any]:
+    messages = []
+    for message in listed.messages:
+        entry = message._asdict()
+        if message.grace_left == math.inf:
+            entry["grace_left"] = FOREVER
+        if not with_args:
+            del entry["args"]
+        messages.append(entry)
+    return {"answered": listed.answered, "expected": listed.expected, "messages": messages}
 
-    if not isinstance(backend.client, redis.Redis):
-        return None
-    try:
-        ((_, count),) = backend.client.pubsub_numsub(backend.channel)
-    except (redis.RedisError, ValueError):
-        return None
-    return int(count)
+
+def _table(messages: list[RunningMessage], with_args: bool, now: float) -> str:
+    """One line per message under a header, in columns."""
+    rows = [["ID", "ACTOR", "QUEUE", "STARTED", "WORKER", "ABORT"]]
+    if with_args:
+        rows[0].append("ARGS")
+    for message in messages:
+        row = [
+            message.message_id,
+            message.actor,
+            message.queue,
+            _ago(now - message.started_at),
+            f"{message.host}:{message.pid}",
+            _abort_state(message),
+        ]
+        if with_args:
+            row.append(message.args or "")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s ago"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s ago"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m ago"
+
+
+def _abort_state(message: RunningMessage) -> str:
+    if not message.abort_requested:
+        return "-"
+    if message.grace_left is None:
+        return "requested, interrupting"
+    if message.grace_left == math.inf:
+        return "requested, asked to stop"
+    return f"requested, {message.grace_left:,.0f} ms of grace left"
 
 
 if __name__ == "__main__":  # pragma: no cover

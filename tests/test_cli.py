@@ -1,23 +1,31 @@
-"""The ``dramatiq-abort`` command: the demo and the operators' ``abort``."""
+"""The ``dramatiq-abort`` command: the demo and the operators' ``abort`` and ``list``."""
 
 from __future__ import annotations
 
 import io
+import json
+import math
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
+import dramatiq
 import pytest
 import redis
+from dramatiq.brokers.stub import StubBroker
 
-from dramatiq_abort import Event, __version__
+from dramatiq_abort import Abortable, Event, __version__, abort
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 from dramatiq_abort.cli import REDIS_URL_VARIABLE, main
 from dramatiq_abort.demo import run
 
-from .support import ROOT, WAIT
+from .support import ROOT, WAIT, start_worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -240,3 +248,124 @@ def test_abort_says_when_no_worker_listens_to_the_namespace(
         assert "No worker listens" not in capsys.readouterr().out
     finally:
         subscription.close()
+
+
+@pytest.fixture
+def held_message(
+    redis_client: redis.Redis, namespace: str
+) -> Iterator[tuple[dramatiq.Message[Any], threading.Event]]:
+    """A message of actor ``export`` that a worker of this process runs on
+    the test's namespace until the event is set."""
+    broker = StubBroker()
+    started, release = threading.Event(), threading.Event()
+
+    @dramatiq.actor(broker=broker, queue_name="nightly")
+    def export(month: str) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    worker = start_worker(
+        broker, Abortable(backend=RedisBackend(client=redis_client, namespace=namespace))
+    )
+    try:
+        message = export.send("2024-01")
+        assert started.wait(WAIT)
+        yield message, release
+    finally:
+        release.set()
+        worker.stop()
+        broker.close()
+
+
+def test_list_prints_what_runs_and_how_many_workers_answered(
+    redis_url: str,
+    namespace: str,
+    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message, _ = held_message
+    argv = ["list", "--redis", redis_url, "--namespace", namespace, "--wait", "5"]
+    assert main(argv) == 0
+    header, row, answered = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "ACTOR", "QUEUE", "STARTED", "WORKER", "ABORT"]
+    assert row.split()[:3] == [message.message_id, "export", "nightly"]
+    assert row.split()[-2:] == [f"{socket.gethostname()}:{os.getpid()}", "-"]
+    assert "s ago" in row and "2024-01" not in row
+    assert answered == "1 of 1 worker processes answered."
+
+    assert main([*argv, "--actor", "another"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "No matching abortable message runs in the worker processes that answered.",
+        "1 of 1 worker processes answered.",
+    ]
+
+
+def test_list_prints_one_json_document_with_the_arguments_when_asked(
+    redis_url: str,
+    namespace: str,
+    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message, _ = held_message
+    abort(message.message_id, abort_timeout=math.inf, middleware=_sender(redis_url, namespace))
+    argv = ["list", "--redis", redis_url, "--namespace", namespace, "--json", "--args"]
+    assert main([*argv, "--queue", "nightly", "--wait", "5"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["answered"], document["expected"]) == (1, 1)
+    (listed,) = document["messages"]
+    assert listed["message_id"] == message.message_id
+    assert listed["args"] == "'2024-01'"
+    assert listed["sent_at"] == message.message_timestamp
+    assert (listed["abort_requested"], listed["grace_left"]) == (True, "inf")
+    assert listed["pid"] == os.getpid()
+
+
+def _sender(redis_url: str, namespace: str) -> Abortable:
+    return Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace))
+
+
+def test_list_says_when_no_worker_listens_and_a_worker_that_does_not_answer(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["list", "--redis", redis_url, "--namespace", namespace, "--wait", "0.2"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"No worker listens to namespace {namespace!r} on this Redis now: if workers run,"
+        " check --namespace and the URL against their RedisBackend."
+    ]
+    # A worker process's subscription that nobody reads: a stuck worker.
+    subscription = RedisBackend(client=redis_client, namespace=namespace).subscribe()
+    try:
+        assert main(argv) == 0
+    finally:
+        subscription.close()
+    assert capsys.readouterr().out.splitlines() == [
+        "0 of 1 worker processes answered; 1 did not within 0.2 s: what they run is not listed."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--wait", "0"], "argument --wait: '0' is not a number of seconds greater than 0"),
+        (["--wait", "nan"], "argument --wait: 'nan' is not a number of seconds greater than 0"),
+        (["--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
+        (["--actor", ""], "dramatiq-abort: actor must be a name of 1 to 255 characters"),
+    ],
+)
+def test_list_rejects_bad_values_and_sends_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    says: str,
+) -> None:
+    argv = ["list", "--redis", redis_url, "--namespace", namespace, *extra]
+    try:
+        status = main(argv)
+    except SystemExit as e:
+        status = int(str(e.code))
+    assert status == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []
