@@ -1,9 +1,15 @@
 """Real worker processes: the ``dramatiq`` command running several processes
-of several threads, messages sent from the test, aborts sent from a third
-process (the ``dramatiq-abort abort`` command), on Redis and RabbitMQ brokers."""
+of several threads, messages sent from the test, aborts sent and listings
+asked from a third process (the ``dramatiq-abort`` command), on Redis and
+RabbitMQ brokers."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +17,7 @@ import redis
 
 from dramatiq_abort import Outcome
 
-from .support import WAIT, App, require_rabbitmq
+from .support import ROOT, WAIT, App, require_rabbitmq
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,7 +28,9 @@ def app(
 ) -> Iterator[App]:
     if request.param == "rabbitmq":
         require_rabbitmq()
-    started = App(request.param, redis_url, namespace)
+    # One message at a time per process: messages sent together spread
+    # over the processes.
+    started = App(request.param, redis_url, namespace, env={"dramatiq_queue_prefetch": "1"})
     try:
         # Ready once a message went through a worker process.
         token, _ = started.send("quick")
@@ -55,3 +63,94 @@ def test_cancel_abort_grace_and_no_op_across_processes(app: App) -> None:
     app.abort_from_another_process(done.message_id)
     # No worker runs it any more: nothing reports on it.
     assert app.middleware.wait_outcome(done.message_id, 0.5) is None
+
+
+def run_on_both_processes(app: App) -> dict[str, int]:
+    """Two ``spin`` messages, one in each worker process: their ids and pids."""
+    sent = [app.send("spin") for _ in range(2)]
+    pids = {}
+    for token, message in sent:
+        reported = app.report_and_pid(token)
+        assert reported is not None and reported[0] == "started"
+        pids[message.message_id] = reported[1]
+    assert len(set(pids.values())) == 2
+    return pids
+
+
+def stop_them(app: App, message_ids: list[str]) -> None:
+    app.middleware.abort_many(message_ids)
+    for message_id in message_ids:
+        assert app.middleware.wait_outcome(message_id, WAIT) is Outcome.ABORTED
+
+
+def list_from_another_process(app: App, *extra: str) -> dict[str, object]:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dramatiq_abort.cli",
+            "list",
+            "--json",
+            "--redis",
+            app.abort_redis_url,
+            "--namespace",
+            app.namespace,
+            "--wait",
+            str(WAIT),
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        cwd=ROOT,
+    )
+    document: dict[str, object] = json.loads(finished.stdout)
+    return document
+
+
+def test_a_listing_shows_what_every_worker_process_runs_asked_here_and_from_the_cli(
+    app: App,
+) -> None:
+    pids = run_on_both_processes(app)
+    graced = next(iter(pids))
+    app.abort_from_another_process(graced, "--timeout", "60000")
+    try:
+        listed = app.middleware.running_messages(queue=app.queue, timeout=WAIT)
+        assert (listed.answered, listed.expected) == (2, 2)
+        assert {message.message_id: message.pid for message in listed.messages} == pids
+        assert all(message.actor == "work" for message in listed.messages)
+        by_id = {message.message_id: message for message in listed.messages}
+        assert by_id[graced].abort_requested
+        grace_left = by_id[graced].grace_left
+        assert grace_left is not None and 0 < grace_left <= 60_000
+
+        document = list_from_another_process(app, "--actor", "work", "--args")
+        assert (document["answered"], document["expected"]) == (2, 2)
+        messages = document["messages"]
+        assert isinstance(messages, list)
+        assert {entry["message_id"]: entry["pid"] for entry in messages} == pids
+        assert all(entry["args"].endswith("'spin'") for entry in messages)
+        assert {entry["message_id"] for entry in messages if entry["abort_requested"]} == {graced}
+    finally:
+        stop_them(app, list(pids))
+
+
+def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing(
+    app: App,
+) -> None:
+    pids = run_on_both_processes(app)
+    stuck_id, stuck_pid = next(iter(pids.items()))
+    os.kill(stuck_pid, signal.SIGSTOP)
+    try:
+        listed = app.middleware.running_messages(timeout=1)
+    finally:
+        os.kill(stuck_pid, signal.SIGCONT)
+    try:
+        assert (listed.answered, listed.expected) == (1, 2)
+        assert not listed.complete
+        assert [message.message_id for message in listed.messages] == [
+            message_id for message_id in pids if message_id != stuck_id
+        ]
+    finally:
+        stop_them(app, list(pids))
