@@ -21,6 +21,7 @@ from redis.sentinel import Sentinel
 from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_requested
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.backends.redis import CHUNK_SIZE
+from dramatiq_abort.cli import main as cli_main
 
 from .support import (
     WAIT,
@@ -147,6 +148,39 @@ def test_workers_on_a_cluster_url_abort_and_cancel(
     finally:
         worker.stop()
         backend.client.close()
+
+
+def test_a_listing_on_a_cluster_says_who_answered_and_that_how_many_listen_is_unknown(
+    stub_broker: StubBroker, cluster: list[PrivateRedis], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://127.0.0.1:{cluster[2].port}/0?cluster=true"
+    namespace = "cluster-test:listing:"
+    backend = RedisBackend.from_url(url, namespace=namespace)
+    asker = RedisBackend.from_url(url, namespace=namespace)
+    started, release = threading.Event(), threading.Event()
+
+    @dramatiq.actor
+    def export() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    worker = start_worker(stub_broker, Abortable(backend=backend))
+    try:
+        message = export.send()
+        assert started.wait(WAIT)
+        listed = Abortable(backend=asker).running_messages(timeout=1)
+        assert (listed.answered, listed.expected) == (1, None)
+        assert [listed.message_id for listed in listed.messages] == [message.message_id]
+        assert cli_main(["list", "--redis", url, "--namespace", namespace, "--wait", "1"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            "1 answered; how many worker processes listen is unknown."
+        )
+        assert list(asker.client.scan_iter(match=f"{asker.prefix}answers:*")) == []
+    finally:
+        release.set()
+        worker.stop()
+        backend.client.close()
+        asker.client.close()
 
 
 @pytest.mark.parametrize("flag", ["maybe", ""])
