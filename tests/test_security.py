@@ -65,6 +65,10 @@ ACL_COMMANDS = (
     "+publish",
     "+exists",
     "+subscribe",
+    # A worker's answer to a listing, and the asker's read and clean-up.
+    "+rpush",
+    "+blpop",
+    "+del",
 )
 
 
@@ -314,6 +318,8 @@ def use_every_operation(backend: RedisBackend) -> None:
         assert backend.poll("abort:used") == Event("abort:used", {"abort_timeout": 0})
         backend.record_outcome("used", "aborted", 60_000)
         assert backend.wait_outcome("used", WAIT) == "aborted"
+        backend.answer("used", "an answer", 60_000)
+        assert backend.collect_answers("used", 1, WAIT) == ["an answer"]
     finally:
         subscription.close()
 
