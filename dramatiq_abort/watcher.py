@@ -42,7 +42,8 @@ def backoff(failures: int) -> float:
 
 class Watcher(threading.Thread):
     """Learns every abort request sent to the backend and interrupts the
-    messages of this process they target.
+    messages of this process they target; answers the inquiries of which
+    messages run here, from what it holds in memory.
 
     With a backend that pushes, the watcher holds one subscription and
     sends no command while nothing is aborted; it catches up on recorded
