@@ -26,6 +26,9 @@ class AbortRequest(NamedTuple):
     abort_at: float
     #: ``time.monotonic()`` at which the request stops applying.
     expires_at: float
+    #: ``time.monotonic()`` at which the backend recorded the request, as
+    #: this process reckons it: how long an abort took is counted from it.
+    sent_at: float
 
 
 class AbortRequests:
@@ -70,13 +73,14 @@ class AbortRequests:
             self.logger.warning("Skipping an abort event: %s.", e)
             return None
         expires_at = now + ttl_left / 1000
+        # The backend recorded the request ``ttl - ttl_left`` milliseconds ago.
+        sent_at = now - max(0, ttl - ttl_left) / 1000
         if wire.mode is AbortMode.CANCEL:
-            request = AbortRequest(wire.message_id, False, math.inf, expires_at)
+            request = AbortRequest(wire.message_id, False, math.inf, expires_at, sent_at)
         else:
-            # The grace runs from when the abort was sent: the backend
-            # recorded it ``ttl - ttl_left`` milliseconds ago.
-            sent_at = now - max(0, ttl - ttl_left) / 1000
-            request = AbortRequest(wire.message_id, True, sent_at + wire.grace / 1000, expires_at)
+            # The grace runs from when the abort was sent.
+            abort_at = sent_at + wire.grace / 1000
+            request = AbortRequest(wire.message_id, True, abort_at, expires_at, sent_at)
         message_id = wire.message_id
         with self._lock:
             previous = self._by_message.get(message_id)
