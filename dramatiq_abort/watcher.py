@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
+from .metrics import AbortMetrics
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
 from .wire import event_key
@@ -57,6 +58,7 @@ class Watcher(threading.Thread):
         logger: logging.Logger,
         *,
         abort_ttl: int,
+        metrics: AbortMetrics | None = None,
     ) -> None:
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
@@ -64,6 +66,8 @@ class Watcher(threading.Thread):
         self.executions = executions
         self.logger = logger
         self.abort_ttl = abort_ttl
+        #: Where the requests received are counted, if anywhere.
+        self.metrics = metrics
         #: Set while the watcher is subscribed and caught up.
         self.connected = threading.Event()
         self._stopping = False
@@ -251,6 +255,8 @@ class Watcher(threading.Thread):
         requests = [request for request in recorded if request is not None]
         if not requests:
             return
+        if self.metrics is not None:
+            self.metrics.received(requests)
         # Looked up only once every request is recorded: a message that
         # registers after this finds its request as it starts.
         running = self.executions.find(request.message_id for request in requests)
