@@ -261,6 +261,40 @@ def test_no_prometheus_client_import_before_a_worker_counts_metrics() -> None:
     assert finished.returncode == 0, finished.stderr
 
 
+def test_a_prometheus_that_did_not_set_up_its_directory_is_reported_at_boot(
+    tmp_path: Path,
+) -> None:
+    # Prometheus sets its directory up as the process boots, which this
+    # worker, started by hand, skips.
+    directory = tmp_path / "prometheus"
+    code = f"""
+import os
+os.environ["dramatiq_prom_db"] = {str(directory)!r}
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware.prometheus import Prometheus
+from prometheus_client import REGISTRY
+from dramatiq_abort import Abortable
+from dramatiq_abort.backends import StubBackend
+
+broker = StubBroker()
+broker.add_middleware(Prometheus())
+middleware = Abortable(backend=StubBackend())
+broker.add_middleware(middleware)
+worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
+worker.start()
+worker.stop()
+assert middleware.metrics is not None and middleware.metrics.registry is REGISTRY
+"""
+    try:
+        finished = run_python(code)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert finished.returncode == 0, finished.stderr
+    assert "Prometheus did not set PROMETHEUS_MULTIPROC_DIR" in finished.stderr
+    assert "Abort metrics go to prometheus_client's default registry" in finished.stderr
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
