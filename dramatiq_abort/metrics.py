@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -65,7 +65,7 @@ class AbortMetrics:
         self.requests = Counter(
             "dramatiq_abort_requests_total",
             "The total number of abort requests received by worker processes, by mode;"
-            " each process counts every request it receives.",
+            " each process counts each request once.",
             ["mode"],
             registry=registry,
         )
@@ -86,19 +86,33 @@ class AbortMetrics:
             registry=registry,
         )
 
-    def received(self, requests: Iterable[AbortRequest]) -> None:
-        """Count the requests of one batch the watcher recorded. An abort
-        request arrives as a cancel and an abort event: counted once, as an abort."""
+    def received(
+        self, requests: Iterable[AbortRequest], before: Mapping[str, AbortRequest | None]
+    ) -> None:
+        """Count the requests that one batch of events recorded by the
+        watcher added, ``before`` being the request each of their messages
+        had in force before the batch.
+
+        An abort request travels as a cancel and an abort event: counted
+        once, as an abort. A request the process holds already, as the
+        watcher catches up after reconnecting, is not counted again; an
+        abort that follows a cancel of the same message is.
+        """
         interrupts: dict[str, bool] = {}
         for request in requests:
             interrupts[request.message_id] = (
                 interrupts.get(request.message_id, False) or request.interrupts
             )
-        aborts = sum(interrupts.values())
-        if aborts:
-            self.requests.labels(AbortMode.ABORT.value).inc(aborts)
-        if len(interrupts) > aborts:
-            self.requests.labels(AbortMode.CANCEL.value).inc(len(interrupts) - aborts)
+        added = {AbortMode.ABORT: 0, AbortMode.CANCEL: 0}
+        for message_id, interrupting in interrupts.items():
+            held = before.get(message_id)
+            if held is None:
+                added[AbortMode.ABORT if interrupting else AbortMode.CANCEL] += 1
+            elif interrupting and not held.interrupts:
+                added[AbortMode.ABORT] += 1
+        for mode, count in added.items():
+            if count:
+                self.requests.labels(mode.value).inc(count)
 
     def ended(self, actor_name: str, outcome: Outcome, request: AbortRequest | None) -> None:
         """Count what became of a message of ``actor_name`` that ``request``

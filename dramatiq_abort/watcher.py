@@ -251,12 +251,14 @@ class Watcher(threading.Thread):
 
     def _record(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
-        recorded = [self.requests.record(timed, now) for timed in events]
+        # What was in force before, for the metrics, which count what a batch adds.
+        before: dict[str, AbortRequest | None] = {}
+        recorded = [self.requests.record(timed, now, before) for timed in events]
         requests = [request for request in recorded if request is not None]
         if not requests:
             return
         if self.metrics is not None:
-            self.metrics.received(requests)
+            self.metrics.received(requests, before)
         # Looked up only once every request is recorded: a message that
         # registers after this finds its request as it starts.
         running = self.executions.find(request.message_id for request in requests)

@@ -4,6 +4,7 @@ several ``dramatiq`` worker processes, and the package without prometheus_client
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import socket
@@ -24,9 +25,18 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from dramatiq_abort import Abortable, AbortMode, EventBackend, abort, abort_many, abort_requested
-from dramatiq_abort.backends import StubBackend
+from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from .support import ROOT, WAIT, App, spin_until_aborted, wait_until
+from .support import (
+    ROOT,
+    WAIT,
+    App,
+    PrivateRedis,
+    connected_watcher,
+    spin_until_aborted,
+    start_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -168,6 +178,38 @@ def test_a_message_that_finishes_within_its_grace_counts_as_finished(
     counting_worker.join()
 
     assert counts.added() == {"requests:abort": 1, "finished": 1}
+
+
+def test_a_watcher_that_catches_up_after_reconnecting_counts_only_the_requests_it_missed(
+    stub_broker: StubBroker,
+    private_redis: PrivateRedis,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="dramatiq_abort")
+    client = redis.Redis.from_url(private_redis.url)
+    admin = redis.Redis.from_url(private_redis.url)
+    middleware = Abortable(backend=RedisBackend(client=client, namespace=namespace), metrics=True)
+    worker = start_worker(stub_broker, middleware)
+    try:
+        connected_watcher(middleware)
+        counts = Counts(new_actor_name())
+        abort("held-before", middleware=middleware, mode=AbortMode.CANCEL)
+        assert counts.added() == {"requests:cancel": 1}
+
+        admin.client_kill_filter(_type="pubsub")
+        # Whether it lands before the watcher reconnects or after, it is counted once.
+        abort("sent-meanwhile", middleware=middleware)
+        wait_until(
+            lambda: any("reached its backend again" in r.getMessage() for r in caplog.records),
+            "the watcher reconnects and catches up",
+        )
+        wait_until(lambda: "requests:abort" in counts.added(), "the abort is counted")
+        assert counts.added() == {"requests:cancel": 1, "requests:abort": 1}
+    finally:
+        worker.stop()
+        admin.close()
+        client.close()
 
 
 def test_a_worker_without_prometheus_counts_nothing_unless_asked(stub_broker: StubBroker) -> None:
