@@ -6,8 +6,8 @@ That takes the timers of ``TimeLimit`` and the notifications of
 ``ShutdownNotifications``, which dramatiq keeps private. Storing an
 aborted message's failure takes the options of ``Results``, reading a
 message at full speed the message inside dramatiq's ``MessageProxy``, and
-showing abort metrics where ``Prometheus`` shows its own the directory it
-shares between worker processes.
+showing abort metrics beside those of ``Prometheus`` the directory where
+its worker processes keep them.
 
 :meth:`DramatiqInternals.check` says, at worker boot, which of these is
 not shaped as expected; each then degrades as its docstring says.
