@@ -4,8 +4,10 @@ An abort must be the only exception raised in a message: not one more
 after a time limit or a shutdown notification, nor one of those after it.
 That takes the timers of ``TimeLimit`` and the notifications of
 ``ShutdownNotifications``, which dramatiq keeps private. Storing an
-aborted message's failure takes the options of ``Results``, and reading a
-message at full speed the message inside dramatiq's ``MessageProxy``.
+aborted message's failure takes the options of ``Results``, reading a
+message at full speed the message inside dramatiq's ``MessageProxy``, and
+showing abort metrics beside those of ``Prometheus`` the directory where
+its worker processes keep them.
 
 :meth:`DramatiqInternals.check` says, at worker boot, which of these is
 not shaped as expected; each then degrades as its docstring says.
@@ -14,6 +16,8 @@ not shaped as expected; each then degrades as its docstring says.
 from __future__ import annotations
 
 import operator
+import os
+import sys
 from typing import Any, Callable, TypeVar
 
 import dramatiq
@@ -27,6 +31,33 @@ M = TypeVar("M", bound=dramatiq.Middleware)
 def middleware_of(broker: dramatiq.Broker, kind: type[M]) -> M | None:
     """The first middleware of ``kind`` on ``broker``, if it has one."""
     return next((m for m in broker.middleware if isinstance(m, kind)), None)
+
+
+#: The module of dramatiq's ``Prometheus`` middleware. It creates its
+#: directory as it is imported, so it is only looked up once imported.
+PROMETHEUS_MODULE = "dramatiq.middleware.prometheus"
+
+
+def prometheus_dir(broker: dramatiq.Broker) -> tuple[str | None, str | None]:
+    """Where the worker processes of ``broker`` keep the metrics that
+    dramatiq's ``Prometheus`` middleware exposes, and what is not as
+    expected, in a phrase; called at worker boot.
+
+    ``Prometheus`` sets ``PROMETHEUS_MULTIPROC_DIR`` to its ``DB_PATH``
+    when the process boots, and its exposition server sums every process's
+    files there. ``(None, None)`` when ``broker`` has no ``Prometheus``;
+    ``(None, phrase)`` when it has one that did not set that up.
+    """
+    module = sys.modules.get(PROMETHEUS_MODULE)
+    prometheus = getattr(module, "Prometheus", None)
+    if not isinstance(prometheus, type) or middleware_of(broker, prometheus) is None:
+        return None, None
+    path = getattr(module, "DB_PATH", None)
+    if not isinstance(path, str):
+        return None, f"{PROMETHEUS_MODULE} has no 'DB_PATH'"
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") != path:
+        return None, f"Prometheus did not set PROMETHEUS_MULTIPROC_DIR to {path!r} at process boot"
+    return path, None
 
 
 def _wraps_message() -> bool:

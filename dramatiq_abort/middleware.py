@@ -38,6 +38,7 @@ from .dramatiq_internals import (
 from .errors import ActorOptionError, MessageAborted, MessageOptionError
 from .execution import ExecutionState
 from .listing import Listing
+from .metrics import AbortMetrics, check_metrics, worker_metrics
 from .mode import AbortMode
 from .outcome import Outcome
 from .requests import AbortRequests
@@ -135,6 +136,12 @@ class Abortable(Middleware):
     :param boot_timeout: Longest a booting worker waits, in seconds, for
         this process's watcher to reach the backend; after it the worker
         takes messages anyway, with a warning, and the watcher keeps trying.
+    :param metrics: Whether workers count Prometheus metrics of aborts
+        (see :mod:`dramatiq_abort.metrics`): ``None``, when the broker has
+        dramatiq's ``Prometheus`` middleware, which then exposes them with
+        its own; ``True``, in any case, in prometheus_client's default
+        registry when the broker has no ``Prometheus``; ``False``, never.
+        ``True`` raises ``ImportError`` when prometheus_client is not installed.
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class Abortable(Middleware):
         abortable: bool = True,
         abort_ttl: int = DEFAULT_ABORT_TTL,
         boot_timeout: float = BOOT_TIMEOUT,
+        metrics: bool | None = None,
     ) -> None:
         if not isinstance(backend, EventBackend):
             raise TypeError(
@@ -155,6 +163,10 @@ class Abortable(Middleware):
         self.abortable = check_bool("abortable", abortable)
         self.abort_ttl = check_milliseconds("abort_ttl", abort_ttl, positive=True)
         self.boot_timeout = check_seconds("boot_timeout", boot_timeout)
+        #: Whether workers count metrics: see the ``metrics`` parameter.
+        self.count_metrics = check_metrics(metrics)
+        #: The metrics workers of this process count in, once one booted with them.
+        self.metrics: AbortMetrics | None = None
         self.requests = AbortRequests(self.logger)
         self.internals = DramatiqInternals()
         self.executions = Executions(self.logger, self.internals)
@@ -248,12 +260,14 @@ class Abortable(Middleware):
         with self._boot_lock:
             self._workers += 1
             if self._watcher is None:
+                self.metrics = worker_metrics(broker, self.count_metrics, self.logger)
                 self._watcher = Watcher(
                     self.backend,
                     self.requests,
                     self.executions,
                     self.logger,
                     abort_ttl=self.abort_ttl,
+                    metrics=self.metrics,
                 )
                 self._watcher.start()
             watcher = self._watcher
@@ -452,6 +466,11 @@ class Abortable(Middleware):
 
     def _record_outcome(self, message: MessageProxy, outcome: Outcome) -> None:
         # Only messages an abort request reached get here: no cost per message.
+        metrics = self.metrics
+        if metrics is not None:
+            execution = self.executions.current()
+            request = None if execution is None else execution.request
+            metrics.ended(message.actor_name, outcome, request)
         if not self.backend.records_outcomes:
             return
         try:

@@ -26,6 +26,9 @@ class AbortRequest(NamedTuple):
     abort_at: float
     #: ``time.monotonic()`` at which the request stops applying.
     expires_at: float
+    #: ``time.monotonic()`` at which the backend recorded the request, as
+    #: this process reckons it: how long an abort took is counted from it.
+    sent_at: float
 
 
 class AbortRequests:
@@ -57,11 +60,22 @@ class AbortRequests:
             return None
         return request
 
-    def record(self, timed: TimedEvent, now: float) -> AbortRequest | None:
+    def record(
+        self,
+        timed: TimedEvent,
+        now: float,
+        before: dict[str, AbortRequest | None] | None = None,
+    ) -> AbortRequest | None:
         """Record what ``timed`` says, ``now`` being ``time.monotonic()``.
 
         Returns the request now in force for its message, or ``None`` when
         the event is not a valid abort event (it is logged and skipped).
+
+        :param before: Where to note, for each message a request is
+            recorded for, the request in force for it before (``None`` for
+            none), unless a note is there already: events recorded one by
+            one with the same dict then tell what they added from what
+            they repeated.
         """
         event, ttl_left, ttl = timed
         try:
@@ -70,16 +84,20 @@ class AbortRequests:
             self.logger.warning("Skipping an abort event: %s.", e)
             return None
         expires_at = now + ttl_left / 1000
+        # The backend recorded the request ``ttl - ttl_left`` milliseconds ago.
+        sent_at = now - max(0, ttl - ttl_left) / 1000
         if wire.mode is AbortMode.CANCEL:
-            request = AbortRequest(wire.message_id, False, math.inf, expires_at)
+            request = AbortRequest(wire.message_id, False, math.inf, expires_at, sent_at)
         else:
-            # The grace runs from when the abort was sent: the backend
-            # recorded it ``ttl - ttl_left`` milliseconds ago.
-            sent_at = now - max(0, ttl - ttl_left) / 1000
-            request = AbortRequest(wire.message_id, True, sent_at + wire.grace / 1000, expires_at)
+            # The grace runs from when the abort was sent.
+            abort_at = sent_at + wire.grace / 1000
+            request = AbortRequest(wire.message_id, True, abort_at, expires_at, sent_at)
         message_id = wire.message_id
         with self._lock:
             previous = self._by_message.get(message_id)
+            if before is not None and message_id not in before:
+                in_force = previous is not None and previous.expires_at > now
+                before[message_id] = previous if in_force else None
             if previous is not None and previous.interrupts and not request.interrupts:
                 # The cancel half of an abort must not weaken it.
                 request = previous._replace(expires_at=max(previous.expires_at, expires_at))

@@ -18,6 +18,7 @@ from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
 from .listing import Answerer
+from .metrics import AbortMetrics
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
 from .wire import event_key, is_inquiry, parse_inquiry
@@ -59,6 +60,7 @@ class Watcher(threading.Thread):
         logger: logging.Logger,
         *,
         abort_ttl: int,
+        metrics: AbortMetrics | None = None,
     ) -> None:
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
@@ -66,6 +68,8 @@ class Watcher(threading.Thread):
         self.executions = executions
         self.logger = logger
         self.abort_ttl = abort_ttl
+        #: Where the requests received are counted, if anywhere.
+        self.metrics = metrics
         #: Set while the watcher is subscribed and caught up.
         self.connected = threading.Event()
         self._stopping = False
@@ -251,14 +255,19 @@ class Watcher(threading.Thread):
 
     def _record(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
+        # What was in force before, for the metrics, which count what a batch adds.
+        before: dict[str, AbortRequest | None] = {}
         recorded: list[AbortRequest | None] = []
         inquiries: list[TimedEvent] = []
         for timed in events:
             if is_inquiry(timed.event):
                 inquiries.append(timed)
             else:
-                recorded.append(self.requests.record(timed, now))
-        self._deliver(now, [request for request in recorded if request is not None])
+                recorded.append(self.requests.record(timed, now, before))
+        requests = [request for request in recorded if request is not None]
+        if requests and self.metrics is not None:
+            self.metrics.received(requests, before)
+        self._deliver(now, requests)
         # Answered once the requests that came with them are delivered:
         # the answer shows them.
         for timed in inquiries:

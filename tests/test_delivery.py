@@ -88,7 +88,9 @@ def test_an_abort_racing_its_message_lands_in_it_or_nowhere_and_is_never_lost(
             assert time.monotonic() < deadline, "the worker thread is stuck"
             for execution in executions.running():
                 if execution.request is None and rng.random() < 0.5:
-                    request = AbortRequest(execution.message_id, True, 0.0, time.monotonic() + 60)
+                    request = AbortRequest(
+                        execution.message_id, True, 0.0, time.monotonic() + 60, 0.0
+                    )
                     executions.deliver(execution, request, time.monotonic())
                     delivered[execution.message_id] = next(clock)
             spin(rng.randrange(100))

@@ -36,6 +36,11 @@ else:
             "maintenance_chance": 1_000_000,
         }
     broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE + "broker", **options)
+if os.environ.get("APP_PROMETHEUS") == "1":
+    # Imported only here: the module creates its directory as it is imported.
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 broker.add_middleware(
     Abortable(backend=RedisBackend.from_url(ABORT_REDIS_URL, namespace=NAMESPACE))
 )
