@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import datetime
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
 from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend as StubResults
 
@@ -20,6 +22,7 @@ from compat import (
     ABORTED,
     PENDING,
     RETRY,
+    STARTED,
     SUCCESS,
     AbortableAsyncResult,
     AbortableTask,
@@ -462,3 +465,44 @@ def test_a_task_that_reports_aborted_then_ignores_ends_aborted(
     assert result.state == ABORTED and result.info == {"done": 3}
     with pytest.raises(TaskAborted):
         result.get(timeout=WAIT)
+
+
+class _Gate(Middleware):
+    """Holds each message in ``before_process_message`` until released:
+    the moment after TaskStates saw the message and before it runs."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.entered.set()
+        self.release.wait(WAIT)
+
+
+def test_started_is_recorded_once_the_task_runs_so_an_abort_on_seeing_it_reaches_the_task(
+    stub: StubBroker,
+) -> None:
+    gate = _Gate()
+    stub.add_middleware(gate)
+
+    @shared_task(bind=True, base=AbortableTask, track_started=True, store_results=True)
+    def long_running(self: Any) -> str:
+        while not self.is_aborted():
+            time.sleep(0.001)
+        return "saw the abort"
+
+    worker = dramatiq.Worker(stub, worker_timeout=100)
+    worker.start()
+    try:
+        result = long_running.delay()
+        assert gate.entered.wait(WAIT)
+        # Fetched, not running yet: an abort now would cancel it, so
+        # STARTED must not show.
+        assert result.state == PENDING
+        gate.release.set()
+        wait_until(lambda: result.state == STARTED, "the task reads STARTED")
+        result.abort()
+        assert result.get(timeout=WAIT) == "saw the abort"
+    finally:
+        gate.release.set()
+        worker.stop()

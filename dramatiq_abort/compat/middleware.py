@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import socket
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Callable
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -69,6 +71,9 @@ class TaskStates(Middleware):
             "dramatiq_abort_compat_message", default=None
         )
         self._running: dict[str, _Running] = {}
+        #: Actors with ``track_started`` whose ``STARTED`` is recorded as
+        #: their message starts, not once it runs (``async def`` actors).
+        self._started_early: set[str] = set()
         #: The final records of messages processed, until they are acknowledged.
         self._ending: dict[str, records.TaskRecord] = {}
 
@@ -90,13 +95,40 @@ class TaskStates(Middleware):
                 f"actor {actor.actor_name!r} sets bind=True, but {type(actor).__name__} does not"
                 " pass itself to its function: declare it with actor_class=AbortableTask"
             )
+        if actor.options.get("track_started"):
+            if inspect.iscoroutinefunction(getattr(actor.fn, "__wrapped__", None)):
+                # Abortable runs the coroutine itself: a wrapper here would hide it.
+                self._started_early.add(actor.actor_name)
+            else:
+                # Wrapped before Abortable wraps the actor (after it is
+                # declared), so STARTED is recorded once the message runs.
+                # An abort sent on seeing STARTED then reaches the running
+                # task, whose is_aborted() turns true, as in Celery, instead
+                # of cancelling a message that has not started.
+                actor.fn = self._recording_started(broker, actor.actor_name, actor.fn)
+
+    def _recording_started(
+        self, broker: dramatiq.Broker, actor_name: str, fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        current = self.current
+
+        @functools.wraps(fn)
+        def started_fn(*args: Any, **kwargs: Any) -> Any:
+            message = current.get()
+            if message is not None and message.actor_name == actor_name:
+                self._report_started(broker, message)
+            return fn(*args, **kwargs)
+
+        return started_fn
+
+    def _report_started(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        meta = {"pid": os.getpid(), "hostname": HOSTNAME}
+        self.report(broker, message.message_id, STARTED, meta, message=message)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.current.set(message)
-        actor = broker.get_actor(message.actor_name)
-        if message.options.get("track_started", actor.options.get("track_started", False)):
-            meta = {"pid": os.getpid(), "hostname": HOSTNAME}
-            self.report(broker, message.message_id, STARTED, meta, message=message)
+        if message.actor_name in self._started_early:
+            self._report_started(broker, message)
 
     def after_process_message(
         self,
