@@ -3,7 +3,14 @@
 from .backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
 from .blocking import run_subprocess, sleep
 from .errors import Abort, MessageAborted
-from .middleware import Abortable, abort, abort_many, abort_requested, wait_outcome
+from .middleware import (
+    Abortable,
+    abort,
+    abort_many,
+    abort_requested,
+    abort_where,
+    wait_outcome,
+)
 from .mode import AbortMode
 from .outcome import Outcome
 
@@ -21,6 +28,7 @@ __all__ = [
     "abort",
     "abort_many",
     "abort_requested",
+    "abort_where",
     "run_subprocess",
     "sleep",
     "wait_outcome",

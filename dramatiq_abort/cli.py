@@ -4,9 +4,13 @@ for operators."""
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass
 import math
 import os
+import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +37,35 @@ def _milliseconds_or_inf(text: str) -> float:
         ) from None
 
 
+def _moment(text: str) -> float:
+    """``--sent-before``: ISO 8601 (local time when it names no zone), or
+    seconds since the epoch; in seconds since the epoch."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 time (such as 2026-11-29T03:00 or"
+            " 2026-11-29T03:00+01:00) nor seconds since the epoch"
+        ) from None
+
+
+def default_reason() -> str:
+    """``--reason`` when it is not given: who ran the command, and where."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # It raises whatever the OS lookups raise.
+        user = "unknown user"
+    try:
+        host = socket.gethostname()
+    except OSError:
+        host = "unknown host"
+    return f"{user}@{host} via dramatiq-abort"
+
+
 def _parser() -> argparse.ArgumentParser:
     from .backends.redis import DEFAULT_NAMESPACE
 
@@ -51,12 +84,29 @@ def _parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser(
         "abort",
-        help="send abort requests for message ids",
-        description="Record one abort request for every ID, after checking them all: on a bad"
-        " argument nothing is sent (exit status 2). Exit status 1: a Redis error.",
+        help="send abort requests for message ids, or for messages of an actor or queue",
+        description="Record one abort request for every ID, or, given --actor or --queue"
+        " instead of IDs, one rule that stops the matching messages sent before --sent-before,"
+        " queued, delayed or running. Every argument is checked first: on a bad one nothing is"
+        " sent (exit status 2). Exit status 1: a Redis error.",
     )
     send.set_defaults(command_parser=send)
-    send.add_argument("message_ids", metavar="ID", nargs="+", help="message ids to abort")
+    send.add_argument("message_ids", metavar="ID", nargs="*", help="message ids to abort")
+    send.add_argument(
+        "--actor", metavar="NAME", help="instead of IDs: stop the messages of this actor"
+    )
+    send.add_argument(
+        "--queue",
+        metavar="Q",
+        help="instead of IDs, or with --actor: stop the messages of this queue",
+    )
+    send.add_argument(
+        "--sent-before",
+        type=_moment,
+        metavar="TIME",
+        help="with --actor or --queue: stop the messages sent before TIME, ISO 8601 (local"
+        " time unless it names a zone) or seconds since the epoch (default: now)",
+    )
     send.add_argument(
         "--redis",
         metavar="URL",
@@ -89,8 +139,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_ABORT_TTL,
         metavar="MS",
-        help="milliseconds the request stays valid for messages that have not started"
+        help="milliseconds the request or rule stays valid for messages that have not started"
         " (default: %(default)s)",
+    )
+    send.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="why, for the workers' log and the recorded outcome (default: USER@HOST via"
+        " dramatiq-abort)",
     )
     return parser
 
@@ -98,8 +154,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "abort" and not args.redis:
-        args.command_parser.error(f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set")
+    if args.command == "abort":
+        if not args.redis:
+            args.command_parser.error(
+                f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set"
+            )
+        filtered = args.actor is not None or args.queue is not None
+        if filtered == bool(args.message_ids):
+            args.command_parser.error(
+                "give either message IDs or --actor/--queue, not both"
+                if filtered
+                else "give message IDs, or --actor and/or --queue"
+            )
+        if args.sent_before is not None and not filtered:
+            args.command_parser.error("--sent-before goes with --actor or --queue")
+        if args.reason is None:
+            args.reason = default_reason()
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -148,33 +218,59 @@ def _abort(args: argparse.Namespace) -> int:
 
     backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
     middleware = Abortable(backend=backend)
-    # One call: every id is checked before any is sent.
-    middleware.abort_many(args.message_ids, args.ttl, AbortMode(args.mode), args.timeout)
-    listening = _subscribers(backend)
-    count = len(args.message_ids)
-    if args.mode == AbortMode.CANCEL.value:
-        effect = "a message that has not started will not start; a running one is left alone"
-    elif args.timeout == math.inf:
-        effect = "a running message is asked to stop and never forced; a queued one will not start"
-    elif args.timeout:
-        effect = (
-            f"a running message has {args.timeout:,} ms to stop before it is interrupted;"
-            " a queued one will not start"
+    mode = AbortMode(args.mode)
+    if args.message_ids:
+        # One call: every id is checked before any is sent.
+        middleware.abort_many(args.message_ids, args.ttl, mode, args.timeout, reason=args.reason)
+        print(
+            f"sent {args.mode} for {len(args.message_ids)} message(s): {_effect(args)}.\n"
+            f"The request is recorded even for an id no worker knows (yet), and expires after"
+            f" {args.ttl:,} ms (--ttl). Reason: {args.reason!r}."
         )
     else:
-        effect = "a running message is interrupted; a queued one will not start"
-    print(
-        f"sent {args.mode} for {count} message(s): {effect}.\n"
-        f"The request is recorded even for an id no worker knows (yet), and expires after"
-        f" {args.ttl:,} ms (--ttl)."
-    )
-    if listening == 0:
+        sent_before = time.time() if args.sent_before is None else args.sent_before
+        rule_id = middleware.abort_where(
+            actor=args.actor,
+            queue=args.queue,
+            sent_before=sent_before,
+            mode=mode,
+            abort_timeout=args.timeout,
+            abort_ttl=args.ttl,
+            reason=args.reason,
+        )
+        when = datetime.datetime.fromtimestamp(sent_before).astimezone().isoformat("T", "seconds")
+        matched = " and ".join(
+            f"{name} {value!r}"
+            for name, value in (("actor", args.actor), ("queue", args.queue))
+            if value is not None
+        )
+        print(
+            f"recorded rule {rule_id}: {args.mode} every message of {matched} sent before"
+            f" {when}: {_effect(args)}.\n"
+            f"A message sent after that is never touched. The rule expires after {args.ttl:,} ms"
+            f" (--ttl). Reason: {args.reason!r}."
+        )
+    if _subscribers(backend) == 0:
         # The likeliest mistake: a namespace or Redis that no worker uses.
         print(
             f"No worker listens to namespace {args.namespace!r} on this Redis now: if workers"
             " run, check --namespace and the URL against their RedisBackend."
         )
     return 0
+
+
+def _effect(args: argparse.Namespace) -> str:
+    """What the request or rule sent does to a matching message."""
+    if args.mode == AbortMode.CANCEL.value:
+        return "a message that has not started will not start; a running one is left alone"
+    if args.timeout == math.inf:
+        return "a running message is asked to stop and never forced; a queued one will not start"
+    if args.timeout:
+        return (
+            f"a running message has {args.timeout:,} ms to stop before it is interrupted;"
+            " a queued one will not start"
+        )
+    return "a running message is interrupted; a queued one will not start"
 
 
 def _subscribers(backend: Any) -> int | None:

@@ -26,6 +26,8 @@ class AbortRequest(NamedTuple):
     abort_at: float
     #: ``time.monotonic()`` at which the request stops applying.
     expires_at: float
+    #: Why the sender stopped the message, if it said.
+    reason: str | None = None
 
 
 class AbortRequests:
@@ -71,12 +73,13 @@ class AbortRequests:
             return None
         expires_at = now + ttl_left / 1000
         if wire.mode is AbortMode.CANCEL:
-            request = AbortRequest(wire.message_id, False, math.inf, expires_at)
+            request = AbortRequest(wire.message_id, False, math.inf, expires_at, wire.reason)
         else:
             # The grace runs from when the abort was sent: the backend
             # recorded it ``ttl - ttl_left`` milliseconds ago.
             sent_at = now - max(0, ttl - ttl_left) / 1000
-            request = AbortRequest(wire.message_id, True, sent_at + wire.grace / 1000, expires_at)
+            abort_at = sent_at + wire.grace / 1000
+            request = AbortRequest(wire.message_id, True, abort_at, expires_at, wire.reason)
         message_id = wire.message_id
         with self._lock:
             previous = self._by_message.get(message_id)

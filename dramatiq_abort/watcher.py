@@ -17,9 +17,11 @@ from collections.abc import Iterable
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
+from .execution import Execution
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
-from .wire import event_key
+from .rules import AbortRule, AbortRules
+from .wire import event_key, is_rule
 
 #: Longest wait between two attempts to reach a backend that fails.
 MAX_BACKOFF = 30.0
@@ -40,8 +42,8 @@ def backoff(failures: int) -> float:
 
 
 class Watcher(threading.Thread):
-    """Learns every abort request sent to the backend and interrupts the
-    messages of this process they target.
+    """Learns every abort request and rule sent to the backend and
+    interrupts the messages of this process they target.
 
     With a backend that pushes, the watcher holds one subscription and
     sends no command while nothing is aborted; it catches up on recorded
@@ -57,10 +59,12 @@ class Watcher(threading.Thread):
         logger: logging.Logger,
         *,
         abort_ttl: int,
+        rules: AbortRules,
     ) -> None:
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
         self.requests = requests
+        self.rules = rules
         self.executions = executions
         self.logger = logger
         self.abort_ttl = abort_ttl
@@ -205,6 +209,7 @@ class Watcher(threading.Thread):
                 self._deliver_due()
                 now = time.monotonic()
                 self.requests.forget_expired(now)
+                self.rules.forget_expired(now)
                 self.executions.switching.expire(now)
 
     def _receive(self, subscription: Subscription) -> None:
@@ -247,17 +252,33 @@ class Watcher(threading.Thread):
 
     def _record(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
-        recorded = [self.requests.record(timed, now) for timed in events]
-        requests = [request for request in recorded if request is not None]
-        if not requests:
-            return
-        # Looked up only once every request is recorded: a message that
-        # registers after this finds its request as it starts.
-        running = self.executions.find(request.message_id for request in requests)
-        for request in requests:
-            for execution in running.get(request.message_id, ()):
-                if self.executions.deliver(execution, request, now):
-                    heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
+        requests: list[AbortRequest] = []
+        rules: list[AbortRule] = []
+        for timed in events:
+            if is_rule(timed.event):
+                rule = self.rules.record(timed, now)
+                if rule is not None:
+                    rules.append(rule)
+            else:
+                request = self.requests.record(timed, now)
+                if request is not None:
+                    requests.append(request)
+        # Looked up only once every request and rule is recorded: a message
+        # that registers after this finds them as it starts.
+        if requests:
+            running = self.executions.find(request.message_id for request in requests)
+            for request in requests:
+                for execution in running.get(request.message_id, ()):
+                    self._deliver(execution, request, now)
+        if rules:
+            for execution in self.executions.running():
+                rule = next((rule for rule in rules if rule.matches(execution.message)), None)
+                if rule is not None:
+                    self._deliver(execution, rule.request_for(execution.message_id), now)
+
+    def _deliver(self, execution: Execution, request: AbortRequest, now: float) -> None:
+        if self.executions.deliver(execution, request, now):
+            heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
 
     def _deliver_due(self) -> None:
         now = time.monotonic()
@@ -274,11 +295,11 @@ class Watcher(threading.Thread):
         switching_expires_at = self.executions.switching.expires_at
         if switching_expires_at is not None:
             moments.append(switching_expires_at)
-        expiry = self.requests.next_expiry()
-        if expiry is not None:
-            # Late on purpose, so that requests expiring together are
-            # forgotten in one wake-up.
-            moments.append(expiry + FORGET_DELAY)
+        for expiry in (self.requests.next_expiry(), self.rules.next_expiry()):
+            if expiry is not None:
+                # Late on purpose, so that requests expiring together are
+                # forgotten in one wake-up.
+                moments.append(expiry + FORGET_DELAY)
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())

@@ -14,7 +14,7 @@ import redis
 from dramatiq_abort import Event, __version__
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
-from dramatiq_abort.cli import REDIS_URL_VARIABLE, main
+from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 
 from .support import ROOT, WAIT
@@ -60,7 +60,7 @@ def test_abort_sends_each_id_in_the_mode_asked(
     backend = RedisBackend(client=redis_client, namespace=namespace)
     for message_id in ("id-1", "id-2"):
         assert backend.poll(f"abort:{message_id}") == Event(
-            f"abort:{message_id}", {"abort_timeout": 250}
+            f"abort:{message_id}", {"abort_timeout": 250, "reason": default_reason()}
         )
         assert 0 < redis_client.pttl(f"{backend.prefix}abort:{message_id}") <= 5000
 
@@ -136,10 +136,12 @@ def test_a_timeout_of_inf_asks_and_never_forces(
     redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["abort", "polite", "--timeout", "inf", "--redis", redis_url, "--namespace", namespace]
-    assert main(argv) == 0
+    assert main([*argv, "--reason", "deploy 42"]) == 0
     assert "asked to stop and never forced" in capsys.readouterr().out
     backend = RedisBackend(client=redis_client, namespace=namespace)
-    assert backend.poll("abort:polite") == Event("abort:polite", {"abort_timeout": None})
+    assert backend.poll("abort:polite") == Event(
+        "abort:polite", {"abort_timeout": None, "reason": "deploy 42"}
+    )
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ class StubBackend(EventBackend):
 
     pushes = True
     records_outcomes = True
+    records_reasons = True
     stores_states = True
 
     def __init__(self) -> None:
@@ -35,6 +36,8 @@ class StubBackend(EventBackend):
         self._subscriptions: set[StubSubscription] = set()
         #: message id -> (outcome, expires_at as time.monotonic())
         self._outcomes: dict[str, tuple[str, float]] = {}
+        #: message id -> the reason recorded with its outcome
+        self._reasons: dict[str, str] = {}
         #: message id -> (state, expires_at as time.monotonic())
         self._states: dict[str, tuple[str, float]] = {}
 
@@ -69,10 +72,21 @@ class StubBackend(EventBackend):
                     return None
                 self._changed.wait(remaining)
 
-    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+    def record_outcome(
+        self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
+    ) -> None:
         with self._changed:
             self._outcomes[message_id] = (outcome, time.monotonic() + ttl / 1000)
+            if reason is None:
+                self._reasons.pop(message_id, None)
+            else:
+                self._reasons[message_id] = reason
             self._changed.notify_all()
+
+    def outcome_reason(self, message_id: str) -> str | None:
+        with self._changed:
+            _outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
+            return self._reasons.get(message_id) if expires_at > time.monotonic() else None
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
@@ -106,6 +120,7 @@ class StubBackend(EventBackend):
     def forget(self, message_id: str) -> None:
         with self._changed:
             self._outcomes.pop(message_id, None)
+            self._reasons.pop(message_id, None)
             self._states.pop(message_id, None)
 
     def subscribe(self) -> StubSubscription:
@@ -141,6 +156,8 @@ class StubBackend(EventBackend):
         for kept in (self._outcomes, self._states):
             for message_id in [key for key, (_, expires) in kept.items() if expires <= now]:
                 del kept[message_id]
+        for message_id in [key for key in self._reasons if key not in self._outcomes]:
+            del self._reasons[message_id]
 
 
 class StubSubscription(Subscription):
