@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+import getpass
 import io
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -242,3 +245,100 @@ def test_abort_says_when_no_worker_listens_to_the_namespace(
         assert "No worker listens" not in capsys.readouterr().out
     finally:
         subscription.close()
+
+
+def test_abort_by_actor_and_queue_records_one_rule_and_says_its_id(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    an_hour_ago = datetime.datetime.now().replace(microsecond=0) - datetime.timedelta(hours=1)
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
+    for sent_before in (an_hour_ago.isoformat(), str(an_hour_ago.timestamp())):
+        assert main([*argv, "--queue", "reports.DQ", "--sent-before", sent_before]) == 0
+    out = capsys.readouterr().out
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    rules = [timed.event for timed in backend.recorded()]
+    assert len(rules) == 2
+    for rule in rules:
+        assert rule.key.startswith("rule:")
+        assert f"recorded rule {rule.key[len('rule:') :]}: abort every message" in out
+        assert rule.params == {
+            "actor": "export",
+            "queue": "reports",
+            "sent_before": int(an_hour_ago.timestamp() * 1000),
+            "mode": "abort",
+            "abort_timeout": 0,
+            "reason": default_reason(),
+        }
+    assert "of actor 'export' and queue 'reports.DQ' sent before" in out
+    assert "A message sent after that is never touched" in out
+
+
+def test_abort_by_queue_defaults_to_now_and_takes_a_reason(
+    redis_url: str, redis_client: redis.Redis, namespace: str
+) -> None:
+    before = time.time()
+    argv = ["abort", "--queue", "reports", "--mode", "cancel", "--reason", "bad deploy"]
+    assert main([*argv, "--redis", redis_url, "--namespace", namespace]) == 0
+    (rule,) = [
+        timed.event for timed in RedisBackend(client=redis_client, namespace=namespace).recorded()
+    ]
+    assert rule.params["actor"] is None and rule.params["mode"] == "cancel"
+    assert rule.params["reason"] == "bad deploy"
+    assert before * 1000 - 1 <= rule.params["sent_before"] <= time.time() * 1000
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["some-id", "--actor", "export"], "either message IDs or --actor/--queue, not both"),
+        ([], "give message IDs, or --actor and/or --queue"),
+        (["some-id", "--sent-before", "1000"], "--sent-before goes with --actor or --queue"),
+        (["--actor", "export", "--sent-before", "tomorrow"], "'tomorrow' is neither an ISO"),
+    ],
+)
+def test_abort_refuses_ids_with_a_filter_or_neither_and_records_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    says: str,
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["abort", "--redis", redis_url, "--namespace", namespace, *extra])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--sent-before", str(time.time() + 3600)], "sent_before must not be in the future"),
+        (["--reason", "   "], "reason must not be empty"),
+        (["--actor", ""], "actor must not be empty"),
+    ],
+)
+def test_abort_by_actor_rejects_bad_values_and_records_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    says: str,
+) -> None:
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
+    assert main([*argv, *extra]) == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+def test_the_default_reason_names_the_user_and_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_reason() == f"{getpass.getuser()}@{socket.gethostname()} via dramatiq-abort"
+
+    def fails() -> str:
+        raise OSError("no such user")
+
+    monkeypatch.setattr(getpass, "getuser", fails)
+    monkeypatch.setattr(socket, "gethostname", fails)
+    assert default_reason() == "unknown user@unknown host via dramatiq-abort"
