@@ -55,3 +55,22 @@ def test_cancel_abort_grace_and_no_op_across_processes(app: App) -> None:
     app.abort_from_another_process(done.message_id)
     # No worker runs it any more: nothing reports on it.
     assert app.middleware.wait_outcome(done.message_id, 0.5) is None
+
+
+def test_a_rule_from_the_cli_stops_running_and_queued_messages_across_processes(app: App) -> None:
+    token, running = app.send("spin")
+    assert app.report(token) == "started"
+    delayed_token, delayed = app.send("spin", delay=1500)
+    # The rule is stamped in another process, a moment after the messages.
+    app.abort_from_another_process(
+        "--actor", "work", "--queue", app.queue, "--reason", "bad deploy"
+    )
+    later_token, _ = app.send("quick")
+
+    assert app.report(token) == "aborted"
+    assert app.middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
+    assert app.middleware.outcome_reason(running.message_id) == "bad deploy"
+    assert app.report(later_token) == "started" and app.report(later_token) == "finished"
+    assert app.middleware.wait_outcome(delayed.message_id, WAIT) is Outcome.CANCELLED
+    assert app.middleware.outcome_reason(delayed.message_id) == "bad deploy"
+    assert app.report(delayed_token, timeout=0.2) is None
