@@ -80,50 +80,60 @@ class AbortRules:
 
     def match(self, message: Any) -> AbortRule | None:
         """The rule in force that stops ``message`` (a dramatiq message or
-        its proxy), if any: two dict lookups."""
-        by_actor, by_queue = self._by_actor, self._by_queue
-        candidates = by_actor.get(message.actor_name, ()) + by_queue.get(
-            q_name(message.queue_name), ()
-        )
-        if not candidates:
-            return None
-        now = time.monotonic()
-        for rule in candidates:
-            if rule.expires_at > now and rule.matches(message):
-                return rule
+        its proxy), if any: two dict lookups, then rules of its actor or
+        queue only, latest ``sent_before`` first, up to the first one that
+        it was sent after."""
+        timestamp = message.message_timestamp
+        now = 0.0
+        for rules in (
+            self._by_actor.get(message.actor_name),
+            self._by_queue.get(q_name(message.queue_name)),
+        ):
+            for rule in rules or ():
+                if timestamp >= rule.sent_before:
+                    break  # The rules after this one are older still.
+                now = now or time.monotonic()
+                if rule.expires_at > now and rule.matches(message):
+                    return rule
         return None
 
-    def record(self, timed: TimedEvent, now: float) -> AbortRule | None:
-        """Record the rule ``timed`` carries, ``now`` being ``time.monotonic()``.
+    def record(self, events: list[TimedEvent], now: float) -> list[AbortRule]:
+        """Record the rules ``events`` carry, ``now`` being ``time.monotonic()``,
+        and index them once for all.
 
-        Returns it, or ``None`` when the event is not a valid rule (it is
-        logged and skipped).
+        Returns them; an event that is not a valid rule is logged and skipped.
         """
-        event, ttl_left, ttl = timed
-        try:
-            wire = parse_rule(event)
-        except ValueError as e:
-            self.logger.warning("Skipping an abort rule: %s.", e)
-            return None
-        # As for a request, the grace runs from when the rule was recorded.
-        recorded_at = now - max(0, ttl - ttl_left) / 1000
-        interrupts = wire.mode is AbortMode.ABORT
-        rule = AbortRule(
-            wire.rule_id,
-            wire.actor,
-            None if wire.queue is None else q_name(wire.queue),
-            wire.sent_before,
-            interrupts,
-            recorded_at + wire.grace / 1000 if interrupts else math.inf,
-            now + ttl_left / 1000,
-            wire.reason,
-        )
+        recorded = []
+        for event, ttl_left, ttl in events:
+            try:
+                wire = parse_rule(event)
+            except ValueError as e:
+                self.logger.warning("Skipping an abort rule: %s.", e)
+                continue
+            # As for a request, the grace runs from when the rule was recorded.
+            recorded_at = now - max(0, ttl - ttl_left) / 1000
+            interrupts = wire.mode is AbortMode.ABORT
+            recorded.append(
+                AbortRule(
+                    wire.rule_id,
+                    wire.actor,
+                    None if wire.queue is None else q_name(wire.queue),
+                    wire.sent_before,
+                    interrupts,
+                    recorded_at + wire.grace / 1000 if interrupts else math.inf,
+                    now + ttl_left / 1000,
+                    wire.reason,
+                )
+            )
+        if not recorded:
+            return recorded
         with self._lock:
-            self._rules[rule.rule_id] = rule
-            heapq.heappush(self._expiries, (rule.expires_at, rule.rule_id))
+            for rule in recorded:
+                self._rules[rule.rule_id] = rule
+                heapq.heappush(self._expiries, (rule.expires_at, rule.rule_id))
             self._forget_expired(now)
             self._index()
-        return rule
+        return recorded
 
     def next_expiry(self) -> float | None:
         """``time.monotonic()`` at which the next rule expires, if any."""
@@ -155,5 +165,9 @@ class AbortRules:
                 by_actor[rule.actor] = (*by_actor.get(rule.actor, ()), rule)
             elif rule.queue is not None:
                 by_queue[rule.queue] = (*by_queue.get(rule.queue, ()), rule)
+        # Latest sent_before first: see match().
+        for index in (by_actor, by_queue):
+            for key, rules in index.items():
+                index[key] = tuple(sorted(rules, key=lambda rule: -rule.sent_before))
         self._by_actor, self._by_queue = by_actor, by_queue
         self.in_force = bool(self._rules)

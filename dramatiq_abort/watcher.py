@@ -20,7 +20,7 @@ from .delivery import Executions
 from .execution import Execution
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
-from .rules import AbortRule, AbortRules
+from .rules import AbortRules
 from .wire import event_key, is_rule
 
 #: Longest wait between two attempts to reach a backend that fails.
@@ -253,16 +253,15 @@ class Watcher(threading.Thread):
     def _record(self, events: Iterable[TimedEvent]) -> None:
         now = time.monotonic()
         requests: list[AbortRequest] = []
-        rules: list[AbortRule] = []
+        rule_events: list[TimedEvent] = []
         for timed in events:
             if is_rule(timed.event):
-                rule = self.rules.record(timed, now)
-                if rule is not None:
-                    rules.append(rule)
+                rule_events.append(timed)
             else:
                 request = self.requests.record(timed, now)
                 if request is not None:
                     requests.append(request)
+        rules = self.rules.record(rule_events, now) if rule_events else []
         # Looked up only once every request and rule is recorded: a message
         # that registers after this finds them as it starts.
         if requests:

@@ -17,7 +17,10 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, Outcome, abort_where
+from dramatiq_abort.backend import TimedEvent
 from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.rules import AbortRules
+from dramatiq_abort.wire import rule_event
 
 from .support import (
     WAIT,
@@ -318,3 +321,49 @@ def test_a_rule_recorded_while_the_watcher_is_cut_off_applies_once_it_reconnects
     finally:
         worker.stop()
         backend.client.close()
+
+
+def test_the_table_finds_the_rule_in_force_that_a_message_was_sent_before() -> None:
+    rules = AbortRules(logging.getLogger(__name__))
+
+    def rule(rule_id: str, sent_before: int, ttl_left: int, **names: str | None) -> TimedEvent:
+        params = {"actor": None, "queue": None, **names}
+        event = rule_event(
+            rule_id,
+            actor=params["actor"],
+            queue=params["queue"],
+            sent_before=sent_before,
+            mode=AbortMode.ABORT,
+            abort_timeout=0,
+            reason=rule_id,
+        )
+        return TimedEvent(event, ttl_left, 60_000)
+
+    def match(timestamp: int, actor: str = "job", queue: str = "default") -> str | None:
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue, actor, (), {}, {}, message_timestamp=timestamp
+        )
+        rule = rules.match(message)
+        return None if rule is None else rule.rule_id
+
+    assert not rules.in_force
+    events = [
+        rule("latest, expired", 3000, 1, actor="job"),
+        rule("older", 2000, 60_000, actor="job"),
+        rule("on the queue", 1000, 60_000, queue="default"),
+        *(rule(f"other {n}", 9000, 60_000, actor=f"other-{n}") for n in range(1000)),
+        TimedEvent(Event("rule:malformed", {"actor": "job"}), 60_000, 60_000),
+    ]
+    expired_at = time.monotonic() + 0.001
+    assert len(rules.record(events, time.monotonic())) == 1003
+    assert rules.in_force
+    wait_until(lambda: time.monotonic() > expired_at, "the first rule expires")
+
+    assert match(2500) is None  # Only the expired rule was sent after it.
+    assert match(1500) == "older"
+    assert match(500, actor="unrelated") == "on the queue"
+    assert match(500, actor="unrelated", queue="default.DQ") == "on the queue"
+    assert match(500, actor="unrelated", queue="elsewhere") is None
+    assert len(rules) == 1003
+    rules.forget_expired(time.monotonic())
+    assert len(rules) == 1002
