@@ -150,6 +150,11 @@ def check_sent_before(sent_before: object, now: float) -> float:
     return seconds
 
 
+#: Longest actor or queue name accepted in a rule, in characters: the
+#: bound of ids, for the same reasons.
+MAX_NAME_LENGTH = MAX_MESSAGE_ID_LENGTH
+
+
 def check_name(name: str, value: object) -> str | None:
     """Return ``value`` when it can name an actor or a queue, ``None`` when
     it is ``None``; else raise naming ``name``."""
@@ -159,9 +164,9 @@ def check_name(name: str, value: object) -> str | None:
         raise TypeError(f"{name} must be a str or None, not {value!r:.100}")
     if not value.strip():
         raise ValueError(f"{name} must not be empty: {value!r}")
-    if len(value) > MAX_MESSAGE_ID_LENGTH:
+    if len(value) > MAX_NAME_LENGTH:
         raise ValueError(
-            f"{name} must be at most {MAX_MESSAGE_ID_LENGTH} characters, not {len(value):,}:"
+            f"{name} must be at most {MAX_NAME_LENGTH} characters, not {len(value):,}:"
             f" {value[:40]!r}..."
         )
     return value
