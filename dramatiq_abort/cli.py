@@ -44,8 +44,12 @@ def _moment(text: str) -> float:
         return float(text)
     except ValueError:
         pass
+    iso = text.strip()
+    if iso[-1:] in ("Z", "z"):
+        # Python before 3.11 reads no "Z" for UTC.
+        iso = iso[:-1] + "+00:00"
     try:
-        return datetime.datetime.fromisoformat(text.strip()).timestamp()
+        return datetime.datetime.fromisoformat(iso).timestamp()
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither an ISO 8601 time (such as 2026-11-29T03:00 or"

@@ -251,13 +251,18 @@ def test_abort_by_actor_and_queue_records_one_rule_and_says_its_id(
     redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     an_hour_ago = datetime.datetime.now().replace(microsecond=0) - datetime.timedelta(hours=1)
+    in_utc = an_hour_ago.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
-    for sent_before in (an_hour_ago.isoformat(), str(an_hour_ago.timestamp())):
+    for sent_before in (
+        an_hour_ago.isoformat(),
+        in_utc.isoformat() + "Z",
+        str(an_hour_ago.timestamp()),
+    ):
         assert main([*argv, "--queue", "reports.DQ", "--sent-before", sent_before]) == 0
     out = capsys.readouterr().out
     backend = RedisBackend(client=redis_client, namespace=namespace)
     rules = [timed.event for timed in backend.recorded()]
-    assert len(rules) == 2
+    assert len(rules) == 3
     for rule in rules:
         assert rule.key.startswith("rule:")
         assert f"recorded rule {rule.key[len('rule:') :]}: abort every message" in out
