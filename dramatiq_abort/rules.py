@@ -83,12 +83,14 @@ class AbortRules:
         its proxy), if any: two dict lookups, then rules of its actor or
         queue only, latest ``sent_before`` first, up to the first one that
         it was sent after."""
+        by_queue = self._by_queue
+        of_actor = self._by_actor.get(message.actor_name)
+        of_queue = by_queue.get(q_name(message.queue_name)) if by_queue else None
+        if of_actor is None and of_queue is None:
+            return None
         timestamp = message.message_timestamp
         now = 0.0
-        for rules in (
-            self._by_actor.get(message.actor_name),
-            self._by_queue.get(q_name(message.queue_name)),
-        ):
+        for rules in (of_actor, of_queue):
             for rule in rules or ():
                 if timestamp >= rule.sent_before:
                     break  # The rules after this one are older still.
