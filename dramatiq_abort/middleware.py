@@ -319,7 +319,7 @@ class Abortable(Middleware):
         execution = self.executions.end(message)
         if execution is not None and execution.request is not None:
             outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
-            self._record_outcome(message, outcome, execution.request.reason)
+            self._record_outcome(message, outcome, execution.reason)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.executions.end(message)
@@ -494,7 +494,7 @@ class Abortable(Middleware):
         """The reason of the request that stopped ``execution``: the one it
         received, or the one in the table that cancelled it as it started."""
         if execution.request is not None:
-            return execution.request.reason
+            return execution.reason
         request = self.requests.get(execution.message_id)
         return None if request is None else request.reason
 
