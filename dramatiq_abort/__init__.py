@@ -9,6 +9,7 @@ from .middleware import (
     abort,
     abort_many,
     abort_requested,
+    abort_where,
     running_messages,
     wait_outcome,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "abort",
     "abort_many",
     "abort_requested",
+    "abort_where",
     "run_subprocess",
     "running_messages",
     "sleep",

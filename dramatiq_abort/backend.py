@@ -55,6 +55,10 @@ class EventBackend(abc.ABC):
     #: :meth:`wait_outcome` reads them: what ``Abortable.outcome`` and
     #: ``Abortable.wait_outcome`` need.
     records_outcomes: bool = False
+    #: Whether :meth:`record_outcome` takes the reason of the request and
+    #: :meth:`outcome_reason` reads it back: what ``Abortable.outcome_reason``
+    #: needs. Only with :attr:`records_outcomes`.
+    records_reasons: bool = False
     #: Whether :meth:`record_state` keeps a state per message, read back by
     #: :meth:`records`: what ``compat``'s task states need.
     stores_states: bool = False
@@ -87,12 +91,21 @@ class EventBackend(abc.ABC):
         Returns the event that was signaled, or ``None`` on timeout.
         """
 
-    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+    def record_outcome(
+        self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
+    ) -> None:
         """Record for ``ttl`` milliseconds what became of a message (an
         :class:`~dramatiq_abort.Outcome` value), replacing what was recorded
         before, and wake those waiting for it. Only called when
-        :attr:`records_outcomes` is true."""
+        :attr:`records_outcomes` is true; ``reason`` (the one of the request
+        that reached the message, replacing the one recorded before) only
+        when :attr:`records_reasons` is true too."""
         raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
+
+    def outcome_reason(self, message_id: str) -> str | None:
+        """The reason recorded with the outcome of ``message_id``, if any.
+        Only called when :attr:`records_reasons` is true."""
+        raise NotImplementedError(f"{type(self).__name__} does not record reasons")
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()

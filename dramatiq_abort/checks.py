@@ -3,6 +3,7 @@ accepts, or raises ``TypeError`` or ``ValueError`` saying what is wrong."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Literal, overload
 
@@ -88,3 +89,86 @@ def check_abort_timeout(value: object) -> float:
     if isinstance(value, float) and value == math.inf:
         return value
     return check_milliseconds("abort_timeout", value)
+
+
+#: Longest reason accepted, in characters: room for a sentence and a ticket
+#: link, while every worker's log line and every recorded outcome stay short.
+MAX_REASON_LENGTH = 1000
+
+
+def check_reason(reason: object) -> str | None:
+    """Return ``reason`` stripped of surrounding white space, or ``None``
+    when none is given; else raise."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise TypeError(f"reason must be a str or None, not {reason!r:.100}")
+    stripped = reason.strip()
+    if not stripped:
+        raise ValueError(f"reason must not be empty: {reason!r:.100}; pass None for no reason")
+    if len(stripped) > MAX_REASON_LENGTH:
+        raise ValueError(
+            f"reason must be at most {MAX_REASON_LENGTH:,} characters, not"
+            f" {len(stripped):,}: {stripped[:40]!r}..."
+        )
+    return stripped
+
+
+#: Seconds a ``sent_before`` may lie in the future: the skew between the
+#: clocks of two hosts, or of a caller that computed ``now`` a moment ago.
+CLOCK_SKEW = 1.0
+
+
+def check_moment(name: str, value: object) -> float:
+    """Return ``value``, a ``datetime`` (with no time zone: local time, as
+    ``datetime.timestamp()`` takes it) or seconds since the epoch, as
+    seconds since the epoch; else raise naming ``name``."""
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a datetime or seconds since the epoch, not {value!r:.100}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{name} must be a finite number of seconds since the epoch, not {value!r}"
+        )
+    return float(value)
+
+
+def check_sent_before(sent_before: object, now: float) -> float:
+    """Return ``sent_before`` as seconds since the epoch, ``now`` (seconds
+    since the epoch) when it is ``None``; else raise.
+
+    It is read as :func:`check_moment` reads it. A time more than :data:`CLOCK_SKEW`
+    seconds after ``now`` is refused: messages not sent yet cannot match.
+    """
+    if sent_before is None:
+        return now
+    seconds = check_moment("sent_before", sent_before)
+    if seconds > now + CLOCK_SKEW:
+        raise ValueError(
+            f"sent_before must not be in the future: {sent_before!r} is"
+            f" {seconds - now:,.1f} s from now; omit it to mean now"
+        )
+    return seconds
+
+
+#: Longest actor or queue name accepted in a rule, in characters: the
+#: bound of ids, for the same reasons.
+MAX_NAME_LENGTH = MAX_MESSAGE_ID_LENGTH
+
+
+def check_name(name: str, value: object) -> str | None:
+    """Return ``value`` when it can name an actor or a queue, ``None`` when
+    it is ``None``; else raise naming ``name``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {value!r:.100}")
+    if not value.strip():
+        raise ValueError(f"{name} must not be empty: {value!r}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{name} must be at most {MAX_NAME_LENGTH} characters, not {len(value):,}:"
+            f" {value[:40]!r}..."
+        )
+    return value

@@ -4,9 +4,12 @@ and ``list`` for operators."""
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +50,39 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _moment(text: str) -> float:
+    """``--sent-before``: ISO 8601 (local time when it names no zone), or
+    seconds since the epoch; in seconds since the epoch."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    iso = text.strip()
+    if iso[-1:] in ("Z", "z"):
+        # Python before 3.11 reads no "Z" for UTC.
+        iso = iso[:-1] + "+00:00"
+    try:
+        return datetime.datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 time (such as 2026-11-29T03:00 or"
+            " 2026-11-29T03:00+01:00) nor seconds since the epoch"
+        ) from None
+
+
+def default_reason() -> str:
+    """``--reason`` when it is not given: who ran the command, and where."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # It raises whatever the OS lookups raise.
+        user = "unknown user"
+    try:
+        host = socket.gethostname()
+    except OSError:
+        host = "unknown host"
+    return f"{user}@{host} via dramatiq-abort"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dramatiq-abort", description="Cancel queued and abort running dramatiq messages."
@@ -63,12 +99,29 @@ def _parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser(
         "abort",
-        help="send abort requests for message ids",
-        description="Record one abort request for every ID, after checking them all: on a bad"
-        " argument nothing is sent (exit status 2). Exit status 1: a Redis error.",
+        help="send abort requests for message ids, or for messages of an actor or queue",
+        description="Record one abort request for every ID, or, given --actor or --queue"
+        " instead of IDs, one rule that stops the matching messages sent before --sent-before,"
+        " queued, delayed or running. Every argument is checked first: on a bad one nothing is"
+        " sent (exit status 2). Exit status 1: a Redis error.",
     )
     send.set_defaults(command_parser=send)
-    send.add_argument("message_ids", metavar="ID", nargs="+", help="message ids to abort")
+    send.add_argument("message_ids", metavar="ID", nargs="*", help="message ids to abort")
+    send.add_argument(
+        "--actor", metavar="NAME", help="instead of IDs: stop the messages of this actor"
+    )
+    send.add_argument(
+        "--queue",
+        metavar="Q",
+        help="instead of IDs, or with --actor: stop the messages of this queue",
+    )
+    send.add_argument(
+        "--sent-before",
+        type=_moment,
+        metavar="TIME",
+        help="with --actor or --queue: stop the messages sent before TIME, ISO 8601 (local"
+        " time unless it names a zone) or seconds since the epoch (default: now)",
+    )
     _add_backend_arguments(send)
     send.add_argument(
         "--mode",
@@ -90,8 +143,19 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_ABORT_TTL,
         metavar="MS",
-        help="milliseconds the request stays valid for messages that have not started"
+        help="milliseconds the request or rule stays valid for messages that have not started"
         " (default: %(default)s)",
+    )
+    send.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="why, for the workers' log and the recorded outcome (default: USER@HOST via"
+        " dramatiq-abort)",
+    )
+    send.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --actor or --queue: record nothing, and say how many running messages match now",
     )
 
     ask = commands.add_parser(
@@ -140,6 +204,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("abort", "list") and not args.redis:
         args.command_parser.error(f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set")
+    if args.command == "abort":
+        filtered = args.actor is not None or args.queue is not None
+        if filtered == bool(args.message_ids):
+            args.command_parser.error(
+                "give either message IDs or --actor/--queue, not both"
+                if filtered
+                else "give message IDs, or --actor and/or --queue"
+            )
+        if args.sent_before is not None and not filtered:
+            args.command_parser.error("--sent-before goes with --actor or --queue")
+        if args.dry_run and not filtered:
+            args.command_parser.error("--dry-run goes with --actor or --queue")
+        if args.reason is None:
+            args.reason = default_reason()
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -190,27 +268,58 @@ def _abort(args: argparse.Namespace) -> int:
 
     backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
     middleware = Abortable(backend=backend)
-    # One call: every id is checked before any is sent.
-    middleware.abort_many(args.message_ids, args.ttl, AbortMode(args.mode), args.timeout)
-    listening = backend.subscribers()
-    count = len(args.message_ids)
-    if args.mode == AbortMode.CANCEL.value:
-        effect = "a message that has not started will not start; a running one is left alone"
-    elif args.timeout == math.inf:
-        effect = "a running message is asked to stop and never forced; a queued one will not start"
-    elif args.timeout:
-        effect = (
-            f"a running message has {args.timeout:,} ms to stop before it is interrupted;"
-            " a queued one will not start"
+    mode = AbortMode(args.mode)
+    if args.message_ids:
+        # One call: every id is checked before any is sent.
+        middleware.abort_many(args.message_ids, args.ttl, mode, args.timeout, reason=args.reason)
+        print(
+            f"sent {args.mode} for {len(args.message_ids)} message(s): {_effect(args)}.\n"
+            f"The request is recorded even for an id no worker knows (yet), and expires after"
+            f" {args.ttl:,} ms (--ttl). Reason: {args.reason!r}."
         )
+    elif args.dry_run:
+        return _dry_run(args, middleware)
     else:
-        effect = "a running message is interrupted; a queued one will not start"
-    print(
-        f"sent {args.mode} for {count} message(s): {effect}.\n"
-        f"The request is recorded even for an id no worker knows (yet), and expires after"
-        f" {args.ttl:,} ms (--ttl)."
+        sent_before = time.time() if args.sent_before is None else args.sent_before
+        rule_id = middleware.abort_where(
+            actor=args.actor,
+            queue=args.queue,
+            sent_before=sent_before,
+            mode=mode,
+            abort_timeout=args.timeout,
+            abort_ttl=args.ttl,
+            reason=args.reason,
+        )
+        when = datetime.datetime.fromtimestamp(sent_before).astimezone().isoformat("T", "seconds")
+        matched = " and ".join(
+            f"{name} {value!r}"
+            for name, value in (("actor", args.actor), ("queue", args.queue))
+            if value is not None
+        )
+        print(
+            f"recorded rule {rule_id}: {args.mode} every message of {matched} sent before"
+            f" {when}: {_effect(args)}.\n"
+            f"A message sent after that is never touched. The rule expires after {args.ttl:,} ms"
+            f" (--ttl). Reason: {args.reason!r}."
+        )
+    if backend.subscribers() == 0:
+        _no_worker_listens(args.namespace)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
+    """``abort --actor/--queue --dry-run``: how many running messages the
+    rule would stop now. Queued and delayed messages cannot be counted."""
+    sent_before = time.time() if args.sent_before is None else args.sent_before
+    listed = middleware.running_messages(
+        actor=args.actor, queue=args.queue, sent_before=sent_before
     )
-    if listening == 0:
+    print(
+        f"dry run, nothing recorded: {len(listed.messages)} running message(s) match now"
+        f" ({_answered(listed, LISTING_WAIT)}). Queued and delayed messages that match"
+        " are not counted: the rule would cancel them as they start."
+    )
+    if listed.expected == 0 and not listed.answered:
         _no_worker_listens(args.namespace)
     return 0
 
@@ -238,21 +347,23 @@ def _list(args: argparse.Namespace) -> int:
         print(_table(listed.messages, args.args, time.time()))
     elif listed.answered:
         print("No matching abortable message runs in the worker processes that answered.")
-    if listed.expected is None:
-        print(f"{listed.answered} answered; how many worker processes listen is unknown.")
-    elif listed.expected == 0 and not listed.answered:
+    if listed.expected == 0 and not listed.answered:
         _no_worker_listens(args.namespace)
     else:
-        missing = listed.expected - listed.answered
-        print(
-            f"{listed.answered} of {listed.expected} worker processes answered"
-            + (
-                f"; {missing} did not within {args.wait:g} s: what they run is not listed."
-                if missing > 0
-                else "."
-            )
-        )
+        print(_answered(listed, args.wait) + ".")
     return 0
+
+
+def _answered(listed: Listing, wait: float) -> str:
+    """How many worker processes answered, said so that silence is never
+    read as nothing running."""
+    if listed.expected is None:
+        return f"{listed.answered} answered; how many worker processes listen is unknown"
+    text = f"{listed.answered} of {listed.expected} worker processes answered"
+    missing = listed.expected - listed.answered
+    if missing > 0:
+        text += f"; {missing} did not within {wait:g} s: what they run is not listed"
+    return text
 
 
 def _as_json(listed: Listing, with_args: bool) -> dict[str, Any]:
@@ -265,6 +376,20 @@ def _as_json(listed: Listing, with_args: bool) -> dict[str, Any]:
             del entry["args"]
         messages.append(entry)
     return {"answered": listed.answered, "expected": listed.expected, "messages": messages}
+
+
+def _effect(args: argparse.Namespace) -> str:
+    """What the request or rule sent does to a matching message."""
+    if args.mode == AbortMode.CANCEL.value:
+        return "a message that has not started will not start; a running one is left alone"
+    if args.timeout == math.inf:
+        return "a running message is asked to stop and never forced; a queued one will not start"
+    if args.timeout:
+        return (
+            f"a running message has {args.timeout:,} ms to stop before it is interrupted;"
+            " a queued one will not start"
+        )
+    return "a running message is interrupted; a queued one will not start"
 
 
 def _table(messages: list[RunningMessage], with_args: bool, now: float) -> str:

@@ -56,7 +56,7 @@ async def _guarded(
     except AsyncAbort:
         # Leave the task failed with Abort rather than cancelled, so that
         # the waiting worker thread sees the abort for what it is.
-        raise Abort(f"message {execution.message_id!r} was aborted") from None
+        raise Abort.of(execution.message_id, execution.reason) from None
 
 
 class _Interruptible(Generic[R]):
@@ -82,7 +82,7 @@ class _Interruptible(Generic[R]):
                 sent = yield yielded
             except asyncio.CancelledError as cancelled:
                 if self.execution.interrupted and not isinstance(cancelled, AsyncAbort):
-                    thrown = AsyncAbort(f"message {self.execution.message_id!r} was aborted")
+                    thrown = AsyncAbort.of(self.execution.message_id, self.execution.reason)
                 else:
                     thrown = cancelled
             except BaseException as error:

@@ -118,3 +118,9 @@ class Execution:
         #: Set once an abort is requested or raised, for the waits it cuts
         #: short (``dramatiq_abort.sleep``); made by the first such wait.
         self.abort_event: AbortSignal | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the abort request that reached it was sent, if its sender said."""
+        request = self.request
+        return None if request is None else request.reason

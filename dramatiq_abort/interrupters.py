@@ -54,10 +54,12 @@ class ThreadInterrupter(Interrupter):
         if not self.internals.claim_thread(execution.thread_id):
             return False
         self.switching.hold(id(execution))
+        Abort.leave_for(execution.thread_id, execution.message_id, execution.reason)
         set_in = ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(execution.thread_id), ctypes.py_object(Abort)
         )
         if set_in != 1:
+            Abort.withdraw(execution.thread_id)
             self.switching.release(id(execution))
         return bool(set_in == 1)
 
@@ -134,4 +136,4 @@ class GeventInterrupter(Interrupter):
         if not self.internals.claim_greenlet(execution.thread_id, self.greenlet):
             execution.interrupted = False
             return
-        self.greenlet.throw(Abort(f"message {execution.message_id!r} was aborted"))
+        self.greenlet.throw(Abort.of(execution.message_id, execution.reason))

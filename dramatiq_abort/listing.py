@@ -4,7 +4,6 @@ listing made of the answers."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
@@ -17,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from .backend import EventBackend
-from .checks import check_bool
+from .checks import check_bool, check_moment, check_name
 from .execution import Execution
 from .requests import AbortRequests
 from .wire import Inquiry, inquiry_event
@@ -27,8 +26,6 @@ __all__ = ["Listing", "RunningMessage"]
 #: Longest text, in characters, that stands for a message's arguments in
 #: a listing: enough to recognise them, bounded whatever they hold.
 ARGS_LENGTH = 200
-#: Longest actor or queue name a filter accepts, in characters.
-MAX_NAME_LENGTH = 255
 #: How grace left for ever (``math.inf``) is written in an answer and in
 #: ``dramatiq-abort list --json``: JSON has no infinity.
 FOREVER = "inf"
@@ -91,43 +88,16 @@ def check_inquiry(actor: object, queue: object, sent_before: object, args: objec
     ``TypeError`` or ``ValueError`` naming a bad filter."""
     return Inquiry(
         uuid.uuid4().hex,
-        _check_name("actor", actor),
-        _check_name("queue", queue),
+        check_name("actor", actor),
+        check_name("queue", queue),
         _check_sent_before(sent_before),
         check_bool("args", args),
     )
 
 
-def _check_name(name: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str or None, not {value!r:.100}")
-    if not value or len(value) > MAX_NAME_LENGTH:
-        raise ValueError(
-            f"{name} must be a name of 1 to {MAX_NAME_LENGTH} characters, not {value[:40]!r}"
-        )
-    return value
-
-
 def _check_sent_before(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            raise ValueError(
-                f"sent_before must be a timezone-aware datetime, not the naive {value!r}:"
-                " add tzinfo, e.g. datetime.timezone.utc"
-            )
-        return int(value.timestamp() * 1000)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"sent_before must be an aware datetime or milliseconds since the epoch,"
-            f" not {value!r:.100}"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"sent_before must be finite milliseconds since the epoch, not {value!r}")
-    return int(value)
+    # In milliseconds since the epoch, as message_timestamp.
+    return None if value is None else int(check_moment("sent_before", value) * 1000)
 
 
 def ask(backend: EventBackend, inquiry: Inquiry, timeout: float) -> Listing:

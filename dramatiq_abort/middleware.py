@@ -8,12 +8,14 @@ import inspect
 import logging
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterable
 from typing import Any, Union
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
@@ -25,7 +27,10 @@ from .checks import (
     check_message_id,
     check_milliseconds,
     check_mode,
+    check_name,
+    check_reason,
     check_seconds,
+    check_sent_before,
 )
 from .delivery import Executions
 from .dramatiq_internals import (
@@ -35,15 +40,16 @@ from .dramatiq_internals import (
     result_options,
     store_no_result,
 )
-from .errors import ActorOptionError, MessageAborted, MessageOptionError
-from .execution import ExecutionState
+from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
+from .execution import Execution, ExecutionState
 from .listing import Listing
 from .metrics import AbortMetrics, check_metrics, worker_metrics
 from .mode import AbortMode
 from .outcome import Outcome
 from .requests import AbortRequests
+from .rules import AbortRules
 from .watcher import Watcher
-from .wire import events_for
+from .wire import events_for, rule_event
 
 __all__ = [
     "AbortMode",
@@ -51,6 +57,7 @@ __all__ = [
     "abort",
     "abort_many",
     "abort_requested",
+    "abort_where",
     "abortable_of",
     "middleware_of",
     "running_messages",
@@ -168,6 +175,10 @@ class Abortable(Middleware):
         #: The metrics workers of this process count in, once one booted with them.
         self.metrics: AbortMetrics | None = None
         self.requests = AbortRequests(self.logger)
+        self.rules = AbortRules(self.logger)
+        #: The names of the actors declared in this process, to warn of a
+        #: rule that names none of them.
+        self.declared_actors: set[str] = set()
         self.internals = DramatiqInternals()
         self.executions = Executions(self.logger, self.internals)
         self._watcher: Watcher | None = None
@@ -215,6 +226,7 @@ class Abortable(Middleware):
             )
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        self.declared_actors.add(actor.actor_name)
         fn = actor.fn
         if getattr(fn, _WRAPPED_MARK, False):
             return
@@ -222,6 +234,7 @@ class Abortable(Middleware):
         wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
         executions, requests, stopped = self.executions, self.requests, self._stopped
+        reason_of = self._reason_of
         current, run = executions.current, executions.run
 
         # A plain function, and the one Python frame this middleware adds
@@ -236,7 +249,7 @@ class Abortable(Middleware):
             runs = fn if async_fn is None else coroutines.runner(executions, execution, async_fn)
             result, outcome = run(execution, requests, runs, args, kwargs)
             if outcome is not None:
-                stopped(broker, execution.message, outcome)
+                stopped(broker, execution.message, outcome, reason_of(execution))
             return result
 
         setattr(abortable_fn, _WRAPPED_MARK, True)
@@ -268,6 +281,7 @@ class Abortable(Middleware):
                     self.logger,
                     abort_ttl=self.abort_ttl,
                     metrics=self.metrics,
+                    rules=self.rules,
                 )
                 self._watcher.start()
             watcher = self._watcher
@@ -304,9 +318,14 @@ class Abortable(Middleware):
         # Only the watcher fills the table: with none (no worker booted),
         # there is nothing to look up.
         watcher = self._watcher
-        if watcher is not None and watcher.request_for(message_id) is not None:
-            self._stopped(broker, message, Outcome.CANCELLED)
+        if watcher is not None and (request := watcher.request_for(message_id)) is not None:
+            self._stopped(broker, message, Outcome.CANCELLED, request.reason)
         self.executions.begin(message, message_id)
+        # Rules (abort_where): one attribute read while none is in force.
+        # After begin(): a rule the watcher records meanwhile finds the
+        # message registered, or the message finds the rule here.
+        if self.rules.in_force and (rule := self.rules.match(inner)) is not None:
+            self._stopped(broker, message, Outcome.CANCELLED, rule.reason)
 
     def after_process_message(
         self,
@@ -319,7 +338,7 @@ class Abortable(Middleware):
         execution = self.executions.end(message)
         if execution is not None and execution.request is not None:
             outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
-            self._record_outcome(message, outcome)
+            self._record_outcome(message, outcome, execution.reason)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.executions.end(message)
@@ -330,9 +349,11 @@ class Abortable(Middleware):
         abort_ttl: int | None = None,
         mode: AbortMode = AbortMode.ABORT,
         abort_timeout: float = 0,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Send an abort request for ``message_id``; see :func:`abort`."""
-        self.abort_many([message_id], abort_ttl, mode, abort_timeout)
+        self.abort_many([message_id], abort_ttl, mode, abort_timeout, reason=reason)
 
     def abort_many(
         self,
@@ -340,6 +361,8 @@ class Abortable(Middleware):
         abort_ttl: int | None = None,
         mode: AbortMode = AbortMode.ABORT,
         abort_timeout: float = 0,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Send the same abort request for every id of ``message_ids`` in
         one write. Every argument is checked before anything is sent.
@@ -368,15 +391,73 @@ class Abortable(Middleware):
         if etas:
             ttl += max(0, int(max(etas) - time.time() * 1000))
         timeout = check_abort_timeout(abort_timeout)
+        reason = check_reason(reason)
         if not ids:
             return
-        events = events_for(ids, mode, timeout)
+        events = events_for(ids, mode, timeout, reason)
         self.backend.notify(events, ttl=ttl)
         # Read-your-writes in this process: once abort() returns, the
         # messages running here see the request.
         watcher = self._watcher
         if watcher is not None:
             watcher.catch_up()
+
+    def abort_where(
+        self,
+        *,
+        actor: str | None = None,
+        queue: str | None = None,
+        sent_before: datetime.datetime | float | None = None,
+        mode: AbortMode = AbortMode.ABORT,
+        abort_timeout: float = 0,
+        abort_ttl: int | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Record a rule that stops the messages of ``actor`` and of
+        ``queue`` sent before ``sent_before``; see :func:`abort_where`.
+        Returns the rule's id."""
+        actor = check_name("actor", actor)
+        queue = check_name("queue", queue)
+        if actor is None and queue is None:
+            raise ValueError(
+                "abort_where needs actor or queue (or both): it would stop every message"
+            )
+        now = time.time()
+        before = check_sent_before(sent_before, now)
+        mode = check_mode(mode)
+        timeout = check_abort_timeout(abort_timeout)
+        ttl = (
+            self.abort_ttl
+            if abort_ttl is None
+            else check_milliseconds("abort_ttl", abort_ttl, positive=True)
+        )
+        reason = check_reason(reason)
+        if not self.backend.pushes:
+            raise NotImplementedError(
+                f"{type(self.backend).__name__} does not push events: workers would never learn"
+                " of a rule; use a backend that pushes, such as RedisBackend"
+            )
+        if actor is not None and self.declared_actors and actor not in self.declared_actors:
+            self.logger.warning(
+                "The abort rule names actor %r, which matches no actor declared in this"
+                " process: it is recorded anyway, for workers that may declare it.",
+                actor,
+            )
+        rule_id = uuid.uuid4().hex
+        event = rule_event(
+            rule_id,
+            actor=actor,
+            queue=None if queue is None else q_name(queue),
+            sent_before=int(before * 1000),
+            mode=mode,
+            abort_timeout=timeout,
+            reason=reason,
+        )
+        self.backend.notify([event], ttl=ttl)
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.catch_up()
+        return rule_id
 
     def wait_outcome(self, message_id: MessageRef, timeout: float | None = None) -> Outcome | None:
         """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
@@ -425,6 +506,16 @@ class Abortable(Middleware):
             )
         return listing.ask(backend, inquiry, seconds)
 
+    def outcome_reason(self, message_id: MessageRef) -> str | None:
+        """The reason of the abort request or rule that stopped ``message_id``
+        (an id or the message), recorded with its outcome; ``None`` when it
+        had none, no outcome is recorded, or the backend does not record
+        reasons (see ``EventBackend.records_reasons``)."""
+        message_id = _message_id(message_id)
+        if not (self.backend.records_outcomes and self.backend.records_reasons):
+            return None
+        return self.backend.outcome_reason(message_id)
+
     def get_abort_request(self, message_id: MessageRef | None = None) -> float | None:
         """Milliseconds until ``message_id`` (default: the current message)
         is interrupted, or ``None`` when no abort is requested."""
@@ -441,12 +532,32 @@ class Abortable(Middleware):
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
 
-    def _stopped(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome) -> None:
-        """End ``message`` as ``outcome`` says: skipped, with its result (if
-        stored) a :class:`MessageAborted` failure."""
-        self.logger.info("Message %r was %s.", message.message_id, outcome.value)
+    def _reason_of(self, execution: Execution) -> str | None:
+        """The reason of the request that stopped ``execution``: the one it
+        received, or the one in the table that cancelled it as it started."""
+        if execution.request is not None:
+            return execution.reason
+        request = self.requests.get(execution.message_id)
+        return None if request is None else request.reason
+
+    def _stopped(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        outcome: Outcome,
+        reason: str | None,
+    ) -> None:
+        """End ``message`` as ``outcome`` says, for ``reason``: skipped, with
+        its result (if stored) a :class:`MessageAborted` failure."""
+        if reason is None:
+            self.logger.info("Message %r was %s.", message.message_id, outcome.value)
+        else:
+            # repr: a reason cannot break the one line into several.
+            self.logger.info(
+                "Message %r was %s (reason: %r).", message.message_id, outcome.value, reason
+            )
         _own_skips.skipping.message_id = message.message_id
-        error = MessageAborted(f"message {message.message_id!r} was {outcome.value}")
+        error = MessageAborted(aborted(message.message_id, outcome.value, reason), reason=reason)
         results, store, ttl = result_options(broker, message)
         if store:
             try:
@@ -461,20 +572,26 @@ class Abortable(Middleware):
                 self.logger.debug("Storing the result failed with:", exc_info=e)
             # Results stores None for skipped messages, which would hide the failure.
             store_no_result(message)
-        self._record_outcome(message, outcome)
+        self._record_outcome(message, outcome, reason)
         raise error
 
-    def _record_outcome(self, message: MessageProxy, outcome: Outcome) -> None:
+    def _record_outcome(self, message: MessageProxy, outcome: Outcome, reason: str | None) -> None:
         # Only messages an abort request reached get here: no cost per message.
         metrics = self.metrics
         if metrics is not None:
             execution = self.executions.current()
             request = None if execution is None else execution.request
             metrics.ended(message.actor_name, outcome, request)
-        if not self.backend.records_outcomes:
+        backend = self.backend
+        if not backend.records_outcomes:
             return
         try:
-            self.backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
+            if backend.records_reasons:
+                backend.record_outcome(
+                    message.message_id, outcome.value, self.abort_ttl, reason=reason
+                )
+            else:
+                backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
         except Exception as e:
             self.logger.warning(
                 "Failed to record that message %r was %s (%s: %.200s).",
@@ -536,6 +653,8 @@ def abort(
     abort_ttl: int | None = None,
     mode: AbortMode = AbortMode.ABORT,
     abort_timeout: float = 0,
+    *,
+    reason: str | None = None,
 ) -> None:
     """Abort a pending or running message given its ``message_id``.
 
@@ -557,9 +676,14 @@ def abort(
         message is given to finish, during which :func:`abort_requested`
         returns the time left, before it is interrupted. ``math.inf`` asks
         it to stop and never interrupts it.
+    :param reason: Why the message is stopped, such as who asked: a
+        non-empty text of at most 1,000 characters, stripped. The worker
+        logs it, and the message's :class:`Abort`, its ``MessageAborted``
+        result and its recorded outcome (see ``Abortable.outcome_reason``)
+        carry it.
     :raises TypeError, ValueError: on a bad argument; nothing is sent.
     """
-    resolve(middleware).abort(message_id, abort_ttl, mode, abort_timeout)
+    resolve(middleware).abort(message_id, abort_ttl, mode, abort_timeout, reason=reason)
 
 
 def abort_many(
@@ -568,11 +692,61 @@ def abort_many(
     abort_ttl: int | None = None,
     mode: AbortMode = AbortMode.ABORT,
     abort_timeout: float = 0,
+    *,
+    reason: str | None = None,
 ) -> None:
     """:func:`abort` for every message of ``message_ids`` (ids or messages),
     in one write to the backend. Every argument is checked first: on a bad
     one, nothing is sent."""
-    resolve(middleware).abort_many(message_ids, abort_ttl, mode, abort_timeout)
+    resolve(middleware).abort_many(message_ids, abort_ttl, mode, abort_timeout, reason=reason)
+
+
+def abort_where(
+    *,
+    actor: str | None = None,
+    queue: str | None = None,
+    sent_before: datetime.datetime | float | None = None,
+    mode: AbortMode = AbortMode.ABORT,
+    abort_timeout: float = 0,
+    abort_ttl: int | None = None,
+    reason: str | None = None,
+    middleware: Abortable | None = None,
+) -> str:
+    """Stop every message of ``actor`` and of ``queue`` (those given) sent
+    before ``sent_before``, on every worker: a rule recorded in the backend
+    for ``abort_ttl``, which workers check as each message starts. Returns
+    the rule's id.
+
+    A matching message that has not started is cancelled whatever ``mode``,
+    including one queued or delayed that no worker has fetched yet; with
+    ``AbortMode.ABORT``, a running one is interrupted after
+    ``abort_timeout``, as with :func:`abort`. A message sent after
+    ``sent_before`` is never touched.
+
+    :param actor: The name of the actor whose messages stop. A name that no
+        actor declared in this process has is recorded anyway, with a warning.
+    :param queue: The queue whose messages stop; a delayed message (on
+        ``queue + ".DQ"``) matches too. At least one of ``actor`` and
+        ``queue`` is required.
+    :param sent_before: A ``datetime`` (with no time zone: local time) or
+        seconds since the epoch, not in the future; ``None`` means now. It
+        is compared with the time the sender of each message stamped on it.
+    :param abort_ttl: Milliseconds the rule stays in force; ``None`` uses
+        the middleware's ``abort_ttl``.
+    :param mode, abort_timeout, reason, middleware: As in :func:`abort`.
+    :raises TypeError, ValueError: on a bad argument; nothing is recorded.
+    :raises NotImplementedError: at once, with a backend that does not push
+        events (see ``EventBackend.pushes``): its workers could not learn of it.
+    """
+    return resolve(middleware).abort_where(
+        actor=actor,
+        queue=queue,
+        sent_before=sent_before,
+        mode=mode,
+        abort_timeout=abort_timeout,
+        abort_ttl=abort_ttl,
+        reason=reason,
+    )
 
 
 def wait_outcome(
@@ -627,8 +801,9 @@ def running_messages(
 
     :param actor: Only messages of the actor of this name.
     :param queue: Only messages of this queue.
-    :param sent_before: Only messages sent before this moment: an aware
-        ``datetime``, or milliseconds since the epoch, as ``message_timestamp``.
+    :param sent_before: Only messages sent before this moment, as in
+        :func:`abort_where`: a ``datetime`` (with no time zone: local time)
+        or seconds since the epoch.
     :param args: Whether to list each message's arguments, shortened.
     :param timeout: Longest wait for answers, in seconds (more than 0).
     :param middleware: As in :func:`abort`.

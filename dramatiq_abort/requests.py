@@ -29,6 +29,8 @@ class AbortRequest(NamedTuple):
     #: ``time.monotonic()`` at which the backend recorded the request, as
     #: this process reckons it: how long an abort took is counted from it.
     sent_at: float
+    #: Why the sender stopped the message, if it said.
+    reason: str | None = None
 
 
 class AbortRequests:
@@ -87,11 +89,15 @@ class AbortRequests:
         # The backend recorded the request ``ttl - ttl_left`` milliseconds ago.
         sent_at = now - max(0, ttl - ttl_left) / 1000
         if wire.mode is AbortMode.CANCEL:
-            request = AbortRequest(wire.message_id, False, math.inf, expires_at, sent_at)
+            request = AbortRequest(
+                wire.message_id, False, math.inf, expires_at, sent_at, wire.reason
+            )
         else:
             # The grace runs from when the abort was sent.
             abort_at = sent_at + wire.grace / 1000
-            request = AbortRequest(wire.message_id, True, abort_at, expires_at, sent_at)
+            request = AbortRequest(
+                wire.message_id, True, abort_at, expires_at, sent_at, wire.reason
+            )
         message_id = wire.message_id
         with self._lock:
             previous = self._by_message.get(message_id)

@@ -17,11 +17,13 @@ from collections.abc import Iterable
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
+from .execution import Execution
 from .listing import Answerer
 from .metrics import AbortMetrics
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
-from .wire import event_key, is_inquiry, parse_inquiry
+from .rules import AbortRules
+from .wire import event_key, is_inquiry, is_rule, parse_inquiry
 
 #: Longest wait between two attempts to reach a backend that fails.
 MAX_BACKOFF = 30.0
@@ -42,9 +44,9 @@ def backoff(failures: int) -> float:
 
 
 class Watcher(threading.Thread):
-    """Learns every abort request sent to the backend and interrupts the
-    messages of this process they target; answers the inquiries of which
-    messages run here, from what it holds in memory.
+    """Learns every abort request and rule sent to the backend and
+    interrupts the messages of this process they target; answers the
+    inquiries of which messages run here, from what it holds in memory.
 
     With a backend that pushes, the watcher holds one subscription and
     sends no command while nothing is aborted; it catches up on recorded
@@ -60,11 +62,13 @@ class Watcher(threading.Thread):
         logger: logging.Logger,
         *,
         abort_ttl: int,
+        rules: AbortRules,
         metrics: AbortMetrics | None = None,
     ) -> None:
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
         self.requests = requests
+        self.rules = rules
         self.executions = executions
         self.logger = logger
         self.abort_ttl = abort_ttl
@@ -213,6 +217,7 @@ class Watcher(threading.Thread):
                 self._deliver_due()
                 now = time.monotonic()
                 self.requests.forget_expired(now)
+                self.rules.forget_expired(now)
                 self.executions.switching.expire(now)
 
     def _receive(self, subscription: Subscription) -> None:
@@ -257,17 +262,33 @@ class Watcher(threading.Thread):
         now = time.monotonic()
         # What was in force before, for the metrics, which count what a batch adds.
         before: dict[str, AbortRequest | None] = {}
-        recorded: list[AbortRequest | None] = []
+        requests: list[AbortRequest] = []
+        rule_events: list[TimedEvent] = []
         inquiries: list[TimedEvent] = []
         for timed in events:
-            if is_inquiry(timed.event):
+            if is_rule(timed.event):
+                rule_events.append(timed)
+            elif is_inquiry(timed.event):
                 inquiries.append(timed)
             else:
-                recorded.append(self.requests.record(timed, now, before))
-        requests = [request for request in recorded if request is not None]
+                request = self.requests.record(timed, now, before)
+                if request is not None:
+                    requests.append(request)
         if requests and self.metrics is not None:
             self.metrics.received(requests, before)
-        self._deliver(now, requests)
+        rules = self.rules.record(rule_events, now) if rule_events else []
+        # Looked up only once every request and rule is recorded: a message
+        # that registers after this finds them as it starts.
+        if requests:
+            running = self.executions.find(request.message_id for request in requests)
+            for request in requests:
+                for execution in running.get(request.message_id, ()):
+                    self._deliver(execution, request, now)
+        if rules:
+            for execution in self.executions.running():
+                rule = next((rule for rule in rules if rule.matches(execution.message)), None)
+                if rule is not None:
+                    self._deliver(execution, rule.request_for(execution.message_id), now)
         # Answered once the requests that came with them are delivered:
         # the answer shows them.
         for timed in inquiries:
@@ -289,16 +310,9 @@ class Watcher(threading.Thread):
             )
             self.logger.debug("Answering failed with:", exc_info=e)
 
-    def _deliver(self, now: float, requests: list[AbortRequest]) -> None:
-        if not requests:
-            return
-        # Looked up only once every request is recorded: a message that
-        # registers after this finds its request as it starts.
-        running = self.executions.find(request.message_id for request in requests)
-        for request in requests:
-            for execution in running.get(request.message_id, ()):
-                if self.executions.deliver(execution, request, now):
-                    heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
+    def _deliver(self, execution: Execution, request: AbortRequest, now: float) -> None:
+        if self.executions.deliver(execution, request, now):
+            heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
 
     def _deliver_due(self) -> None:
         now = time.monotonic()
@@ -315,11 +329,11 @@ class Watcher(threading.Thread):
         switching_expires_at = self.executions.switching.expires_at
         if switching_expires_at is not None:
             moments.append(switching_expires_at)
-        expiry = self.requests.next_expiry()
-        if expiry is not None:
-            # Late on purpose, so that requests expiring together are
-            # forgotten in one wake-up.
-            moments.append(expiry + FORGET_DELAY)
+        for expiry in (self.requests.next_expiry(), self.rules.next_expiry()):
+            if expiry is not None:
+                # Late on purpose, so that requests expiring together are
+                # forgotten in one wake-up.
+                moments.append(expiry + FORGET_DELAY)
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())

@@ -1,7 +1,10 @@
-"""The wire format of abort requests, as dramatiq-abort 1.x writes it: an
+"""The wire format of abort events. As dramatiq-abort 1.x writes it, an
 event keyed ``cancel:<message id>`` stops a message that has not started,
 and one keyed ``abort:<message id>`` (parameter ``abort_timeout``: the
 milliseconds of grace, ``null`` for never) interrupts it while it runs.
+Version 2 adds an optional ``reason`` parameter to both, which 1.x ignores,
+and rules: an event keyed ``rule:<rule id>`` stops the messages of an actor
+or queue sent before a moment.
 An event keyed ``inquiry:<reply address>`` asks every worker process which
 messages it runs (see :mod:`dramatiq_abort.listing`).
 
@@ -14,22 +17,43 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from .backend import Event
+from .checks import MAX_REASON_LENGTH
 from .mode import AbortMode
 
 #: Between the mode and the message id in a key.
 SEPARATOR = ":"
 #: What the key of an inquiry starts with, before the separator.
 INQUIRY = "inquiry"
+#: What the key of a rule event starts with, before :data:`SEPARATOR`.
+RULE = "rule"
 
 
 class WireRequest(NamedTuple):
-    """What one event says."""
+    """What one request event says."""
 
     message_id: str
     mode: AbortMode
     #: Milliseconds a running message is given before it is interrupted;
     #: ``math.inf`` for never. 0 for a cancel, which never interrupts.
     grace: float
+    #: Why the sender stopped the message, if it said.
+    reason: str | None = None
+
+
+class WireRule(NamedTuple):
+    """What one rule event says: stop the messages of ``actor`` and of
+    ``queue`` (those given) sent before ``sent_before``."""
+
+    rule_id: str
+    actor: str | None
+    #: A canonical queue name: never a delay queue's.
+    queue: str | None
+    #: Milliseconds since the epoch, as ``Message.message_timestamp``.
+    sent_before: int
+    mode: AbortMode
+    #: As :attr:`WireRequest.grace`.
+    grace: float
+    reason: str | None
 
 
 class Inquiry(NamedTuple):
@@ -53,14 +77,32 @@ def event_key(message_id: str, mode: AbortMode) -> str:
     return f"{mode.value}{SEPARATOR}{message_id}"
 
 
-def events_for(message_ids: Iterable[str], mode: AbortMode, abort_timeout: float) -> list[Event]:
+def rule_key(rule_id: str) -> str:
+    """The key of the event that carries the rule ``rule_id``."""
+    return f"{RULE}{SEPARATOR}{rule_id}"
+
+
+def is_rule(event: Event) -> bool:
+    """Whether ``event`` carries a rule rather than a request."""
+    return event.key.startswith(RULE + SEPARATOR)
+
+
+def _timeout_param(abort_timeout: float) -> int | None:
+    return None if abort_timeout == math.inf else int(abort_timeout)
+
+
+def events_for(
+    message_ids: Iterable[str], mode: AbortMode, abort_timeout: float, reason: str | None = None
+) -> list[Event]:
     """The events that carry one abort request for each of ``message_ids``.
 
     Events of the same kind share one parameters dict (do not change it),
     so that a backend can encode it once.
     """
     cancel: dict[str, Any] = {}
-    abort = {"abort_timeout": None if abort_timeout == math.inf else int(abort_timeout)}
+    abort: dict[str, Any] = {"abort_timeout": _timeout_param(abort_timeout)}
+    if reason is not None:
+        cancel["reason"] = abort["reason"] = reason
     events = []
     for message_id in message_ids:
         events.append(Event(event_key(message_id, AbortMode.CANCEL), cancel))
@@ -69,9 +111,32 @@ def events_for(message_ids: Iterable[str], mode: AbortMode, abort_timeout: float
     return events
 
 
+def rule_event(
+    rule_id: str,
+    *,
+    actor: str | None,
+    queue: str | None,
+    sent_before: int,
+    mode: AbortMode,
+    abort_timeout: float,
+    reason: str | None,
+) -> Event:
+    """The event that carries a rule; see :class:`WireRule` for the fields."""
+    params: dict[str, Any] = {
+        "actor": actor,
+        "queue": queue,
+        "sent_before": sent_before,
+        "mode": mode.value,
+        "abort_timeout": _timeout_param(abort_timeout),
+    }
+    if reason is not None:
+        params["reason"] = reason
+    return Event(rule_key(rule_id), params)
+
+
 def parse_event(event: Event) -> WireRequest:
     """What ``event`` requests; ``ValueError`` saying why when it is not
-    an abort event."""
+    a request event."""
     mode_name, separator, message_id = event.key.partition(SEPARATOR)
     if not separator or not message_id:
         raise ValueError(f"unknown key {event.key!r}")
@@ -79,14 +144,51 @@ def parse_event(event: Event) -> WireRequest:
         mode = AbortMode(mode_name)
     except ValueError:
         raise ValueError(f"unknown key {event.key!r}") from None
+    reason = _reason(event.params)
     if mode is AbortMode.CANCEL:
-        return WireRequest(message_id, mode, 0)
+        return WireRequest(message_id, mode, 0, reason)
+    return WireRequest(message_id, mode, _grace(event), reason)
+
+
+def parse_rule(event: Event) -> WireRule:
+    """The rule ``event`` carries; ``ValueError`` saying why when it is
+    not a valid rule event."""
+    _, _, rule_id = event.key.partition(SEPARATOR)
+    params = event.params
+    actor, queue = params.get("actor"), params.get("queue")
+    if not rule_id or not is_rule(event):
+        raise ValueError(f"{event.key!r} is not the key of a rule")
+    for name, value in (("actor", actor), ("queue", queue)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"rule {event.key!r} has a bad {name}: {value!r:.100}")
+    if actor is None and queue is None:
+        raise ValueError(f"rule {event.key!r} names neither an actor nor a queue")
+    sent_before = params.get("sent_before")
+    if isinstance(sent_before, bool) or not isinstance(sent_before, int):
+        raise ValueError(f"rule {event.key!r} has a bad sent_before: {sent_before!r:.100}")
+    try:
+        mode = AbortMode(params.get("mode"))
+    except ValueError:
+        raise ValueError(
+            f"rule {event.key!r} has a bad mode: {params.get('mode')!r:.100}"
+        ) from None
+    grace = 0.0 if mode is AbortMode.CANCEL else _grace(event)
+    return WireRule(rule_id, actor, queue, sent_before, mode, grace, _reason(params))
+
+
+def _grace(event: Event) -> float:
     grace = event.params.get("abort_timeout", 0)
     if grace is None:
-        return WireRequest(message_id, mode, math.inf)
+        return math.inf
     if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
         raise ValueError(f"abort event {event.key!r} has a bad abort_timeout: {grace!r}")
-    return WireRequest(message_id, mode, grace)
+    return float(grace)
+
+
+def _reason(params: dict[str, Any]) -> str | None:
+    # A malformed reason must not cost the abort it comes with: dropped.
+    reason = params.get("reason")
+    return reason[:MAX_REASON_LENGTH] if isinstance(reason, str) and reason else None
 
 
 def inquiry_event(inquiry: Inquiry) -> Event:

@@ -193,19 +193,20 @@ class App:
                 return str(event), int(pid)
         return None
 
-    def abort_from_another_process(self, message_id: str, *extra: str) -> None:
+    def abort_from_another_process(self, *arguments: str) -> None:
+        """Run ``dramatiq-abort abort`` with ``arguments`` (message ids, or
+        ``--actor``/``--queue``, and options) against the workers' backend."""
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "dramatiq_abort.cli",
                 "abort",
-                message_id,
+                *arguments,
                 "--redis",
                 self.abort_redis_url,
                 "--namespace",
                 self.namespace,
-                *extra,
             ],
             check=True,
             timeout=WAIT * 3,

@@ -56,6 +56,7 @@ def test_public_names_match_the_documentation() -> None:
         "abort_ttl",
         "mode",
         "abort_timeout",
+        "reason",
     }
     assert list(inspect.signature(abort_requested).parameters) == ["message_id", "middleware"]
     assert list(inspect.signature(Abortable.abort).parameters) == [
@@ -64,7 +65,10 @@ def test_public_names_match_the_documentation() -> None:
         "abort_ttl",
         "mode",
         "abort_timeout",
+        "reason",
     ]
+    # Added after the 1.x parameters, by keyword only: positional calls keep working.
+    assert inspect.signature(abort).parameters["reason"].kind is inspect.Parameter.KEYWORD_ONLY
     assert Event("abort:x", {"abort_timeout": 1}) == ("abort:x", {"abort_timeout": 1})
     assert {m.value for m in AbortMode} == {"abort", "cancel"}
 
@@ -101,7 +105,7 @@ class NoOutcomes(StubBackend):
 
     records_outcomes = False
 
-    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+    def record_outcome(self, message_id: str, outcome: str, ttl: int, **_: Any) -> None:
         raise AssertionError("record_outcome called on a backend that records none")
 
     def wait_outcome(self, message_id: str, timeout: float | None, **_: Any) -> str | None:

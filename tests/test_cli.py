@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import getpass
 import io
 import json
 import math
@@ -11,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +25,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, Event, __version__, abort
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
-from dramatiq_abort.cli import REDIS_URL_VARIABLE, main
+from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 
 from .support import ROOT, WAIT, start_worker
@@ -68,7 +71,7 @@ def test_abort_sends_each_id_in_the_mode_asked(
     backend = RedisBackend(client=redis_client, namespace=namespace)
     for message_id in ("id-1", "id-2"):
         assert backend.poll(f"abort:{message_id}") == Event(
-            f"abort:{message_id}", {"abort_timeout": 250}
+            f"abort:{message_id}", {"abort_timeout": 250, "reason": default_reason()}
         )
         assert 0 < redis_client.pttl(f"{backend.prefix}abort:{message_id}") <= 5000
 
@@ -144,10 +147,12 @@ def test_a_timeout_of_inf_asks_and_never_forces(
     redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["abort", "polite", "--timeout", "inf", "--redis", redis_url, "--namespace", namespace]
-    assert main(argv) == 0
+    assert main([*argv, "--reason", "deploy 42"]) == 0
     assert "asked to stop and never forced" in capsys.readouterr().out
     backend = RedisBackend(client=redis_client, namespace=namespace)
-    assert backend.poll("abort:polite") == Event("abort:polite", {"abort_timeout": None})
+    assert backend.poll("abort:polite") == Event(
+        "abort:polite", {"abort_timeout": None, "reason": "deploy 42"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -300,6 +305,35 @@ def test_list_prints_what_runs_and_how_many_workers_answered(
     ]
 
 
+def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message, release = held_message
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--dry-run"]
+    assert main([*argv, "--actor", "export"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dry run, nothing recorded: 1 running message(s) match now")
+    assert "(1 of 1 worker processes answered)" in out
+    sent = message.message_timestamp / 1000
+    for other in (["--queue", "daily"], ["--actor", "export", "--sent-before", str(sent - 1)]):
+        assert main([*argv, *other]) == 0
+        assert "nothing recorded: 0 running message(s) match now" in capsys.readouterr().out
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    assert [timed for timed in backend.recorded() if timed.event.key.startswith("rule:")] == []
+    # Nothing was recorded: the message runs on to its end.
+    assert backend.wait_outcome(message.message_id, 0) is None
+    release.set()
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["abort", "--redis", redis_url, "--namespace", namespace, "some-id", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "--dry-run goes with --actor or --queue" in capsys.readouterr().err
+
+
 def test_list_prints_one_json_document_with_the_arguments_when_asked(
     redis_url: str,
     namespace: str,
@@ -344,13 +378,58 @@ def test_list_says_when_no_worker_listens_and_a_worker_that_does_not_answer(
     ]
 
 
+def test_abort_by_actor_and_queue_records_one_rule_and_says_its_id(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    an_hour_ago = datetime.datetime.now().replace(microsecond=0) - datetime.timedelta(hours=1)
+    in_utc = an_hour_ago.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
+    for sent_before in (
+        an_hour_ago.isoformat(),
+        in_utc.isoformat() + "Z",
+        str(an_hour_ago.timestamp()),
+    ):
+        assert main([*argv, "--queue", "reports.DQ", "--sent-before", sent_before]) == 0
+    out = capsys.readouterr().out
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    rules = [timed.event for timed in backend.recorded()]
+    assert len(rules) == 3
+    for rule in rules:
+        assert rule.key.startswith("rule:")
+        assert f"recorded rule {rule.key[len('rule:') :]}: abort every message" in out
+        assert rule.params == {
+            "actor": "export",
+            "queue": "reports",
+            "sent_before": int(an_hour_ago.timestamp() * 1000),
+            "mode": "abort",
+            "abort_timeout": 0,
+            "reason": default_reason(),
+        }
+    assert "of actor 'export' and queue 'reports.DQ' sent before" in out
+    assert "A message sent after that is never touched" in out
+
+
+def test_abort_by_queue_defaults_to_now_and_takes_a_reason(
+    redis_url: str, redis_client: redis.Redis, namespace: str
+) -> None:
+    before = time.time()
+    argv = ["abort", "--queue", "reports", "--mode", "cancel", "--reason", "bad deploy"]
+    assert main([*argv, "--redis", redis_url, "--namespace", namespace]) == 0
+    (rule,) = [
+        timed.event for timed in RedisBackend(client=redis_client, namespace=namespace).recorded()
+    ]
+    assert rule.params["actor"] is None and rule.params["mode"] == "cancel"
+    assert rule.params["reason"] == "bad deploy"
+    assert before * 1000 - 1 <= rule.params["sent_before"] <= time.time() * 1000
+
+
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
         (["--wait", "0"], "argument --wait: '0' is not a number of seconds greater than 0"),
         (["--wait", "nan"], "argument --wait: 'nan' is not a number of seconds greater than 0"),
         (["--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
-        (["--actor", ""], "dramatiq-abort: actor must be a name of 1 to 255 characters"),
+        (["--actor", ""], "dramatiq-abort: actor must not be empty"),
     ],
 )
 def test_list_rejects_bad_values_and_sends_nothing(
@@ -369,3 +448,60 @@ def test_list_rejects_bad_values_and_sends_nothing(
     assert status == 2
     assert says in capsys.readouterr().err
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["some-id", "--actor", "export"], "either message IDs or --actor/--queue, not both"),
+        ([], "give message IDs, or --actor and/or --queue"),
+        (["some-id", "--sent-before", "1000"], "--sent-before goes with --actor or --queue"),
+        (["--actor", "export", "--sent-before", "tomorrow"], "'tomorrow' is neither an ISO"),
+    ],
+)
+def test_abort_refuses_ids_with_a_filter_or_neither_and_records_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    says: str,
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["abort", "--redis", redis_url, "--namespace", namespace, *extra])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--sent-before", str(time.time() + 3600)], "sent_before must not be in the future"),
+        (["--reason", "   "], "reason must not be empty"),
+        (["--actor", ""], "actor must not be empty"),
+    ],
+)
+def test_abort_by_actor_rejects_bad_values_and_records_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    says: str,
+) -> None:
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
+    assert main([*argv, *extra]) == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+def test_the_default_reason_names_the_user_and_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_reason() == f"{getpass.getuser()}@{socket.gethostname()} via dramatiq-abort"
+
+    def fails() -> str:
+        raise OSError("no such user")
+
+    monkeypatch.setattr(getpass, "getuser", fails)
+    monkeypatch.setattr(socket, "gethostname", fails)
+    assert default_reason() == "unknown user@unknown host via dramatiq-abort"

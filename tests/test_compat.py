@@ -33,8 +33,9 @@ from compat import (
     TaskAborted,
     TaskStates,
 )
-from dramatiq_abort import Abort, Abortable, abort, abort_requested
+from dramatiq_abort import Abort, Abortable, Outcome, abort, abort_requested
 from dramatiq_abort.backends import StubBackend
+from dramatiq_abort.middleware import abortable_of
 
 from .support import WAIT, spin_until_aborted, wait_until
 
@@ -389,3 +390,28 @@ def test_compat_is_aborted_and_request_work_in_async_actors(
     result.abort()
     assert result.get_result(block=True, timeout=int(WAIT * 1000)) == "stopped"
     assert seen == [result.id]
+
+
+def test_compat_revoke_and_abort_carry_a_reason(
+    redis_broker: RedisBroker, redis_worker: dramatiq.Worker
+) -> None:
+    started = threading.Event()
+
+    @dramatiq.actor(actor_class=AbortableActor, store_results=True, max_retries=0)
+    def task(spin: bool) -> None:
+        started.set()
+        deadline = time.monotonic() + WAIT
+        while spin and time.monotonic() < deadline:
+            pass
+
+    abortable = abortable_of(redis_broker)
+    revoked = task.apply_async(args=(False,), countdown=0.3)
+    assert revoked.revoke(wait=True, timeout=WAIT, reason="not needed") is True
+    assert abortable.wait_outcome(revoked.message, WAIT) is Outcome.CANCELLED
+    assert abortable.outcome_reason(revoked.message) == "not needed"
+
+    running = task.delay(True)
+    assert started.wait(WAIT)
+    running.abort(timeout=0, reason="taking too long")
+    assert abortable.wait_outcome(running.message, WAIT) is Outcome.ABORTED
+    assert abortable.outcome_reason(running.message) == "taking too long"

@@ -111,7 +111,7 @@ def test_a_listing_keeps_only_the_messages_its_filters_match(
     assert ids(queue="default") == {rebuild.message_id}
     assert ids(actor="export", queue="default") == set()
     assert ids(actor="no_such_actor") == set()
-    assert ids(actor="export", sent_before=second.message_timestamp) == {first.message_id}
+    assert ids(actor="export", sent_before=second.message_timestamp / 1000) == {first.message_id}
     as_datetime = datetime.datetime.fromtimestamp(
         second.message_timestamp / 1000, datetime.timezone.utc
     )
@@ -232,12 +232,11 @@ def test_the_answers_of_a_listing_leave_no_key_in_redis(
 @pytest.mark.parametrize(
     ("filters", "error", "says"),
     [
-        ({"actor": ""}, ValueError, "actor must be a name of 1 to 255 characters"),
-        ({"actor": "x" * 256}, ValueError, "actor must be a name"),
+        ({"actor": ""}, ValueError, "actor must not be empty"),
+        ({"actor": "x" * 256}, ValueError, "actor must be at most 255 characters"),
         ({"queue": 3}, TypeError, "queue must be a str or None, not 3"),
-        ({"sent_before": "yesterday"}, TypeError, "sent_before must be an aware datetime"),
-        ({"sent_before": math.nan}, ValueError, "sent_before must be finite"),
-        ({"sent_before": datetime.datetime(2024, 1, 1)}, ValueError, "timezone-aware"),
+        ({"sent_before": "yesterday"}, TypeError, "sent_before must be a datetime or seconds"),
+        ({"sent_before": math.nan}, ValueError, "sent_before must be a finite number of seconds"),
         ({"args": "yes"}, TypeError, "args must be True or False"),
         ({"timeout": 0}, ValueError, "timeout must be greater than 0"),
         ({"timeout": math.inf}, ValueError, "timeout must be finite"),

@@ -154,3 +154,22 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
         ]
     finally:
         stop_them(app, list(pids))
+
+
+def test_a_rule_from_the_cli_stops_running_and_queued_messages_across_processes(app: App) -> None:
+    token, running = app.send("spin")
+    assert app.report(token) == "started"
+    delayed_token, delayed = app.send("spin", delay=1500)
+    # The rule is stamped in another process, a moment after the messages.
+    app.abort_from_another_process(
+        "--actor", "work", "--queue", app.queue, "--reason", "bad deploy"
+    )
+    later_token, _ = app.send("quick")
+
+    assert app.report(token) == "aborted"
+    assert app.middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
+    assert app.middleware.outcome_reason(running.message_id) == "bad deploy"
+    assert app.report(later_token) == "started" and app.report(later_token) == "finished"
+    assert app.middleware.wait_outcome(delayed.message_id, WAIT) is Outcome.CANCELLED
+    assert app.middleware.outcome_reason(delayed.message_id) == "bad deploy"
+    assert app.report(delayed_token, timeout=0.2) is None

@@ -227,3 +227,30 @@ def test_the_client_of_a_sentinel_is_accepted(
         if worker is not None:
             worker.stop()
         sentinel_server.stop()
+
+
+def test_rules_and_reasons_work_on_a_cluster(
+    stub_broker: StubBroker, cluster: list[PrivateRedis]
+) -> None:
+    url = f"redis://127.0.0.1:{cluster[2].port}/0?cluster=true"
+    backend = RedisBackend.from_url(url, namespace="cluster-test:rules:")
+    middleware = Abortable(backend=backend)
+    started, interrupted = threading.Event(), threading.Event()
+
+    @dramatiq.actor(max_retries=0)
+    def crunch() -> None:
+        spin_until_aborted(started.set, interrupted.set)
+
+    worker = start_worker(stub_broker, middleware)
+    try:
+        running = crunch.send()
+        assert started.wait(WAIT)
+        rule_id = middleware.abort_where(actor="crunch", reason="on a cluster")
+        assert interrupted.wait(WAIT)
+        assert middleware.wait_outcome(running, WAIT) is Outcome.ABORTED
+        # The outcome and its reason are two keys of one slot, written by one script.
+        assert middleware.outcome_reason(running) == "on a cluster"
+        assert f"rule:{rule_id}" in {timed.event.key for timed in backend.recorded()}
+    finally:
+        worker.stop()
+        backend.client.close()

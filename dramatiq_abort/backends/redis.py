@@ -69,8 +69,12 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return #KEYS - 1
 """
 
+# The outcome, and its reason under a key of its own, empty for none, so
+# that an earlier one does not linger (SET rather than DEL: no other grant
+# in the ACL): the outcome key keeps the bare outcome that its readers expect.
 _RECORD_OUTCOME = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
 return redis.call('PUBLISH', ARGV[3], ARGV[4])
 """
 
@@ -155,6 +159,7 @@ class RedisBackend(EventBackend):
 
     pushes = True
     records_outcomes = True
+    records_reasons = True
     stores_states = True
     carries_answers = True
 
@@ -314,19 +319,39 @@ class RedisBackend(EventBackend):
         )
 
     def forget(self, message_id: str) -> None:
-        self.client.delete(self._outcome_key(message_id), self._state_key(message_id))
+        self.client.delete(
+            self._outcome_key(message_id),
+            self._reason_key(message_id),
+            self._state_key(message_id),
+        )
 
     def _outcome_key(self, message_id: str) -> str:
         return self.prefix + "outcome:" + message_id
 
+    def _reason_key(self, message_id: str) -> str:
+        return self.prefix + "reason:" + message_id
+
     def _state_key(self, message_id: str) -> str:
         return self.prefix + "state:" + message_id
 
-    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+    def record_outcome(
+        self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
+    ) -> None:
         self._record_outcome(
-            keys=[self._outcome_key(message_id)],
-            args=[outcome, ttl, self.outcomes_channel, json.dumps([message_id, outcome])],
+            keys=[self._outcome_key(message_id), self._reason_key(message_id)],
+            args=[
+                outcome,
+                ttl,
+                self.outcomes_channel,
+                json.dumps([message_id, outcome]),
+                reason or "",
+            ],
         )
+
+    def outcome_reason(self, message_id: str) -> str | None:
+        reason = self.client.get(self._reason_key(message_id))
+        # Empty: the outcome was recorded with no reason.
+        return None if reason is None else text(reason) or None
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()

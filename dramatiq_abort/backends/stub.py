@@ -26,6 +26,7 @@ class StubBackend(EventBackend):
 
     pushes = True
     records_outcomes = True
+    records_reasons = True
     stores_states = True
     carries_answers = True
 
@@ -36,6 +37,8 @@ class StubBackend(EventBackend):
         self._subscriptions: set[StubSubscription] = set()
         #: message id -> (outcome, expires_at as time.monotonic())
         self._outcomes: dict[str, tuple[str, float]] = {}
+        #: message id -> the reason recorded with its outcome
+        self._reasons: dict[str, str] = {}
         #: message id -> (state, expires_at as time.monotonic())
         self._states: dict[str, tuple[str, float]] = {}
         #: reply address -> (answers handed to it and not collected yet,
@@ -73,10 +76,21 @@ class StubBackend(EventBackend):
                     return None
                 self._changed.wait(remaining)
 
-    def record_outcome(self, message_id: str, outcome: str, ttl: int) -> None:
+    def record_outcome(
+        self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
+    ) -> None:
         with self._changed:
             self._outcomes[message_id] = (outcome, time.monotonic() + ttl / 1000)
+            if reason is None:
+                self._reasons.pop(message_id, None)
+            else:
+                self._reasons[message_id] = reason
             self._changed.notify_all()
+
+    def outcome_reason(self, message_id: str) -> str | None:
+        with self._changed:
+            _outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
+            return self._reasons.get(message_id) if expires_at > time.monotonic() else None
 
     def wait_outcome(
         self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
@@ -110,6 +124,7 @@ class StubBackend(EventBackend):
     def forget(self, message_id: str) -> None:
         with self._changed:
             self._outcomes.pop(message_id, None)
+            self._reasons.pop(message_id, None)
             self._states.pop(message_id, None)
 
     def answer(self, reply_to: str, payload: str, ttl: int) -> None:
@@ -167,6 +182,8 @@ class StubBackend(EventBackend):
         for kept in (self._outcomes, self._states, self._answers):
             for name in [key for key, (_, expires) in kept.items() if expires <= now]:
                 del kept[name]
+        for message_id in [key for key in self._reasons if key not in self._outcomes]:
+            del self._reasons[message_id]
 
 
 class StubSubscription(Subscription):

@@ -152,7 +152,9 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     # Sending abort requests
 
-    def abort(self, timeout: float | None = None, *, wait: bool = False) -> bool | None:
+    def abort(
+        self, timeout: float | None = None, *, wait: bool = False, reason: str | None = None
+    ) -> bool | None:
         """Ask the task to stop, as Celery's ``abort()`` does: it sees
         ``self.is_aborted()`` turn true within milliseconds, and a task
         still queued never starts.
@@ -165,12 +167,14 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         became of the task: ``True`` if it stopped early (aborted, or never
         started), ``False`` if it ran to its end anyway. Raises
         ``TimeoutError`` when no worker answered in time.
+
+        ``reason`` says why, as with ``dramatiq_abort.abort``.
         """
         limit = None if timeout is None else check_seconds("timeout", timeout)
         if wait or limit is None:
-            self.abortable.abort(self.message, abort_timeout=math.inf)
+            self.abortable.abort(self.message, abort_timeout=math.inf, reason=reason)
             return self._stopped(limit) if wait else None
-        self.abortable.abort(self.message, abort_timeout=limit * 1000)
+        self.abortable.abort(self.message, abort_timeout=limit * 1000, reason=reason)
         return None
 
     def revoke(
@@ -180,13 +184,15 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         signal: Any = None,
         wait: bool = False,
         timeout: float | None = None,
+        *,
+        reason: str | None = None,
     ) -> bool | None:
         """Cancel the task if it has not started; with ``terminate=True``,
         also raise ``Abort`` in it now if it runs (whatever ``signal``).
-        ``wait`` and ``timeout`` (seconds) work as with :meth:`abort`."""
+        ``wait``, ``timeout`` (seconds) and ``reason`` work as with :meth:`abort`."""
         mode = AbortMode.ABORT if terminate else AbortMode.CANCEL
         limit = None if timeout is None else check_seconds("timeout", timeout)
-        self.abortable.abort(self.message, mode=mode)
+        self.abortable.abort(self.message, mode=mode, reason=reason)
         return self._stopped(limit) if wait else None
 
     # Reading state
@@ -458,17 +464,19 @@ class AbortableGroupResult:
     def ids(self) -> list[str]:
         return [result.id for result in self.results]
 
-    def abort(self, timeout: float | None = None) -> None:
+    def abort(self, timeout: float | None = None, *, reason: str | None = None) -> None:
         """:meth:`AbortableResult.abort` for every task, in one write."""
         grace = math.inf if timeout is None else check_seconds("timeout", timeout) * 1000
         abortable_of(self.broker).abort_many(
-            [result.message for result in self.results], abort_timeout=grace
+            [result.message for result in self.results], abort_timeout=grace, reason=reason
         )
 
-    def revoke(self, terminate: bool = False) -> None:
+    def revoke(self, terminate: bool = False, *, reason: str | None = None) -> None:
         """:meth:`AbortableResult.revoke` for every task, in one write."""
         mode = AbortMode.ABORT if terminate else AbortMode.CANCEL
-        abortable_of(self.broker).abort_many([result.message for result in self.results], mode=mode)
+        abortable_of(self.broker).abort_many(
+            [result.message for result in self.results], mode=mode, reason=reason
+        )
 
 
 def _messages(tasks: Any) -> Iterator[dramatiq.Message[Any]]:
