@@ -430,10 +430,12 @@ def _abort_state(message: RunningMessage) -> str:
     if not message.abort_requested:
         return "-"
     if message.grace_left is None:
-        return "requested, interrupting"
-    if message.grace_left == math.inf:
-        return "requested, asked to stop"
-    return f"requested, {message.grace_left:,.0f} ms of grace left"
+        state = "requested, interrupting"
+    elif message.grace_left == math.inf:
+        state = "requested, asked to stop"
+    else:
+        state = f"requested, {message.grace_left:,.0f} ms of grace left"
+    return state if message.reason is None else f"{state} ({message.reason!r})"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from dramatiq.common import q_name
+
 from .backend import EventBackend
 from .checks import check_bool, check_moment, check_name
 from .execution import Execution
@@ -57,6 +59,8 @@ class RunningMessage(NamedTuple):
     #: ``math.inf`` when it is asked to stop and never forced; ``None`` when
     #: no grace runs (no abort requested, or it is being interrupted).
     grace_left: float | None
+    #: Why the abort request in force was sent, if it said.
+    reason: str | None
     #: Its arguments, shortened to at most ``ARGS_LENGTH`` characters;
     #: ``None`` unless they were asked for.
     args: str | None
@@ -89,10 +93,15 @@ def check_inquiry(actor: object, queue: object, sent_before: object, args: objec
     return Inquiry(
         uuid.uuid4().hex,
         check_name("actor", actor),
-        check_name("queue", queue),
+        _canonical(check_name("queue", queue)),
         _check_sent_before(sent_before),
         check_bool("args", args),
     )
+
+
+def _canonical(queue: str | None) -> str | None:
+    # A delay queue's name means its queue, as in abort_where().
+    return None if queue is None else q_name(queue)
 
 
 def _check_sent_before(value: object) -> int | None:
@@ -154,6 +163,7 @@ class Answerer:
                 "sent_at": message.message_timestamp,
                 "abort_requested": requested,
                 "grace_left": grace,
+                "reason": request.reason if requested and request is not None else None,
             }
             if inquiry.args:
                 listed["args"] = shortened_args(message.args, message.kwargs)
@@ -202,6 +212,7 @@ def _decode(answer: str) -> tuple[str, list[RunningMessage]] | None:
                     pid,
                     bool(listed["abort_requested"]),
                     math.inf if grace == FOREVER else None if grace is None else float(grace),
+                    None if listed.get("reason") is None else str(listed["reason"]),
                     None if listed.get("args") is None else str(listed["args"]),
                 )
             )

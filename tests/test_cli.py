@@ -341,7 +341,8 @@ def test_list_prints_one_json_document_with_the_arguments_when_asked(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     message, _ = held_message
-    abort(message.message_id, abort_timeout=math.inf, middleware=_sender(redis_url, namespace))
+    sender = _sender(redis_url, namespace)
+    abort(message.message_id, abort_timeout=math.inf, middleware=sender, reason="bad deploy")
     argv = ["list", "--redis", redis_url, "--namespace", namespace, "--json", "--args"]
     assert main([*argv, "--queue", "nightly", "--wait", "5"]) == 0
     document = json.loads(capsys.readouterr().out)
@@ -351,7 +352,11 @@ def test_list_prints_one_json_document_with_the_arguments_when_asked(
     assert listed["args"] == "'2024-01'"
     assert listed["sent_at"] == message.message_timestamp
     assert (listed["abort_requested"], listed["grace_left"]) == (True, "inf")
+    assert listed["reason"] == "bad deploy"
     assert listed["pid"] == os.getpid()
+
+    assert main(["list", "--redis", redis_url, "--namespace", namespace]) == 0
+    assert "requested, asked to stop ('bad deploy')" in capsys.readouterr().out
 
 
 def _sender(redis_url: str, namespace: str) -> Abortable:

@@ -108,7 +108,7 @@ def test_a_listing_keeps_only_the_messages_its_filters_match(
         return {message.message_id for message in listed.messages}
 
     assert ids(actor="export") == {first.message_id, second.message_id}
-    assert ids(queue="default") == {rebuild.message_id}
+    assert ids(queue="default") == ids(queue="default.DQ") == {rebuild.message_id}
     assert ids(actor="export", queue="default") == set()
     assert ids(actor="no_such_actor") == set()
     assert ids(actor="export", sent_before=second.message_timestamp / 1000) == {first.message_id}
@@ -142,7 +142,7 @@ def test_a_grace_in_force_shows_with_the_time_it_has_left(
     asked = holding.export.send()
     left_alone = holding.export.send()
     holding.wait_started(3)
-    abort(graced.message_id, abort_timeout=60_000)
+    abort(graced.message_id, abort_timeout=60_000, reason="bad deploy")
     abort(asked.message_id, abort_timeout=math.inf)
 
     listed = running_messages(timeout=LISTING_WAIT)
@@ -151,8 +151,10 @@ def test_a_grace_in_force_shows_with_the_time_it_has_left(
     assert by_id[graced.message_id].abort_requested
     grace_left = by_id[graced.message_id].grace_left
     assert grace_left is not None and 0 < grace_left <= 60_000
+    assert by_id[graced.message_id].reason == "bad deploy"
     assert by_id[asked.message_id].abort_requested
     assert by_id[asked.message_id].grace_left == math.inf
+    assert by_id[asked.message_id].reason is None
     assert not by_id[left_alone.message_id].abort_requested
     # A cancel does not stop a running message: not an abort in force.
     abort(left_alone.message_id, mode=AbortMode.CANCEL)
