@@ -3,7 +3,6 @@ by which an Abort reaches the one it was meant for, and nothing else."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -20,7 +19,7 @@ from .errors import Abort
 from .execution import AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
 from .outcome import Outcome
-from .requests import AbortRequest, AbortRequests
+from .requests import AbortRequest
 from .switching import FastSwitching
 
 __all__ = ["Executions"]
@@ -51,10 +50,12 @@ class Executions:
 
     - A request is never lost. The watcher records it in the table of
       requests, then scans the slots, then sets ``execution.request`` and
-      reads ``execution.state``. The thread fills its slot, sets RUNNING,
-      then reads the table and ``execution.request``. Either the thread
-      finds the request (and cancels the message), or the watcher finds
-      the execution RUNNING (and interrupts it).
+      reads ``execution.state``. The thread fills its slot, then reads the
+      table (before any later middleware runs), then sets RUNNING and
+      reads ``execution.request``. Either the thread finds the request in
+      the table, or the watcher's scan finds the slot; then either the
+      thread finds ``execution.request`` (and cancels the message), or
+      the watcher finds the execution RUNNING (and interrupts it).
     - An Abort never outlives its message. The watcher sets
       ``execution.interrupting``, then reads the state, interrupts only
       while it is RUNNING, then clears ``interrupting``. The thread sets
@@ -69,12 +70,17 @@ class Executions:
         #: Slots by thread (under gevent: greenlet) id: only the thread that
         #: owns a slot writes it.
         self._slots: dict[int, Execution | None] = {}
-        # Per thread, and per asyncio task or greenlet where the worker
-        # runs the actor there.
-        self._current: ContextVar[Execution | None] = ContextVar("dramatiq_abort_execution")
-        #: The execution of the calling thread (or task), if it is
-        #: processing an abortable message: a function of no argument.
-        self.current: Callable[[], Execution | None] = functools.partial(self._current.get, None)
+        #: The id of the calling thread, which keys its slot; under gevent,
+        #: of its greenlet (gevent patches it before a worker makes its
+        #: middleware, as it does for ``is_gevent_active``).
+        self.ident: Callable[[], int] = threading.get_ident
+        #: The execution in the slot of a thread id, if any: a C call with
+        #: no Python frame, for the actor's wrapper that every message goes
+        #: through. :meth:`current` also finds an asyncio task's.
+        self.registered: Callable[[int], Execution | None] = self._slots.get
+        # The execution an asyncio task runs (see adopt): the event loop's
+        # thread has no slot.
+        self._adopted: ContextVar[Execution | None] = ContextVar("dramatiq_abort_execution")
         #: Under gevent, the function giving the greenlet that runs a message.
         self._greenlet: Callable[[], Any] | None = None
         if is_gevent_active():
@@ -106,46 +112,52 @@ class Executions:
                 found.setdefault(execution.message_id, []).append(execution)
         return found
 
+    def current(self) -> Execution | None:
+        """The execution of the calling thread (or asyncio task), if it is
+        processing an abortable message."""
+        execution = self._slots.get(self.ident())
+        return execution if execution is not None else self._adopted.get(None)
+
     def adopt(self, execution: Execution) -> None:
         """Make ``execution`` the current one of the calling asyncio task,
         which runs its actor's coroutine."""
-        self._current.set(execution)
+        self._adopted.set(execution)
 
     def begin(self, message: MessageProxy, message_id: str) -> Execution:
-        """Register the calling thread as processing ``message``."""
-        thread_id = threading.get_ident()
+        """Register the calling thread as processing ``message``. The caller
+        then reads the table of requests, and cancels ``message`` if one is
+        in force, before any later middleware runs (see the class's docstring)."""
+        thread_id = self.ident()
         interrupter: Interrupter = self._thread_interrupter
         if self._greenlet is not None:
             interrupter = GeventInterrupter(self.internals, self._greenlet())
-        execution = Execution(message, message_id, thread_id, interrupter)
-        self._slots[thread_id] = execution
-        self._current.set(execution)
+        execution = self._slots[thread_id] = Execution(message, message_id, thread_id, interrupter)
         return execution
 
     def end(self, message: MessageProxy) -> Execution | None:
         """Forget the calling thread's execution of ``message``, once the
         message is done with (run or skipped), and return it; ``None`` if
         the thread did not register ``message``."""
-        execution = self._current.get(None)
+        thread_id = self.ident()
+        execution = self._slots.get(thread_id)
         if execution is None or (
             execution.message is not message and execution.message_id != message.message_id
         ):
             return None
         # A skipped message never ran: nothing can be interrupting it.
         execution.state = FINISHED
-        self._slots[execution.thread_id] = None
-        self._current.set(None)
+        self._slots[thread_id] = None
         return execution
 
     def run(
         self,
         execution: Execution,
-        requests: AbortRequests,
         fn: Callable[..., R],
         args: Any,
         kwargs: Any,
     ) -> tuple[R | None, Outcome | None]:
-        """Call ``fn`` for ``execution`` unless an abort request is in force.
+        """Call ``fn`` for ``execution`` unless an abort request reached it
+        since it began (one in force then was found by :meth:`begin`'s caller).
 
         Returns the result and ``None``, or ``None`` and how it was stopped.
         Every Abort delivered for the execution is caught here: none can
@@ -155,11 +167,9 @@ class Executions:
         stop: Outcome | None = None
         escaped: BaseException | None = None
         try:
+            # Written before the request is read (see the class's docstring).
             execution.state = RUNNING
-            message_id = execution.message_id
-            if execution.request is None and (
-                requests.held(message_id) is None or requests.get(message_id) is None
-            ):
+            if execution.request is None:
                 result = fn(*args, **kwargs)
             else:
                 stop = Outcome.CANCELLED

@@ -203,20 +203,22 @@ class Abortable(Middleware):
         # dramatiq runs an ``async def`` actor through a function that wraps it.
         wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        executions, requests, stopped = self.executions, self.requests, self._stopped
-        current, run = executions.current, executions.run
+        executions, stopped = self.executions, self._stopped
+        registered, ident, run = executions.registered, executions.ident, executions.run
 
         # A plain function, and the one Python frame this middleware adds
         # around the actor: every message calls it.
         @functools.wraps(fn)
         def abortable_fn(*args: Any, **kwargs: Any) -> Any:
             """The actor's function, run so that an abort never escapes it."""
-            execution = current()
+            # The worker calls it in the thread that began the message; an
+            # asyncio task never does (the thread waits for the coroutine).
+            execution = registered(ident())
             if execution is None or execution.state is not STARTING:
                 # Called outside a worker, or by an actor running another one.
                 return fn(*args, **kwargs)
             runs = fn if async_fn is None else coroutines.runner(executions, execution, async_fn)
-            result, outcome = run(execution, requests, runs, args, kwargs)
+            result, outcome = run(execution, runs, args, kwargs)
             if outcome is not None:
                 stopped(broker, execution.message, outcome)
             return result
@@ -278,15 +280,25 @@ class Abortable(Middleware):
         actor = broker.actors.get(inner.actor_name)
         if actor is None:
             return  # The worker fails the message right after.
-        if not self.is_abortable(actor, message):
+        # Most messages leave the option to their actor: no call for them.
+        if not (
+            actor.options.get("abortable", self.abortable)
+            if inner.options.get("abortable") is None
+            else self.is_abortable(actor, message)
+        ):
             return
         message_id = inner.message_id
-        # Only the watcher fills the table: with none (no worker booted),
-        # there is nothing to look up.
-        watcher = self._watcher
-        if watcher is not None and watcher.request_for(message_id) is not None:
-            self._stopped(broker, message, Outcome.CANCELLED)
+        # Registered before the table is read (see Executions): a request
+        # recorded after the read finds the message in its slot.
         self.executions.begin(message, message_id)
+        # The probe before the flag (see Watcher.in_flight). With no watcher
+        # (no worker booted), the table stays empty.
+        watcher = self._watcher
+        if watcher is not None and (watcher.in_flight() or watcher.receiving):
+            watcher.synchronise(message_id)
+        requests = self.requests
+        if requests.held(message_id) is not None and requests.get(message_id) is not None:
+            self._stopped(broker, message, Outcome.CANCELLED)
 
     def after_process_message(
         self,
