@@ -3,20 +3,21 @@ by which an Abort reaches the one it was meant for, and nothing else."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware.threading import is_gevent_active
 
 from .dramatiq_internals import DramatiqInternals
 from .errors import Abort
-from .execution import AbortSignal, Execution, ExecutionState
+from .execution import STARTING, AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
 from .outcome import Outcome
 from .requests import AbortRequest
@@ -149,57 +150,78 @@ class Executions:
         self._slots[thread_id] = None
         return execution
 
-    def run(
+    def wrap(
         self,
-        execution: Execution,
         fn: Callable[..., R],
-        args: Any,
-        kwargs: Any,
-    ) -> tuple[R | None, Outcome | None]:
-        """Call ``fn`` for ``execution`` unless an abort request reached it
-        since it began (one in force then was found by :meth:`begin`'s caller).
+        stopped: Callable[[Execution, Outcome], NoReturn],
+        runner: Callable[[Execution], Callable[..., R]] | None = None,
+    ) -> Callable[..., R]:
+        """``fn`` as the actor of the messages this process begins.
 
-        Returns the result and ``None``, or ``None`` and how it was stopped.
-        Every Abort delivered for the execution is caught here: none can
-        escape into the code that runs after the actor.
+        Called for the calling thread's execution, the wrapper calls ``fn``
+        (or, for an async actor, what ``runner`` makes for the execution)
+        unless an abort request reached the execution since it began (one
+        in force then was found by :meth:`begin`'s caller); when the
+        message is stopped, it calls ``stopped``, which raises. Every Abort
+        delivered for the execution is caught in it: none can escape into
+        the code that runs after the actor. Called outside a worker, or by
+        an actor running another one, it is ``fn``.
         """
-        result: R | None = None
-        stop: Outcome | None = None
-        escaped: BaseException | None = None
-        try:
-            # Written before the request is read (see the class's docstring).
-            execution.state = RUNNING
-            if execution.request is None:
-                result = fn(*args, **kwargs)
-            else:
-                stop = Outcome.CANCELLED
-        except Abort as e:
-            if execution.interrupted:
-                stop = Outcome.ABORTED
-            else:
-                escaped = e
-        except BaseException as e:
-            escaped = e
-        # Whatever ended fn, the execution leaves RUNNING before anything
-        # else runs. An Abort delivered as fn ended may land while finishing:
-        # it was meant for this message, so it stops it, and finishing resumes.
-        while True:
+        registered, ident, hand_over = self.registered, self.ident, self._hand_over
+
+        # A plain function, and the one Python frame this package adds
+        # around the actor: every message calls it.
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> R:
+            """The actor's function, run so that an abort never escapes it."""
+            # The worker calls it in the thread that began the message; an
+            # asyncio task never does (the thread waits for the coroutine).
+            execution = registered(ident())
+            if execution is None or execution.state is not STARTING:
+                return fn(*args, **kwargs)
+            runs = fn if runner is None else runner(execution)
+            result: Any = None
+            stop: Outcome | None = None
+            escaped: BaseException | None = None
             try:
-                # Written before interrupting is read (see the class's docstring).
-                execution.state = FINISHED
-                if execution.interrupting or execution.interrupted:
-                    self._hand_over(execution)
-                break
-            except Abort:
-                stop = stop or Outcome.ABORTED
+                # Written before the request is read (see the class's docstring).
+                execution.state = RUNNING
+                if execution.request is None:
+                    result = runs(*args, **kwargs)
+                else:
+                    stop = Outcome.CANCELLED
+            except Abort as e:
+                if execution.interrupted:
+                    stop = Outcome.ABORTED
+                else:
+                    escaped = e
             except BaseException as e:
-                escaped = escaped or e
-        if execution.interrupted:
-            # Its Abort landed, or never will now.
-            execution.interrupter.landed(execution)
-        if escaped is not None and stop is None:
-            raise escaped
-        return result, stop
+                escaped = e
+            # Whatever ended fn, the execution leaves RUNNING before anything
+            # else runs. An Abort delivered as fn ended may land while
+            # finishing: it was meant for this message, so it stops it, and
+            # finishing resumes.
+            while True:
+                try:
+                    # Written before interrupting is read (see the class's docstring).
+                    execution.state = FINISHED
+                    if execution.interrupting or execution.interrupted:
+                        hand_over(execution)
+                    break
+                except Abort:
+                    stop = stop or Outcome.ABORTED
+                except BaseException as e:
+                    escaped = escaped or e
+            if execution.interrupted:
+                # Its Abort landed, or never will now.
+                execution.interrupter.landed(execution)
+            if stop is not None:
+                stopped(execution, stop)
+            if escaped is not None:
+                raise escaped
+            return result  # type: ignore[no-any-return]
+
+        return run
 
     def deliver(self, execution: Execution, request: AbortRequest, now: float) -> bool:
         """Apply ``request`` to ``execution``, ``now`` being

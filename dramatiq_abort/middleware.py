@@ -9,7 +9,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -35,7 +35,7 @@ from .dramatiq_internals import (
     store_no_result,
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError
-from .execution import ExecutionState
+from .execution import Execution
 from .mode import AbortMode
 from .outcome import Outcome
 from .requests import AbortRequests
@@ -53,7 +53,6 @@ __all__ = [
     "wait_outcome",
 ]
 
-STARTING = ExecutionState.STARTING
 #: What names a message: its id, the message, or the proxy a worker runs it as.
 MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
 
@@ -203,26 +202,17 @@ class Abortable(Middleware):
         # dramatiq runs an ``async def`` actor through a function that wraps it.
         wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        executions, stopped = self.executions, self._stopped
-        registered, ident, run = executions.registered, executions.ident, executions.run
+        executions = self.executions
+        runner = (
+            None
+            if async_fn is None
+            else functools.partial(coroutines.runner, executions, async_fn=async_fn)
+        )
 
-        # A plain function, and the one Python frame this middleware adds
-        # around the actor: every message calls it.
-        @functools.wraps(fn)
-        def abortable_fn(*args: Any, **kwargs: Any) -> Any:
-            """The actor's function, run so that an abort never escapes it."""
-            # The worker calls it in the thread that began the message; an
-            # asyncio task never does (the thread waits for the coroutine).
-            execution = registered(ident())
-            if execution is None or execution.state is not STARTING:
-                # Called outside a worker, or by an actor running another one.
-                return fn(*args, **kwargs)
-            runs = fn if async_fn is None else coroutines.runner(executions, execution, async_fn)
-            result, outcome = run(execution, runs, args, kwargs)
-            if outcome is not None:
-                stopped(broker, execution.message, outcome)
-            return result
+        def stopped(execution: Execution, outcome: Outcome) -> NoReturn:
+            self._stopped(broker, execution.message, outcome)
 
+        abortable_fn = executions.wrap(fn, stopped, runner)
         setattr(abortable_fn, _WRAPPED_MARK, True)
         actor.fn = abortable_fn
 
@@ -410,7 +400,9 @@ class Abortable(Middleware):
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
 
-    def _stopped(self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome) -> None:
+    def _stopped(
+        self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome
+    ) -> NoReturn:
         """End ``message`` as ``outcome`` says: skipped, with its result (if
         stored) a :class:`MessageAborted` failure."""
         self.logger.info("Message %r was %s.", message.message_id, outcome.value)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Callable, NoReturn
 
 import dramatiq
 import pytest
@@ -23,6 +24,7 @@ from dramatiq_abort.backend import TimedEvent
 from dramatiq_abort.delivery import Executions
 from dramatiq_abort.dramatiq_internals import DramatiqInternals
 from dramatiq_abort.errors import Abort
+from dramatiq_abort.execution import Execution
 from dramatiq_abort.mode import AbortMode
 from dramatiq_abort.outcome import Outcome
 from dramatiq_abort.requests import AbortRequest, AbortRequests
@@ -52,6 +54,27 @@ def spin(iterations: int) -> None:
         pass
 
 
+class Stopped(Exception):
+    """What the test's ``stopped`` raises: how the message was stopped."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def stop(execution: Execution, outcome: Outcome) -> NoReturn:
+    raise Stopped(outcome)
+
+
+def run(actor: Callable[[str, int], None], message_id: str, iterations: int) -> Outcome | None:
+    """Run the wrapped ``actor`` in the message begun; how it was stopped, if it was."""
+    try:
+        actor(message_id, iterations)
+    except Stopped as stopped:
+        return stopped.outcome
+    return None
+
+
 def test_an_abort_racing_its_message_lands_in_it_or_nowhere_and_is_never_lost(
     tiny_switch_interval: None,
 ) -> None:
@@ -69,14 +92,15 @@ def test_an_abort_racing_its_message_lands_in_it_or_nowhere_and_is_never_lost(
         spin(iterations)
         body_ended[message_id] = next(clock)
 
+    actor = executions.wrap(body, stop)
+
     def worker() -> None:
         for i in range(MESSAGES):
             message_id = f"m{i}"
             message = MessageProxy(dramatiq.Message("q", "a", (), {}, {}, message_id=message_id))
             try:
-                execution = executions.begin(message, message_id)
-                arguments = (message_id, rng.randrange(2000))
-                _, outcomes[message_id] = executions.run(execution, body, arguments, {})
+                executions.begin(message, message_id)
+                outcomes[message_id] = run(actor, message_id, rng.randrange(2000))
                 executions.end(message)
                 spin(20)  # where an Abort that outlived its message would land
             except Abort:
@@ -131,18 +155,19 @@ def test_a_request_recorded_as_its_message_begins_stops_it_and_nothing_else(
         spin(iterations)
         body_ended[message_id] = next(clock)
 
+    actor = executions.wrap(body, stop)
+
     def worker() -> None:
         for i in range(MESSAGES):
             starting[0] = i
             message_id = f"m{i}"
             message = MessageProxy(dramatiq.Message("q", "a", (), {}, {}, message_id=message_id))
             try:
-                execution = executions.begin(message, message_id)
+                executions.begin(message, message_id)
                 if requests.held(message_id) is not None and requests.get(message_id) is not None:
                     outcomes[message_id] = Outcome.CANCELLED
                 else:
-                    arguments = (message_id, rng.randrange(200))
-                    _, outcomes[message_id] = executions.run(execution, body, arguments, {})
+                    outcomes[message_id] = run(actor, message_id, rng.randrange(200))
                 executions.end(message)
                 spin(20)  # where an Abort that outlived its message would land
             except Abort:
