@@ -61,7 +61,7 @@ class Executions:
       ``execution.interrupting``, then reads the state, interrupts only
       while it is RUNNING, then clears ``interrupting``. The thread sets
       FINISHED, then waits while ``interrupting`` is set, then lets an
-      Abort that was set land where :meth:`run` catches it.
+      Abort that was set land where the wrapper (see :meth:`wrap`) catches it.
     - A wait on ``execution.abort_event`` is woken: see :meth:`abort_event`.
     """
 
