@@ -288,6 +288,8 @@ class Abortable(Middleware):
             watcher.synchronise(message_id)
         requests = self.requests
         if requests.held(message_id) is not None and requests.get(message_id) is not None:
+            # It never runs: its slot is freed now, whoever calls the hooks.
+            self.executions.end(message)
             self._stopped(broker, message, Outcome.CANCELLED)
 
     def after_process_message(
