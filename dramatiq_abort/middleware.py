@@ -288,9 +288,7 @@ class Abortable(Middleware):
             watcher.synchronise(message_id)
         requests = self.requests
         if requests.held(message_id) is not None and requests.get(message_id) is not None:
-            # It never runs: its slot is freed now, whoever calls the hooks.
-            self.executions.end(message)
-            self._stopped(broker, message, Outcome.CANCELLED)
+            self._cancel(broker, message)
 
     def after_process_message(
         self,
@@ -401,6 +399,12 @@ class Abortable(Middleware):
         if request is None or not request.interrupts:
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
+
+    def _cancel(self, broker: dramatiq.Broker, message: MessageProxy) -> NoReturn:
+        """Stop ``message``, which has begun but not started: it leaves its
+        slot at once, whoever calls the hooks, and ends as cancelled."""
+        self.executions.end(message)
+        self._stopped(broker, message, Outcome.CANCELLED)
 
     def _stopped(
         self, broker: dramatiq.Broker, message: MessageProxy, outcome: Outcome
