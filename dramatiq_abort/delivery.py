@@ -10,17 +10,17 @@ import threading
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware.threading import is_gevent_active
 
 from .dramatiq_internals import DramatiqInternals
 from .errors import Abort
-from .execution import AbortSignal, Execution, ExecutionState
+from .execution import STARTING, AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
 from .outcome import Outcome
-from .requests import AbortRequest, AbortRequests
+from .requests import AbortRequest
 from .switching import FastSwitching
 
 __all__ = ["Executions"]
@@ -51,15 +51,17 @@ class Executions:
 
     - A request is never lost. The watcher records it in the table of
       requests, then scans the slots, then sets ``execution.request`` and
-      reads ``execution.state``. The thread fills its slot, sets RUNNING,
-      then reads the table and ``execution.request``. Either the thread
-      finds the request (and cancels the message), or the watcher finds
-      the execution RUNNING (and interrupts it).
+      reads ``execution.state``. The thread fills its slot, then reads the
+      table (before any later middleware runs), then sets RUNNING and
+      reads ``execution.request``. Either the thread finds the request in
+      the table, or the watcher's scan finds the slot; then either the
+      thread finds ``execution.request`` (and cancels the message), or
+      the watcher finds the execution RUNNING (and interrupts it).
     - An Abort never outlives its message. The watcher sets
       ``execution.interrupting``, then reads the state, interrupts only
       while it is RUNNING, then clears ``interrupting``. The thread sets
       FINISHED, then waits while ``interrupting`` is set, then lets an
-      Abort that was set land where :meth:`run` catches it.
+      Abort that was set land where the wrapper (see :meth:`wrap`) catches it.
     - A wait on ``execution.abort_event`` is woken: see :meth:`abort_event`.
     """
 
@@ -69,12 +71,17 @@ class Executions:
         #: Slots by thread (under gevent: greenlet) id: only the thread that
         #: owns a slot writes it.
         self._slots: dict[int, Execution | None] = {}
-        # Per thread, and per asyncio task or greenlet where the worker
-        # runs the actor there.
-        self._current: ContextVar[Execution | None] = ContextVar("dramatiq_abort_execution")
-        #: The execution of the calling thread (or task), if it is
-        #: processing an abortable message: a function of no argument.
-        self.current: Callable[[], Execution | None] = functools.partial(self._current.get, None)
+        #: The id of the calling thread, which keys its slot; under gevent,
+        #: of its greenlet (gevent patches it before a worker makes its
+        #: middleware, as it does for ``is_gevent_active``).
+        self.ident: Callable[[], int] = threading.get_ident
+        #: The execution in the slot of a thread id, if any: a C call with
+        #: no Python frame, for the actor's wrapper that every message goes
+        #: through. :meth:`current` also finds an asyncio task's.
+        self.registered: Callable[[int], Execution | None] = self._slots.get
+        # The execution an asyncio task runs (see adopt): the event loop's
+        # thread has no slot.
+        self._adopted: ContextVar[Execution | None] = ContextVar("dramatiq_abort_execution")
         #: Under gevent, the function giving the greenlet that runs a message.
         self._greenlet: Callable[[], Any] | None = None
         if is_gevent_active():
@@ -106,90 +113,117 @@ class Executions:
                 found.setdefault(execution.message_id, []).append(execution)
         return found
 
+    def current(self) -> Execution | None:
+        """The execution of the calling thread (or asyncio task), if it is
+        processing an abortable message."""
+        execution = self._slots.get(self.ident())
+        return execution if execution is not None else self._adopted.get(None)
+
     def adopt(self, execution: Execution) -> None:
         """Make ``execution`` the current one of the calling asyncio task,
         which runs its actor's coroutine."""
-        self._current.set(execution)
+        self._adopted.set(execution)
 
     def begin(self, message: MessageProxy, message_id: str) -> Execution:
-        """Register the calling thread as processing ``message``."""
-        thread_id = threading.get_ident()
+        """Register the calling thread as processing ``message``. The caller
+        then reads the table of requests, and cancels ``message`` if one is
+        in force, before any later middleware runs (see the class's docstring)."""
+        thread_id = self.ident()
         interrupter: Interrupter = self._thread_interrupter
         if self._greenlet is not None:
             interrupter = GeventInterrupter(self.internals, self._greenlet())
-        execution = Execution(message, message_id, thread_id, interrupter, time.time())
-        self._slots[thread_id] = execution
-        self._current.set(execution)
+        execution = self._slots[thread_id] = Execution(
+            message, message_id, thread_id, interrupter, time.time()
+        )
         return execution
 
     def end(self, message: MessageProxy) -> Execution | None:
         """Forget the calling thread's execution of ``message``, once the
         message is done with (run or skipped), and return it; ``None`` if
         the thread did not register ``message``."""
-        execution = self._current.get(None)
+        thread_id = self.ident()
+        execution = self._slots.get(thread_id)
         if execution is None or (
             execution.message is not message and execution.message_id != message.message_id
         ):
             return None
         # A skipped message never ran: nothing can be interrupting it.
         execution.state = FINISHED
-        self._slots[execution.thread_id] = None
-        self._current.set(None)
+        self._slots[thread_id] = None
         return execution
 
-    def run(
+    def wrap(
         self,
-        execution: Execution,
-        requests: AbortRequests,
         fn: Callable[..., R],
-        args: Any,
-        kwargs: Any,
-    ) -> tuple[R | None, Outcome | None]:
-        """Call ``fn`` for ``execution`` unless an abort request is in force.
+        stopped: Callable[[Execution, Outcome], NoReturn],
+        runner: Callable[[Execution], Callable[..., R]] | None = None,
+    ) -> Callable[..., R]:
+        """``fn`` as the actor of the messages this process begins.
 
-        Returns the result and ``None``, or ``None`` and how it was stopped.
-        Every Abort delivered for the execution is caught here: none can
-        escape into the code that runs after the actor.
+        Called for the calling thread's execution, the wrapper calls ``fn``
+        (or, for an async actor, what ``runner`` makes for the execution)
+        unless an abort request reached the execution since it began (one
+        in force then was found by :meth:`begin`'s caller); when the
+        message is stopped, it calls ``stopped``, which raises. Every Abort
+        delivered for the execution is caught in it: none can escape into
+        the code that runs after the actor. Called outside a worker, or by
+        an actor running another one, it is ``fn``.
         """
-        result: R | None = None
-        stop: Outcome | None = None
-        escaped: BaseException | None = None
-        try:
-            execution.state = RUNNING
-            message_id = execution.message_id
-            if execution.request is None and (
-                requests.held(message_id) is None or requests.get(message_id) is None
-            ):
-                result = fn(*args, **kwargs)
-            else:
-                stop = Outcome.CANCELLED
-        except Abort as e:
-            if execution.interrupted:
-                stop = Outcome.ABORTED
-            else:
-                escaped = e
-        except BaseException as e:
-            escaped = e
-        # Whatever ended fn, the execution leaves RUNNING before anything
-        # else runs. An Abort delivered as fn ended may land while finishing:
-        # it was meant for this message, so it stops it, and finishing resumes.
-        while True:
+        registered, ident, hand_over = self.registered, self.ident, self._hand_over
+
+        # A plain function, and the one Python frame this package adds
+        # around the actor: every message calls it.
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> R:
+            """The actor's function, run so that an abort never escapes it."""
+            # The worker calls it in the thread that began the message; an
+            # asyncio task never does (the thread waits for the coroutine).
+            execution = registered(ident())
+            if execution is None or execution.state is not STARTING:
+                return fn(*args, **kwargs)
+            runs = fn if runner is None else runner(execution)
+            result: Any = None
+            stop: Outcome | None = None
+            escaped: BaseException | None = None
             try:
-                # Written before interrupting is read (see the class's docstring).
-                execution.state = FINISHED
-                if execution.interrupting or execution.interrupted:
-                    self._hand_over(execution)
-                break
-            except Abort:
-                stop = stop or Outcome.ABORTED
+                # Written before the request is read (see the class's docstring).
+                execution.state = RUNNING
+                if execution.request is None:
+                    result = runs(*args, **kwargs)
+                else:
+                    stop = Outcome.CANCELLED
+            except Abort as e:
+                if execution.interrupted:
+                    stop = Outcome.ABORTED
+                else:
+                    escaped = e
             except BaseException as e:
-                escaped = escaped or e
-        if execution.interrupted:
-            # Its Abort landed, or never will now.
-            execution.interrupter.landed(execution)
-        if escaped is not None and stop is None:
-            raise escaped
-        return result, stop
+                escaped = e
+            # Whatever ended fn, the execution leaves RUNNING before anything
+            # else runs. An Abort delivered as fn ended may land while
+            # finishing: it was meant for this message, so it stops it, and
+            # finishing resumes.
+            while True:
+                try:
+                    # Written before interrupting is read (see the class's docstring).
+                    execution.state = FINISHED
+                    if execution.interrupting or execution.interrupted:
+                        hand_over(execution)
+                    break
+                except Abort:
+                    stop = stop or Outcome.ABORTED
+                except BaseException as e:
+                    escaped = escaped or e
+            if execution.interrupted:
+                # Its Abort landed, or never will now.
+                execution.interrupter.landed(execution)
+            if stop is not None:
+                stopped(execution, stop)
+            if escaped is not None:
+                raise escaped
+            return result  # type: ignore[no-any-return]
+
+        return run
 
     def deliver(self, execution: Execution, request: AbortRequest, now: float) -> bool:
         """Apply ``request`` to ``execution``, ``now`` being

@@ -26,6 +26,10 @@ class ExecutionState(Enum):
     FINISHED = "finished"
 
 
+#: Read on every message: a module name costs less than an Enum's attribute.
+STARTING = ExecutionState.STARTING
+
+
 class AbortSignal:
     """Raised once an abort is requested for a message, or set in it; its
     thread waits on it in ``dramatiq_abort.sleep``.
@@ -103,7 +107,7 @@ class Execution:
         self.thread_id = thread_id
         #: How an Abort reaches its actor: chosen for its runtime before it runs.
         self.interrupter = interrupter
-        self.state = ExecutionState.STARTING
+        self.state = STARTING
         #: The abort request that reached it while it ran: it holds until
         #: the message ends, however short its TTL.
         self.request: AbortRequest | None = None

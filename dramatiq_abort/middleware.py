@@ -11,7 +11,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -41,7 +41,7 @@ from .dramatiq_internals import (
     store_no_result,
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
-from .execution import Execution, ExecutionState
+from .execution import Execution
 from .listing import Listing
 from .metrics import AbortMetrics, check_metrics, worker_metrics
 from .mode import AbortMode
@@ -64,7 +64,6 @@ __all__ = [
     "wait_outcome",
 ]
 
-STARTING = ExecutionState.STARTING
 #: What names a message: its id, the message, or the proxy a worker runs it as.
 MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
 
@@ -233,25 +232,17 @@ class Abortable(Middleware):
         # dramatiq runs an ``async def`` actor through a function that wraps it.
         wrapped = getattr(fn, "__wrapped__", None)
         async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        executions, requests, stopped = self.executions, self.requests, self._stopped
-        reason_of = self._reason_of
-        current, run = executions.current, executions.run
+        executions = self.executions
+        runner = (
+            None
+            if async_fn is None
+            else functools.partial(coroutines.runner, executions, async_fn=async_fn)
+        )
 
-        # A plain function, and the one Python frame this middleware adds
-        # around the actor: every message calls it.
-        @functools.wraps(fn)
-        def abortable_fn(*args: Any, **kwargs: Any) -> Any:
-            """The actor's function, run so that an abort never escapes it."""
-            execution = current()
-            if execution is None or execution.state is not STARTING:
-                # Called outside a worker, or by an actor running another one.
-                return fn(*args, **kwargs)
-            runs = fn if async_fn is None else coroutines.runner(executions, execution, async_fn)
-            result, outcome = run(execution, requests, runs, args, kwargs)
-            if outcome is not None:
-                stopped(broker, execution.message, outcome, reason_of(execution))
-            return result
+        def stopped(execution: Execution, outcome: Outcome) -> NoReturn:
+            self._stopped(broker, execution.message, outcome, execution.reason)
 
+        abortable_fn = executions.wrap(fn, stopped, runner)
         setattr(abortable_fn, _WRAPPED_MARK, True)
         actor.fn = abortable_fn
 
@@ -312,20 +303,29 @@ class Abortable(Middleware):
         actor = broker.actors.get(inner.actor_name)
         if actor is None:
             return  # The worker fails the message right after.
-        if not self.is_abortable(actor, message):
+        # Most messages leave the option to their actor: no call for them.
+        if not (
+            actor.options.get("abortable", self.abortable)
+            if inner.options.get("abortable") is None
+            else self.is_abortable(actor, message)
+        ):
             return
         message_id = inner.message_id
-        # Only the watcher fills the table: with none (no worker booted),
-        # there is nothing to look up.
-        watcher = self._watcher
-        if watcher is not None and (request := watcher.request_for(message_id)) is not None:
-            self._stopped(broker, message, Outcome.CANCELLED, request.reason)
+        # Registered before the table is read (see Executions): a request
+        # recorded after the read finds the message in its slot.
         self.executions.begin(message, message_id)
-        # Rules (abort_where): one attribute read while none is in force.
-        # After begin(): a rule the watcher records meanwhile finds the
-        # message registered, or the message finds the rule here.
-        if self.rules.in_force and (rule := self.rules.match(inner)) is not None:
-            self._stopped(broker, message, Outcome.CANCELLED, rule.reason)
+        # The probe before the flag (see Watcher.in_flight). With no watcher
+        # (no worker booted), the table stays empty.
+        watcher = self._watcher
+        if watcher is not None and (watcher.in_flight() or watcher.receiving):
+            watcher.synchronise(message_id)
+        requests = self.requests
+        if requests.held(message_id) is not None and (request := requests.get(message_id)):
+            self._cancel(broker, message, request.reason)
+        # Rules (abort_where): one attribute read while none is in force,
+        # after begin() as the table is (see Watcher._record).
+        if self.rules.in_force:
+            self._cancel_by_rule(broker, message, inner)
 
     def after_process_message(
         self,
@@ -532,13 +532,22 @@ class Abortable(Middleware):
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
 
-    def _reason_of(self, execution: Execution) -> str | None:
-        """The reason of the request that stopped ``execution``: the one it
-        received, or the one in the table that cancelled it as it started."""
-        if execution.request is not None:
-            return execution.reason
-        request = self.requests.get(execution.message_id)
-        return None if request is None else request.reason
+    def _cancel(
+        self, broker: dramatiq.Broker, message: MessageProxy, reason: str | None
+    ) -> NoReturn:
+        """Stop ``message``, which has begun but not started: it leaves its
+        slot at once, whoever calls the hooks, and ends as cancelled."""
+        self.executions.end(message)
+        self._stopped(broker, message, Outcome.CANCELLED, reason)
+
+    def _cancel_by_rule(
+        self, broker: dramatiq.Broker, message: MessageProxy, inner: dramatiq.Message[Any]
+    ) -> None:
+        """Cancel ``message`` if a rule in force stops it. A method of its
+        own: the lines it holds would cost every message even unrun."""
+        rule = self.rules.match(inner)
+        if rule is not None:
+            self._cancel(broker, message, rule.reason)
 
     def _stopped(
         self,
@@ -546,7 +555,7 @@ class Abortable(Middleware):
         message: MessageProxy,
         outcome: Outcome,
         reason: str | None,
-    ) -> None:
+    ) -> NoReturn:
         """End ``message`` as ``outcome`` says, for ``reason``: skipped, with
         its result (if stored) a :class:`MessageAborted` failure."""
         if reason is None:

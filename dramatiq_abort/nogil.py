@@ -48,8 +48,6 @@ def _load_libc() -> tuple[Callable[..., int], Callable[..., int]] | None:
 
 
 _libc = _load_libc() if hasattr(select, "POLLIN") else None
-#: poll(2)'s count of descriptors and timeout, made once.
-_ONE_FD, _NO_WAIT = ctypes.c_ulong(1), ctypes.c_int(0)
 
 
 class ReadinessProbe:
@@ -69,7 +67,10 @@ class ReadinessProbe:
         #: read, else 1 (or -1 on an error, or without libc), which
         #: calling the probe itself makes sure of. A C call: no Python frame.
         self.ready_count: Callable[[], int] = (
-            functools.partial(_libc[0], ctypes.byref(self._poll_fd), _ONE_FD, _NO_WAIT)
+            # One descriptor, no wait: plain ints, converted at a third of
+            # the cost of ctypes objects (libffi widens an int argument to
+            # its register, so poll's unsigned long count reads 1).
+            functools.partial(_libc[0], ctypes.byref(self._poll_fd), 1, 0)
             if _libc is not None and not plain
             else functools.partial(_select_count, fd)
         )

@@ -4,6 +4,7 @@ requests and delivers them to the messages running here."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import logging
 import os
@@ -13,6 +14,7 @@ import selectors
 import threading
 import time
 from collections.abc import Iterable
+from typing import Callable
 
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
@@ -36,6 +38,11 @@ POLL_WAIT = 1000
 FORGET_DELAY = 1.0
 #: Seconds between two warnings that the backend could not be polled.
 POLL_WARNING_INTERVAL = 10
+
+
+#: :attr:`Watcher.in_flight` while no subscription is live: a C call that
+#: always says events may be on their way.
+_ALWAYS: Callable[[], int] = functools.partial(int, 1)
 
 
 def backoff(failures: int) -> float:
@@ -80,7 +87,16 @@ class Watcher(threading.Thread):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._changed = threading.Condition()
-        self._receiving = False
+        #: True while the watcher drains the subscription and records what
+        #: it read; written under ``_changed``.
+        self.receiving = False
+        #: Nonzero when events may be on their way to this process: a
+        #: message about to start must then call :meth:`synchronise`. While
+        #: subscribed, the bare call of the subscription's probe (a C call
+        #: with no Python frame, for the path every message takes: nonzero
+        #: also on an error), to be read before :attr:`receiving`; else
+        #: always nonzero.
+        self.in_flight: Callable[[], int] = _ALWAYS
         #: While connected and caught up: the subscription, and the probe
         #: that tells whether events wait on it.
         self._live: tuple[Subscription, nogil.ReadinessProbe] | None = None
@@ -101,23 +117,19 @@ class Watcher(threading.Thread):
             os.close(self._wake_r)
             os.close(self._wake_w)
 
-    def request_for(self, message_id: str) -> AbortRequest | None:
-        """The abort request in force for a message about to start.
-
-        With a push channel, first waits for the events already on their
-        way (see :meth:`catch_up`): an abort sent before a message is
-        fetched is never missed. While the channel is down, asks the backend.
-        """
-        # The hot path: once per message.
+    def synchronise(self, message_id: str) -> None:
+        """Called by a worker thread before ``message_id`` starts, when
+        :attr:`in_flight` or :attr:`receiving` says events may be on their
+        way: wait for them (see :meth:`catch_up`), so that an abort sent
+        before a message is fetched is never missed. While no push channel
+        is live, ask the backend instead."""
         live = self._live
         if live is None:
             # No push channel, or it is down and the watcher catches up only
             # once it reconnects: ask the backend.
             self._poll_cancel(message_id)
-        elif self._receiving or live[1].ready_count():
+        else:
             self._wait_received(live)
-        requests = self.requests
-        return None if requests.held(message_id) is None else requests.get(message_id)
 
     def _poll_cancel(self, message_id: str) -> None:
         try:
@@ -147,15 +159,19 @@ class Watcher(threading.Thread):
         events already pushed to it. The common case costs one ``poll(2)``.
         """
         live = self._live
-        if live is not None and (self._receiving or _in_flight(live[1])):
+        if live is not None and (self.in_flight() or self.receiving):
             self._wait_received(live)
 
     def _wait_received(self, live: tuple[Subscription, nogil.ReadinessProbe]) -> None:
-        # The watcher flags itself receiving before it drains the socket,
-        # so one of the two shows events that are on their way.
+        # Called when in_flight or the flag showed events on their way,
+        # read in that order: the watcher raises the flag before it drains
+        # the socket, and lowers it once what it read is recorded, so an
+        # event the probe no longer sees is recorded, or the flag is up.
+        # Here, under the lock the flag is written under, the probe says
+        # exactly whether any wait.
         deadline = time.monotonic() + SYNC_TIMEOUT
         with self._changed:
-            while self._receiving or _in_flight(live[1]):
+            while _in_flight(live[1]) or self.receiving:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or live is not self._live:
                     break
@@ -179,9 +195,11 @@ class Watcher(threading.Thread):
                         )
                     failures = 0
                     self._live = (subscription, probe)
+                    self.in_flight = probe.ready_count
                     self.connected.set()
                     self._listen(subscription)
                 finally:
+                    self.in_flight = _ALWAYS
                     self._live = None
                     self.connected.clear()
                     subscription.close()
@@ -222,12 +240,12 @@ class Watcher(threading.Thread):
 
     def _receive(self, subscription: Subscription) -> None:
         with self._changed:
-            self._receiving = True
+            self.receiving = True
         try:
             self._record(subscription.receive())
         finally:
             with self._changed:
-                self._receiving = False
+                self.receiving = False
                 self._changed.notify_all()
 
     def _poll_forever(self) -> None:

@@ -11,11 +11,13 @@ from typing import Any
 
 import dramatiq
 import pytest
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure, Results
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Outcome, abort, abort_requested
+from dramatiq_abort.errors import MessageAborted
 from dramatiq_abort.execution import ExecutionState
 
 from .support import WAIT, spin_until_aborted, wait_until
@@ -466,3 +468,22 @@ def test_a_request_for_a_delayed_message_lives_until_its_eta(
     assert abortable.wait_outcome(covered.message_id, WAIT) is Outcome.CANCELLED
     assert by_id.get_result(block=True, timeout=int(WAIT * 1000)) == "by id"
     assert ran == ["by id"]
+
+
+def test_a_message_cancelled_as_it_starts_is_not_left_registered_in_its_thread(
+    stub_broker: StubBroker, worker: dramatiq.Worker, abortable: Abortable
+) -> None:
+    # Only dramatiq's worker ends a skipped message (after_skip_message):
+    # code that calls the hooks itself must not find the thread still
+    # processing the cancelled message afterwards.
+    @dramatiq.actor
+    def double(x: int) -> int:
+        return 2 * x
+
+    message = double.message(21)
+    abort(message.message_id)
+    with pytest.raises(MessageAborted):
+        stub_broker.emit_before("process_message", MessageProxy(message))
+    assert abortable.executions.current() is None
+    assert abort_requested() is None
+    assert double.fn(4) == 8
