@@ -520,10 +520,18 @@ class Abortable(Middleware):
         """Milliseconds until ``message_id`` (default: the current message)
         is interrupted, or ``None`` when no abort is requested."""
         if message_id is None:
-            execution = self.executions.current()
+            # Called in tight loops: the thread's slot first, with no
+            # Python frame; then an asyncio task's execution.
+            executions = self.executions
+            execution = executions.registered(executions.ident()) or executions.current()
             if execution is None:
                 return None
-            request = execution.request or self.requests.get(execution.message_id)
+            request = execution.request
+            if request is None:
+                # A request the watcher recorded but has not handed over yet.
+                if self.requests.held(execution.message_id) is None:
+                    return None
+                request = self.requests.get(execution.message_id)
             if request is not None and request.interrupts:
                 execution.told = True
         else:
