@@ -17,7 +17,7 @@ from dramatiq.results import ResultFailure, Results
 from .backend import EventBackend
 from .backends import StubBackend
 from .errors import Abort
-from .middleware import Abortable, abort, abort_requested
+from .middleware import Abortable, abort, abort_requested, abort_where, running_messages
 from .mode import AbortMode
 
 #: How long the demo waits for any one step before it calls it a failure.
@@ -108,6 +108,7 @@ def _run(redis_url: str | None, report: _Report) -> None:
         report.say("  crunch: computes in a loop until it is aborted")
         report.say("  greet:  returns a greeting; sent after crunch, cancelled while it waits")
         report.say("  tidy:   polls abort_requested() and returns cleanly once asked to stop")
+        report.say("then, as an operator would, it lists what runs and stops crunch by its name")
 
         started = threading.Event()
         interrupted = threading.Event()
@@ -196,6 +197,35 @@ def _run(redis_url: str | None, report: _Report) -> None:
                 f"stopped by itself {took:.1f} ms after abort(abort_timeout=2000), with"
                 f" {progress['grace_left']:.0f} ms of grace left; {outcome}",
                 outcome == "returned 'stopped cleanly'",
+            )
+
+            # What an operator does: see what runs, stop it by what it is.
+            started.clear()
+            interrupted.clear()
+            again = crunch.send()
+            _sent.append(again)
+            long_running = again
+            if not started.wait(STEP_TIMEOUT):
+                report.step("start crunch again", "never started", False)
+                return
+            listed = running_messages(timeout=STEP_TIMEOUT)
+            shown = [message.actor for message in listed.messages]
+            report.step(
+                "list what runs",
+                f"{', '.join(shown) or 'nothing'} running;"
+                f" {listed.answered} of {listed.expected} worker processes answered",
+                shown == ["crunch"] and listed.answered == 1,
+            )
+            reason = "demo: stop every crunch sent so far"
+            abort_where(actor="crunch", reason=reason)
+            landed = interrupted.wait(STEP_TIMEOUT)
+            result = _result(again)
+            report.step(
+                "abort by actor",
+                f"abort_where(actor='crunch') stopped it, and its result says why: {result}"
+                if landed
+                else "Abort never arrived",
+                landed and reason in result,
             )
         finally:
             if not interrupted.is_set():
