@@ -314,10 +314,13 @@ def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
     listed = middleware.running_messages(
         actor=args.actor, queue=args.queue, sent_before=sent_before
     )
+    left_alone = (
+        " (--mode cancel would leave them running)" if args.mode == AbortMode.CANCEL.value else ""
+    )
     print(
         f"dry run, nothing recorded: {len(listed.messages)} running message(s) match now"
-        f" ({_answered(listed, LISTING_WAIT)}). Queued and delayed messages that match"
-        " are not counted: the rule would cancel them as they start."
+        f"{left_alone} ({_answered(listed, LISTING_WAIT)}). Queued and delayed messages"
+        " that match are not counted: the rule would cancel them as they start."
     )
     if listed.expected == 0 and not listed.answered:
         _no_worker_listens(args.namespace)

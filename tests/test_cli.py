@@ -319,6 +319,10 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
     assert out.startswith("dry run, nothing recorded: 1 running message(s) match now")
     assert "(1 of 1 worker processes answered)" in out
     sent = message.message_timestamp / 1000
+    assert main([*argv, "--actor", "export", "--mode", "cancel"]) == 0
+    assert "1 running message(s) match now (--mode cancel would leave them running)" in (
+        capsys.readouterr().out
+    )
     for other in (["--queue", "daily"], ["--actor", "export", "--sent-before", str(sent - 1)]):
         assert main([*argv, *other]) == 0
         assert "nothing recorded: 0 running message(s) match now" in capsys.readouterr().out
