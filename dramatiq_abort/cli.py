@@ -155,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--dry-run",
         action="store_true",
-        help="with --actor or --queue: record nothing, and say how many running messages match now",
+        help="with --actor or --queue: record no rule, only say how many running messages"
+        " match now",
     )
 
     ask = commands.add_parser(
@@ -318,7 +319,7 @@ def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
         " (--mode cancel would leave them running)" if args.mode == AbortMode.CANCEL.value else ""
     )
     print(
-        f"dry run, nothing recorded: {len(listed.messages)} running message(s) match now"
+        f"dry run, no rule recorded: {len(listed.messages)} running message(s) match now"
         f"{left_alone} ({_answered(listed, LISTING_WAIT)}). Queued and delayed messages"
         " that match are not counted: the rule would cancel them as they start."
     )

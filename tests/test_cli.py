@@ -316,7 +316,7 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
     argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--dry-run"]
     assert main([*argv, "--actor", "export"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("dry run, nothing recorded: 1 running message(s) match now")
+    assert out.startswith("dry run, no rule recorded: 1 running message(s) match now")
     assert "(1 of 1 worker processes answered)" in out
     sent = message.message_timestamp / 1000
     assert main([*argv, "--actor", "export", "--mode", "cancel"]) == 0
@@ -325,7 +325,7 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
     )
     for other in (["--queue", "daily"], ["--actor", "export", "--sent-before", str(sent - 1)]):
         assert main([*argv, *other]) == 0
-        assert "nothing recorded: 0 running message(s) match now" in capsys.readouterr().out
+        assert "no rule recorded: 0 running message(s) match now" in capsys.readouterr().out
     backend = RedisBackend(client=redis_client, namespace=namespace)
     assert [timed for timed in backend.recorded() if timed.event.key.startswith("rule:")] == []
     # Nothing was recorded: the message runs on to its end.
