@@ -21,6 +21,7 @@ from .backend import EventBackend
 from .checks import check_bool, check_moment, check_name
 from .execution import Execution
 from .requests import AbortRequests
+from .rules import message_matches
 from .wire import Inquiry, inquiry_event
 
 __all__ = ["Listing", "RunningMessage"]
@@ -147,7 +148,7 @@ class Answerer:
         messages = []
         for execution in running:
             message = execution.message
-            if not _matches(inquiry, message):
+            if not message_matches(message, inquiry.actor, inquiry.queue, inquiry.sent_before):
                 continue
             request = execution.request or self.requests.get(execution.message_id)
             requested = request is not None and request.interrupts
@@ -171,14 +172,6 @@ class Answerer:
         return json.dumps(
             {"process": self.process, "host": self.host, "pid": os.getpid(), "messages": messages}
         )
-
-
-def _matches(inquiry: Inquiry, message: Any) -> bool:
-    return (
-        (inquiry.actor is None or message.actor_name == inquiry.actor)
-        and (inquiry.queue is None or message.queue_name == inquiry.queue)
-        and (inquiry.sent_before is None or message.message_timestamp < inquiry.sent_before)
-    )
 
 
 def shortened_args(args: Iterable[Any], kwargs: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ from .listing import Listing
 from .metrics import AbortMetrics, check_metrics, worker_metrics
 from .mode import AbortMode
 from .outcome import Outcome
-from .requests import AbortRequests
+from .requests import AbortRequest, AbortRequests
 from .rules import AbortRules
 from .watcher import Watcher
 from .wire import events_for, rule_event
@@ -240,7 +240,7 @@ class Abortable(Middleware):
         )
 
         def stopped(execution: Execution, outcome: Outcome) -> NoReturn:
-            self._stopped(broker, execution.message, outcome, execution.reason)
+            self._stopped(broker, execution.message, outcome, execution.request)
 
         abortable_fn = executions.wrap(fn, stopped, runner)
         setattr(abortable_fn, _WRAPPED_MARK, True)
@@ -321,7 +321,7 @@ class Abortable(Middleware):
             watcher.synchronise(message_id)
         requests = self.requests
         if requests.held(message_id) is not None and (request := requests.get(message_id)):
-            self._cancel(broker, message, request.reason)
+            self._cancel(broker, message, request)
         # Rules (abort_where): one attribute read while none is in force,
         # after begin() as the table is (see Watcher._record).
         if self.rules.in_force:
@@ -338,7 +338,7 @@ class Abortable(Middleware):
         execution = self.executions.end(message)
         if execution is not None and execution.request is not None:
             outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
-            self._record_outcome(message, outcome, execution.reason)
+            self._record_outcome(message, outcome, execution.request)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.executions.end(message)
@@ -381,11 +381,7 @@ class Abortable(Middleware):
             ) from None
         ids = [_message_id(m) for m in given]
         mode = check_mode(mode)
-        ttl = (
-            self.abort_ttl
-            if abort_ttl is None
-            else check_milliseconds("abort_ttl", abort_ttl, positive=True)
-        )
+        ttl = self._ttl(abort_ttl)
         messages = [m for m in given if isinstance(m, (dramatiq.Message, MessageProxy))]
         etas = [m.options.get("eta", 0) for m in messages]
         if etas:
@@ -426,11 +422,7 @@ class Abortable(Middleware):
         before = check_sent_before(sent_before, now)
         mode = check_mode(mode)
         timeout = check_abort_timeout(abort_timeout)
-        ttl = (
-            self.abort_ttl
-            if abort_ttl is None
-            else check_milliseconds("abort_ttl", abort_ttl, positive=True)
-        )
+        ttl = self._ttl(abort_ttl)
         reason = check_reason(reason)
         if not self.backend.pushes:
             raise NotImplementedError(
@@ -540,13 +532,19 @@ class Abortable(Middleware):
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
 
+    def _ttl(self, abort_ttl: object) -> int:
+        """The checked ``abort_ttl`` of a request or rule; the middleware's when ``None``."""
+        if abort_ttl is None:
+            return self.abort_ttl
+        return check_milliseconds("abort_ttl", abort_ttl, positive=True)
+
     def _cancel(
-        self, broker: dramatiq.Broker, message: MessageProxy, reason: str | None
+        self, broker: dramatiq.Broker, message: MessageProxy, request: AbortRequest
     ) -> NoReturn:
         """Stop ``message``, which has begun but not started: it leaves its
         slot at once, whoever calls the hooks, and ends as cancelled."""
         self.executions.end(message)
-        self._stopped(broker, message, Outcome.CANCELLED, reason)
+        self._stopped(broker, message, Outcome.CANCELLED, request)
 
     def _cancel_by_rule(
         self, broker: dramatiq.Broker, message: MessageProxy, inner: dramatiq.Message[Any]
@@ -555,17 +553,19 @@ class Abortable(Middleware):
         own: the lines it holds would cost every message even unrun."""
         rule = self.rules.match(inner)
         if rule is not None:
-            self._cancel(broker, message, rule.reason)
+            self._cancel(broker, message, rule.request_for(inner.message_id))
 
     def _stopped(
         self,
         broker: dramatiq.Broker,
         message: MessageProxy,
         outcome: Outcome,
-        reason: str | None,
+        request: AbortRequest | None,
     ) -> NoReturn:
-        """End ``message`` as ``outcome`` says, for ``reason``: skipped, with
-        its result (if stored) a :class:`MessageAborted` failure."""
+        """End ``message`` as ``outcome`` says, because of ``request``:
+        skipped, with its result (if stored) a :class:`MessageAborted`
+        failure that carries the request's reason."""
+        reason = None if request is None else request.reason
         if reason is None:
             self.logger.info("Message %r was %s.", message.message_id, outcome.value)
         else:
@@ -589,16 +589,16 @@ class Abortable(Middleware):
                 self.logger.debug("Storing the result failed with:", exc_info=e)
             # Results stores None for skipped messages, which would hide the failure.
             store_no_result(message)
-        self._record_outcome(message, outcome, reason)
+        self._record_outcome(message, outcome, request)
         raise error
 
-    def _record_outcome(self, message: MessageProxy, outcome: Outcome, reason: str | None) -> None:
+    def _record_outcome(
+        self, message: MessageProxy, outcome: Outcome, request: AbortRequest | None
+    ) -> None:
         # Only messages an abort request reached get here: no cost per message.
-        metrics = self.metrics
-        if metrics is not None:
-            execution = self.executions.current()
-            request = None if execution is None else execution.request
-            metrics.ended(message.actor_name, outcome, request)
+        if self.metrics is not None:
+            self.metrics.ended(message.actor_name, outcome, request)
+        reason = None if request is None else request.reason
         backend = self.backend
         if not backend.records_outcomes:
             return

@@ -20,6 +20,22 @@ from .wire import parse_rule
 __all__ = ["AbortRule", "AbortRules"]
 
 
+def message_matches(
+    message: Any, actor: str | None, queue: str | None, sent_before: int | None
+) -> bool:
+    """Whether ``message`` (a dramatiq message or its proxy) is of ``actor``
+    and of the canonical ``queue`` (those not ``None``; a delay queue counts
+    as its queue), sent before ``sent_before`` (milliseconds since the epoch,
+    as ``message_timestamp``; ``None``: whenever). What a rule stops and what
+    a listing shows are chosen by it.
+    """
+    return (
+        (sent_before is None or message.message_timestamp < sent_before)
+        and (actor is None or message.actor_name == actor)
+        and (queue is None or q_name(message.queue_name) == queue)
+    )
+
+
 class AbortRule(NamedTuple):
     """A rule in force, as one worker process knows it."""
 
@@ -45,11 +61,7 @@ class AbortRule(NamedTuple):
     def matches(self, message: Any) -> bool:
         """Whether ``message`` (a dramatiq message or its proxy) is one this
         rule stops, expiry aside."""
-        return (
-            message.message_timestamp < self.sent_before
-            and (self.actor is None or message.actor_name == self.actor)
-            and (self.queue is None or q_name(message.queue_name) == self.queue)
-        )
+        return message_matches(message, self.actor, self.queue, self.sent_before)
 
     def request_for(self, message_id: str) -> AbortRequest:
         """The abort request this rule makes for the message ``message_id``."""

@@ -77,6 +77,23 @@ class Counts:
         }
 
 
+def abort_a_running_message(broker: StubBroker, worker: dramatiq.Worker) -> dict[str, float]:
+    """Abort a message of a new actor while ``worker`` runs it; what that counted."""
+    started = threading.Event()
+
+    @dramatiq.actor(actor_name=new_actor_name(), max_retries=0)
+    def job() -> None:
+        spin_until_aborted(started.set, lambda: None)
+
+    counts = Counts(job.actor_name)
+    message = job.send()
+    assert started.wait(WAIT)
+    abort(message.message_id)
+    broker.join(job.queue_name)
+    worker.join()
+    return counts.added()
+
+
 @pytest.fixture
 def counting_worker(
     stub_broker: StubBroker, event_backend: EventBackend
@@ -116,20 +133,7 @@ def test_a_cancel_counts_one_cancel_request_and_one_cancelled_message(
 def test_an_abort_counts_one_abort_request_one_aborted_message_and_its_interrupt_time(
     stub_broker: StubBroker, counting_worker: dramatiq.Worker
 ) -> None:
-    started = threading.Event()
-
-    @dramatiq.actor(actor_name=new_actor_name(), max_retries=0)
-    def job() -> None:
-        spin_until_aborted(started.set, lambda: None)
-
-    counts = Counts(job.actor_name)
-    message = job.send()
-    assert started.wait(WAIT)
-    abort(message.message_id)
-    stub_broker.join(job.queue_name)
-    counting_worker.join()
-
-    added = counts.added()
+    added = abort_a_running_message(stub_broker, counting_worker)
     # One request, though it travels as a cancel and an abort event.
     assert added.pop("requests:abort") == 1
     assert added.pop("aborted") == 1
@@ -217,19 +221,7 @@ def test_a_worker_without_prometheus_counts_nothing_unless_asked(stub_broker: St
     worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
     worker.start()
     try:
-        started = threading.Event()
-
-        @dramatiq.actor(actor_name=new_actor_name(), max_retries=0)
-        def job() -> None:
-            spin_until_aborted(started.set, lambda: None)
-
-        counts = Counts(job.actor_name)
-        message = job.send()
-        assert started.wait(WAIT)
-        abort(message.message_id)
-        stub_broker.join(job.queue_name)
-        worker.join()
-        assert counts.added() == {}
+        assert abort_a_running_message(stub_broker, worker) == {}
     finally:
         worker.stop()
 
