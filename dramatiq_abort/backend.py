@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from . import nogil
@@ -107,12 +107,10 @@ class EventBackend(abc.ABC):
         Only called when :attr:`records_reasons` is true."""
         raise NotImplementedError(f"{type(self).__name__} does not record reasons")
 
-    def wait_outcome(
-        self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
-    ) -> str | None:
+    def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
         """The outcome recorded for ``message_id``, waiting up to ``timeout``
-        seconds (``None``: for ever, ``0``: not at all) for one not in
-        ``ignore``; ``None`` if none came. Only called when
+        seconds (``None``: for ever, ``0``: not at all); ``None`` if none
+        came. Only called when
         :attr:`records_outcomes` is true."""
         raise NotImplementedError(f"{type(self).__name__} does not record outcomes")
 

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -353,17 +353,15 @@ class RedisBackend(EventBackend):
         # Empty: the outcome was recorded with no reason.
         return None if reason is None else text(reason) or None
 
-    def wait_outcome(
-        self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
-    ) -> str | None:
+    def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
         key = self._outcome_key(message_id)
         if timeout is not None and timeout <= 0:
             recorded = self.client.get(key)
-            return None if recorded is None or text(recorded) in ignore else text(recorded)
+            return None if recorded is None else text(recorded)
         with self.listen(self.outcomes_channel) as channel:
             # Subscribed first, so an outcome recorded while looking is pushed.
             recorded = self.client.get(key)
-            if recorded is not None and text(recorded) not in ignore:
+            if recorded is not None:
                 return text(recorded)
             for payload in channel.payloads(timeout):
                 try:
@@ -371,7 +369,7 @@ class RedisBackend(EventBackend):
                 except (ValueError, TypeError):
                     logger.warning("Skipping a malformed outcome: %.200r", payload)
                     continue
-                if pushed_id == message_id and outcome not in ignore:
+                if pushed_id == message_id:
                     return str(outcome)
         return None
 

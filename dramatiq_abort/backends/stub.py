@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 
 from .. import nogil
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
@@ -92,12 +92,10 @@ class StubBackend(EventBackend):
             _outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
             return self._reasons.get(message_id) if expires_at > time.monotonic() else None
 
-    def wait_outcome(
-        self, message_id: str, timeout: float | None, *, ignore: Collection[str] = ()
-    ) -> str | None:
+    def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
         def recorded() -> str | None:
             outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
-            if outcome in ignore or expires_at <= time.monotonic():
+            if expires_at <= time.monotonic():
                 return None
             return outcome
 
