@@ -24,6 +24,12 @@ from .support import WAIT, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
+#: The actors' time limit, in seconds. Long enough for a message to reach
+#: its actor's body before it fires on a loaded machine: an async actor's
+#: coroutine first waits for its turn on the event loop, and a limit fired
+#: before that never reaches the coroutine at all.
+LIMIT = 1.0
+
 
 @pytest.fixture
 def fast_time_limit(stub_broker: StubBroker) -> Iterator[None]:
@@ -84,7 +90,7 @@ def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
     cleaning, proceed = threading.Event(), threading.Event()
     raised_in_cleanup: list[str] = []
 
-    @dramatiq.actor(time_limit=100, max_retries=0, store_results=True)
+    @dramatiq.actor(time_limit=int(LIMIT * 1000), max_retries=0, store_results=True)
     def slow() -> None:
         try:
             spin(WAIT)
@@ -106,14 +112,14 @@ def test_a_time_limit_reached_after_an_abort_does_not_raise_into_the_cleanup(
     started = threading.Event()
     raised_in_cleanup: list[str] = []
 
-    @dramatiq.actor(time_limit=300, max_retries=0, store_results=True)
+    @dramatiq.actor(time_limit=int(LIMIT * 1000), max_retries=0, store_results=True)
     def slow() -> None:
         try:
             started.set()
             spin(WAIT)
         except Abort:
             try:
-                spin(0.6)  # well past the time limit
+                spin(LIMIT + 0.5)  # well past the time limit
             except TimeLimitExceeded:
                 raised_in_cleanup.append("TimeLimitExceeded")
             raise
@@ -177,7 +183,7 @@ def test_an_async_actor_whose_time_limit_fired_is_not_aborted_in_its_cleanup(
     cleaning, proceed = threading.Event(), threading.Event()
     raised_in_cleanup: list[str] = []
 
-    @dramatiq.actor(time_limit=100, max_retries=0, store_results=True)
+    @dramatiq.actor(time_limit=int(LIMIT * 1000), max_retries=0, store_results=True)
     async def slow() -> None:
         try:
             await asyncio.sleep(WAIT)
@@ -200,14 +206,14 @@ def test_a_time_limit_reached_after_an_abort_does_not_cancel_an_async_cleanup(
     started = threading.Event()
     raised_in_cleanup: list[str] = []
 
-    @dramatiq.actor(time_limit=300, max_retries=0, store_results=True)
+    @dramatiq.actor(time_limit=int(LIMIT * 1000), max_retries=0, store_results=True)
     async def slow() -> None:
         try:
             started.set()
             await asyncio.sleep(WAIT)
         except Abort:
             try:
-                await asyncio.sleep(0.6)  # well past the time limit
+                await asyncio.sleep(LIMIT + 0.5)  # well past the time limit
             except asyncio.CancelledError:
                 raised_in_cleanup.append("CancelledError")
             raise
