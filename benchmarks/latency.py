@@ -9,6 +9,17 @@ every process of the machine. Measured three times: with the target alone
 in the worker, with 20 more abortable actors beside it that wait on I/O
 (sleeping in short slices, as most tasks spend their time), and with 20
 more that busy-loop in Python like the target.
+
+``--switch-interval S`` (repeatable) measures instead the trade-off of a
+shorter ``sys.setswitchinterval()`` in the worker: the case with 20
+CPU-bound actors only, once per interval given, in ``--rounds``
+alternating rounds (a fresh worker process each), and beside its latency
+how much Python work the 20 busy actors got done per second, as a ratio
+to the first interval's in the same round.
+
+    python benchmarks/latency.py --samples 40
+    python benchmarks/latency.py --samples 20 --rounds 5 \\
+        --switch-interval 0.005 --switch-interval 0.001
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
+import sys
 import time
 import uuid
 from typing import Any
@@ -43,9 +56,11 @@ _namespace = ""
 def spin(role: str, token: str, limit: float, kind: str = "cpu") -> None:
     """Loop in Python (``kind`` "cpu") or sleep in 5 ms slices ("io") until
     aborted or ``limit`` seconds have passed; report when it started and
-    when the Abort landed."""
+    when the Abort landed, with how many loops of 10,000 it ran meanwhile."""
     assert _reporter is not None
-    deadline = time.monotonic() + limit
+    started_at = time.monotonic()
+    deadline = started_at + limit
+    loops = 0
     try:
         _reporter.rpush(f"{_namespace}{role}:started", json.dumps([token]))
         while time.monotonic() < deadline:
@@ -54,9 +69,11 @@ def spin(role: str, token: str, limit: float, kind: str = "cpu") -> None:
                 continue
             for _ in range(10_000):
                 pass
+            loops += 1
     except Abort:
         aborted_at = time.monotonic()
-        _reporter.rpush(f"{_namespace}{role}:aborted", json.dumps([token, aborted_at]))
+        report = [token, aborted_at, loops, started_at]
+        _reporter.rpush(f"{_namespace}{role}:aborted", json.dumps(report))
 
 
 def declare(broker: dramatiq.Broker) -> dramatiq.Actor[[str, str, float, str], None]:
@@ -68,6 +85,8 @@ def work(args: argparse.Namespace) -> None:
     global _reporter, _namespace
     _reporter = redis.Redis.from_url(args.redis_url)
     _namespace = args.namespace
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval[0])
     broker, _ = common.make_broker(args.redis_url, args.namespace, abortable=True)
     declare(broker)
     common.serve_worker(broker, args.threads, args.worker_timeout)
@@ -118,22 +137,33 @@ class Sampler:
         return {
             "n": len(latencies),
             "missed": missed,
+            "latencies_ms": latencies,
             "p50": common.percentile(latencies, 50),
             "p99": common.percentile(latencies, 99),
             "max": max(latencies, default=float("nan")),
         }
 
     def busy_series(self, kind: str, count: int) -> dict[str, Any]:
-        """``series`` with ``BUSY`` actors of ``kind`` running beside the target."""
+        """``series`` with ``BUSY`` actors of ``kind`` running beside the
+        target, and the loops per second the busy actors ran, summed."""
         role = f"busy-{kind}"
-        busy_ids = [self.start(role, BUSY_LIMIT, kind)[1] for _ in range(BUSY)]
+        busy = dict(self.start(role, BUSY_LIMIT, kind) for _ in range(BUSY))
         self.wait_all(role, "started", BUSY)
         try:
-            return self.series(count)
+            found = self.series(count)
         finally:
-            for message_id in busy_ids:
+            for message_id in busy.values():
                 abort(message_id, middleware=self.middleware)
             self.wait_all(role, "aborted", BUSY)
+        key = f"{self.namespace}{role}:aborted"
+        reports = [json.loads(item) for item in self.client.lrange(key, 0, -1)]
+        self.client.delete(key, f"{self.namespace}{role}:started")
+        found["busy_loops_per_s"] = sum(
+            loops / (aborted_at - started_at)
+            for token, aborted_at, loops, started_at in reports
+            if token in busy
+        )
+        return found
 
     def wait_all(self, role: str, event: str, count: int) -> None:
         """Wait for ``count`` actors of ``role`` to report ``event``."""
@@ -154,6 +184,13 @@ def main() -> None:
         help=f"worker threads (default %(default)s; {BUSY} or fewer: the idle case only)",
     )
     option("--worker-timeout", type=int, default=1000, help="ms (default %(default)s, dramatiq's)")
+    option(
+        "--switch-interval",
+        type=float,
+        action="append",
+        help="s: measure the CPU-bound case with this switch interval (repeatable)",
+    )
+    option("--rounds", type=int, default=5, help="rounds with --switch-interval (default 5)")
     option("--worker", action="store_true", help=argparse.SUPPRESS)
     option("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,17 +198,19 @@ def main() -> None:
         work(args)
         return
     samples = args.samples or (10 if args.quick else 100)
+    if args.switch_interval:
+        compare_switch_intervals(args, samples)
+        return
     with common.namespace_on(args.redis_url, "latency") as namespace:
         sampler = Sampler(args, namespace)
-        worker_args = ["--worker", "--redis-url", args.redis_url, "--namespace", namespace]
-        worker_args += ["--threads", str(args.threads)]
-        worker_args += ["--worker-timeout", str(args.worker_timeout)]
-        with common.worker_process(__file__, worker_args):
+        with common.worker_process(__file__, worker_arguments(args, namespace)):
             cases = {"idle": sampler.series(samples)}
             # The busy cases need a thread for each busy actor and the target.
             if args.threads > BUSY:
                 for kind in BUSY_KINDS:
                     cases[f"busy_{kind}"] = sampler.busy_series(kind, samples)
+    for series in cases.values():
+        del series["latencies_ms"]
     figures: dict[str, float | None] = {}
     for case in ("idle", *(f"busy_{kind}" for kind in BUSY_KINDS)):
         for percent in (50, 99):
@@ -187,6 +226,49 @@ def main() -> None:
             "worker_timeout_ms": args.worker_timeout,
         },
     )
+
+
+def worker_arguments(
+    args: argparse.Namespace, namespace: str, switch_interval: float | None = None
+) -> list[str]:
+    """The command line of a worker process for ``args``."""
+    arguments = ["--worker", "--redis-url", args.redis_url, "--namespace", namespace]
+    arguments += ["--threads", str(args.threads), "--worker-timeout", str(args.worker_timeout)]
+    if switch_interval is not None:
+        arguments += ["--switch-interval", str(switch_interval)]
+    return arguments
+
+
+def compare_switch_intervals(args: argparse.Namespace, samples: int) -> None:
+    """The CPU-bound case under each switch interval, in alternating rounds."""
+    if args.threads <= BUSY:
+        raise SystemExit(f"--switch-interval needs more than {BUSY} --threads")
+    intervals: list[float] = args.switch_interval
+    latencies: dict[float, list[float]] = {interval: [] for interval in intervals}
+    work: dict[float, list[float]] = {interval: [] for interval in intervals}
+    missed = 0
+    with common.namespace_on(args.redis_url, "latency") as namespace:
+        sampler = Sampler(args, namespace)
+        for _ in range(args.rounds):
+            for interval in intervals:
+                arguments = worker_arguments(args, namespace, interval)
+                with common.worker_process(__file__, arguments):
+                    found = sampler.busy_series("cpu", samples)
+                latencies[interval] += found["latencies_ms"]
+                work[interval].append(found["busy_loops_per_s"])
+                missed += found["missed"]
+    figures: dict[str, float | None] = {}
+    details: dict[str, Any] = {"rounds": args.rounds, "samples_per_round": samples}
+    for interval in intervals:
+        ratios = [mine / first for mine, first in zip(work[interval], work[intervals[0]])]
+        label = f"{interval * 1000:g}ms"
+        figures[f"busy_cpu_p50_ms_at_{label}"] = common.percentile(latencies[interval], 50)
+        figures[f"busy_cpu_p99_ms_at_{label}"] = common.percentile(latencies[interval], 99)
+        figures[f"busy_work_ratio_at_{label}"] = statistics.median(ratios)
+        figures[f"busy_work_ratio_spread_at_{label}"] = max(ratios) - min(ratios)
+        details[f"busy_loops_per_s_at_{label}"] = [round(rate) for rate in work[interval]]
+    details["missed"] = missed
+    common.emit(figures, details)
 
 
 if __name__ == "__main__":
