@@ -14,8 +14,10 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from . import __version__
+from .checks import CLOCK_SKEW, MAX_REASON_LENGTH
 from .listing import FOREVER, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
@@ -27,16 +29,79 @@ REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
 REDIS_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
 
 
+# The checks below run while the arguments are parsed, so that an error
+# names the option and the text the operator typed, rather than the
+# parameter of the Python API that would refuse it later.
+
+
+def _redis_url(text: str) -> str:
+    """``--redis``: a URL whose database, when its path names one, is a
+    number. redis-py reads any other path as no database and connects to
+    database 0, where the workers may not listen."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        # Not the URL itself: it may hold a password.
+        raise argparse.ArgumentTypeError(
+            "the URL cannot be parsed: write it as redis://[USER:PASSWORD@]HOST:PORT/DATABASE,"
+            " for example redis://localhost:6379/0"
+        ) from None
+    database = unquote(parts.path).replace("/", "")
+    if parts.scheme in ("redis", "rediss") and database and not database.isdecimal():
+        raise argparse.ArgumentTypeError(
+            f"the URL's database {database!r} is not a number: end the URL with the"
+            " number of the workers' database, for example redis://localhost:6379/0"
+        )
+    return text
+
+
 def _milliseconds_or_inf(text: str) -> float:
-    """``--timeout``: a whole number of milliseconds, or ``inf``."""
+    """``--timeout``: a whole number of milliseconds, 0 or more, or ``inf``."""
     if text.strip().lower() in ("inf", "infinity"):
         return math.inf
     try:
-        return int(text)
+        milliseconds = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a whole number of milliseconds nor 'inf'"
         ) from None
+    if milliseconds < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is less than 0: give 0 to interrupt at once, a number of"
+            " milliseconds of grace, or 'inf' to ask and never force"
+        )
+    return milliseconds
+
+
+def _positive_milliseconds(text: str) -> int:
+    """``--ttl``: a whole number of milliseconds greater than 0."""
+    try:
+        milliseconds = int(text)
+    except ValueError:
+        milliseconds = 0
+    if milliseconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of milliseconds greater than 0"
+            f" (the default is {DEFAULT_ABORT_TTL})"
+        )
+    return milliseconds
+
+
+def _reason(text: str) -> str:
+    """``--reason``: a text that is not blank, of at most
+    ``MAX_REASON_LENGTH`` characters once stripped."""
+    stripped = text.strip()
+    if not stripped:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is blank: give a few words, or leave --reason out for the default"
+            " (USER@HOST via dramatiq-abort)"
+        )
+    if len(stripped) > MAX_REASON_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"{stripped[:40]!r}... is {len(stripped):,} characters: shorten it to at most"
+            f" {MAX_REASON_LENGTH:,}"
+        )
+    return stripped
 
 
 def _positive_seconds(text: str) -> float:
@@ -52,22 +117,35 @@ def _positive_seconds(text: str) -> float:
 
 def _moment(text: str) -> float:
     """``--sent-before``: ISO 8601 (local time when it names no zone), or
-    seconds since the epoch; in seconds since the epoch."""
+    seconds since the epoch, and not in the future; in seconds since the
+    epoch."""
     try:
-        return float(text)
+        moment = float(text)
+        if not (math.isfinite(moment) and moment >= 0):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a time: give ISO 8601 (such as 2026-11-29T03:00) or"
+                " seconds since the epoch, 0 or more"
+            )
     except ValueError:
-        pass
-    iso = text.strip()
-    if iso[-1:] in ("Z", "z"):
-        # Python before 3.11 reads no "Z" for UTC.
-        iso = iso[:-1] + "+00:00"
-    try:
-        return datetime.datetime.fromisoformat(iso).timestamp()
-    except ValueError:
+        iso = text.strip()
+        if iso[-1:] in ("Z", "z"):
+            # Python before 3.11 reads no "Z" for UTC.
+            iso = iso[:-1] + "+00:00"
+        try:
+            moment = datetime.datetime.fromisoformat(iso).timestamp()
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither an ISO 8601 time (such as 2026-11-29T03:00 or"
+                " 2026-11-29T03:00+01:00) nor seconds since the epoch"
+            ) from None
+    ahead = moment - time.time()
+    # The bound abort_where() applies, checked here to name the option.
+    if ahead > CLOCK_SKEW:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO 8601 time (such as 2026-11-29T03:00 or"
-            " 2026-11-29T03:00+01:00) nor seconds since the epoch"
-        ) from None
+            f"{text!r} is {ahead:,.0f} s in the future, and no message was sent after now:"
+            " leave --sent-before out to mean now"
+        )
+    return moment
 
 
 def default_reason() -> str:
@@ -93,9 +171,19 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run a worker in this process and abort, cancel and gracefully stop messages",
-        description="Runs on an in-memory broker and backend unless --redis is given.",
+        description="Run a worker thread in this process and send it messages: one aborted"
+        " while it runs, one cancelled while queued, one asked to stop within a grace period;"
+        " then list what runs and stop a message by its actor's name. It prints each step and"
+        " how long each abort took, and exits with status 1 if a step did not behave as"
+        " documented. It runs on an in-memory broker and backend unless --redis is given.",
     )
-    demo.add_argument("--redis", metavar="URL", help="run against this Redis instead of in memory")
+    demo.add_argument(
+        "--redis",
+        type=_redis_url,
+        metavar="URL",
+        help="run against this Redis instead of in memory, in a key namespace of its own"
+        " that is deleted at the end",
+    )
 
     send = commands.add_parser(
         "abort",
@@ -140,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--ttl",
-        type=int,
+        type=_positive_milliseconds,
         default=DEFAULT_ABORT_TTL,
         metavar="MS",
         help="milliseconds the request or rule stays valid for messages that have not started"
@@ -148,6 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--reason",
+        type=_reason,
         metavar="TEXT",
         help="why, for the workers' log and the recorded outcome (default: USER@HOST via"
         " dramatiq-abort)",
@@ -168,8 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.set_defaults(command_parser=ask)
     _add_backend_arguments(ask)
-    ask.add_argument("--actor", help="only messages of this actor")
-    ask.add_argument("--queue", help="only messages of this queue")
+    ask.add_argument("--actor", metavar="NAME", help="only messages of this actor")
+    ask.add_argument("--queue", metavar="Q", help="only messages of this queue")
     ask.add_argument("--json", action="store_true", help="print one JSON document")
     ask.add_argument("--args", action="store_true", help="show arguments, shortened")
     ask.add_argument(
@@ -188,6 +277,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--redis",
+        type=_redis_url,
         metavar="URL",
         default=os.environ.get(REDIS_URL_VARIABLE),
         help=f"Redis the workers listen to; required unless ${REDIS_URL_VARIABLE} is set, which"

@@ -33,6 +33,15 @@ from .support import ROOT, WAIT, start_worker
 pytestmark = pytest.mark.timeout(60)
 
 
+def status_of(argv: list[str]) -> int:
+    """The exit status of the command: what ``main`` returns, or the code
+    of argparse's exit on a bad argument."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(str(e.code))
+
+
 def test_the_demo_runs_in_memory_as_a_console_script() -> None:
     finished = subprocess.run(
         [sys.executable, "-m", "dramatiq_abort.cli", "demo"],
@@ -86,11 +95,20 @@ def test_abort_sends_each_id_in_the_mode_asked(
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["--timeout", "-1"], "abort_timeout must be 0 or more, not -1"),
-        (["--ttl", "0"], "abort_ttl"),
+        (["--timeout", "-1"], "argument --timeout: '-1' is less than 0: give 0 to interrupt"),
+        (["--ttl", "0"], "argument --ttl: '0' is not a whole number of milliseconds greater"),
+        (["--ttl", "1.5"], "argument --ttl: '1.5' is not a whole number of milliseconds"),
+        (["--reason", " "], "argument --reason: ' ' is blank: give a few words, or leave"),
+        (["--reason", "y" * 1001], "is 1,001 characters: shorten it to at most 1,000"),
+        # redis-py would read this path as no database, and write to database 0.
+        (
+            ["--redis", "redis://127.0.0.1:6379/cache"],
+            "argument --redis: the URL's database 'cache' is not a number",
+        ),
     ],
+    ids=["negative-timeout", "zero-ttl", "fractional-ttl", "blank-reason", "long-reason", "db"],
 )
-def test_abort_rejects_bad_values_and_sends_nothing(
+def test_abort_rejects_bad_values_naming_the_option_and_sends_nothing(
     redis_url: str,
     redis_client: redis.Redis,
     namespace: str,
@@ -98,7 +116,8 @@ def test_abort_rejects_bad_values_and_sends_nothing(
     extra: list[str],
     says: str,
 ) -> None:
-    assert main(["abort", "some-id", "--redis", redis_url, "--namespace", namespace, *extra]) == 2
+    argv = ["abort", "some-id", "--redis", redis_url, "--namespace", namespace, *extra]
+    assert status_of(argv) == 2
     assert says in capsys.readouterr().err
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
 
@@ -167,6 +186,13 @@ def test_a_timeout_of_inf_asks_and_never_forces(
         (["demo", "--redis", "notaurl"], 2, "url must start with redis://"),
         (["demo", "--redis", "http://user:secret@h/0"], 2, "not http://"),
         (["abort", "an-id", "--timeout", "soon"], 2, "'soon' is neither a whole number"),
+        (
+            ["list", "--redis", "redis://user:secret@127.0.0.1:6379/cache"],
+            2,
+            "the URL's database 'cache' is not a number",
+        ),
+        (["list", "--redis", "redis://user:secret@[::1"], 2, "the URL cannot be parsed"),
+        (["demo", "--redis", "redis://user:secret@127.0.0.1:6379/x"], 2, "database 'x'"),
     ],
 )
 def test_errors_are_one_line_without_a_traceback(
@@ -486,8 +512,13 @@ def test_abort_refuses_ids_with_a_filter_or_neither_and_records_nothing(
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["--sent-before", str(time.time() + 3600)], "sent_before must not be in the future"),
-        (["--reason", "   "], "reason must not be empty"),
+        (
+            ["--sent-before", (datetime.datetime.now() + datetime.timedelta(hours=1)).isoformat()],
+            "s in the future, and no message was sent after now: leave --sent-before out",
+        ),
+        (["--sent-before", str(time.time() + 3600)], "s in the future"),
+        (["--sent-before", "-1"], "argument --sent-before: '-1' is not a time"),
+        (["--reason", "   "], "argument --reason: '   ' is blank"),
         (["--actor", ""], "actor must not be empty"),
     ],
 )
@@ -500,7 +531,7 @@ def test_abort_by_actor_rejects_bad_values_and_records_nothing(
     says: str,
 ) -> None:
     argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
-    assert main([*argv, *extra]) == 2
+    assert status_of([*argv, *extra]) == 2
     assert says in capsys.readouterr().err
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
 
