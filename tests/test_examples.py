@@ -1,8 +1,11 @@
-"""examples/: a Celery project and its port to dramatiq.
+"""examples/: a Celery project and its port to dramatiq, and the README's
+first run.
 
 The port runs end to end against the real Redis, with a ``dramatiq``
 worker process; and the diff between the two versions is imports and
-decorators only, the config module apart.
+decorators only, the config module apart. The README's first run (its
+``app.py`` and the code that sends and aborts) runs as written, with a
+``dramatiq app`` worker process.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import difflib
 import importlib
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -24,7 +28,14 @@ import redis
 
 from compat import AbortableAsyncResult
 
-from .support import ROOT, WAIT, delete_namespace, start_dramatiq, stop_process_group
+from .support import (
+    ROOT,
+    WAIT,
+    PrivateRedis,
+    delete_namespace,
+    start_dramatiq,
+    stop_process_group,
+)
 
 EXAMPLES = ROOT / "examples"
 CELERY_VERSION = EXAMPLES / "celery_version"
@@ -35,6 +46,10 @@ CONFIG = "celery_app.py"
 MODULES = ("celery_app", "tasks", "web")
 #: How long a ``dramatiq`` command may take to boot on a busy machine.
 BOOT = 60.0
+README = ROOT / "README.md"
+#: A README block the tests run: the marker names it (``app.py`` is written
+#: as that module, ``send`` runs in the test process).
+README_BLOCK = re.compile(r"^<!-- readme-test: (\S+) -->\n```python\n(.*?)^```$", re.M | re.S)
 
 
 @contextlib.contextmanager
@@ -226,3 +241,49 @@ def test_the_diff_check_catches_a_change_outside_imports_and_decorators() -> Non
     assert other_changes(celery, [*port, "    shared_task,", "def f(self):"]) == [
         "+     shared_task,"
     ]
+
+
+def readme_blocks() -> dict[str, tuple[int, str]]:
+    """The README's marked blocks, by name: (line, code)."""
+    text = README.read_text()
+    return {
+        match.group(1): (text.count("\n", 0, match.start()) + 3, match.group(2))
+        for match in README_BLOCK.finditer(text)
+    }
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_first_run_aborts_a_running_message_in_a_dramatiq_app_worker(
+    private_redis: PrivateRedis,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocks = readme_blocks()
+    assert sorted(blocks) == ["app.py", "send"]
+    (tmp_path / "app.py").write_text(blocks["app.py"][1])
+    monkeypatch.setenv("REDIS_URL", private_redis.url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    log = tmp_path / "worker.log"
+    previous_broker = dramatiq.broker.global_broker
+    try:
+        with dramatiq_worker("app", log, env=env, threads=2):
+            line, code = blocks["send"]
+            exec(compile(code, f"{README.name}:{line}", "exec"), {"__name__": "readme"})
+            printed = capsys.readouterr().out
+            assert "actor raised MessageAborted: message '" in printed
+            assert "' was aborted: wrong dataset" in printed
+            poll_until(
+                lambda: log.read_text(errors="replace"),
+                lambda text: (
+                    "crunch_numbers(42) aborted" in text
+                    and "was aborted (reason: 'wrong dataset')." in text
+                ),
+                "the worker logs the abort",
+            )
+    finally:
+        app = sys.modules.pop("app", None)
+        if app is not None:
+            app.broker.close()
+        dramatiq.set_broker(previous_broker)  # type: ignore[arg-type]
