@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -177,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         " how long each abort took, and exits with status 1 if a step did not behave as"
         " documented. It runs on an in-memory broker and backend unless --redis is given.",
     )
+    demo.set_defaults(command_parser=demo)
     demo.add_argument(
         "--redis",
         type=_redis_url,
@@ -292,7 +294,13 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # argparse takes the IDs of abort only before the first option: the ones
+    # after it (abort ID --mode cancel ID) come back as unknown arguments.
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "abort" and not any(text.startswith("-") for text in unknown):
+        args.message_ids += unknown
+    elif unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in ("abort", "list") and not args.redis:
         args.command_parser.error(f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set")
     if args.command == "abort":
@@ -368,6 +376,7 @@ def _abort(args: argparse.Namespace) -> int:
             f"The request is recorded even for an id no worker knows (yet), and expires after"
             f" {args.ttl:,} ms (--ttl). Reason: {args.reason!r}."
         )
+        _not_uuids(args.message_ids)
     elif args.dry_run:
         return _dry_run(args, middleware)
     else:
@@ -396,6 +405,31 @@ def _abort(args: argparse.Namespace) -> int:
     if backend.subscribers() == 0:
         _no_worker_listens(args.namespace)
     return 0
+
+
+def _not_uuids(message_ids: list[str]) -> None:
+    """Name the ids that are not UUIDs as dramatiq writes them: an actor's
+    name, a result key or an id with a stray quote is recorded as an id all
+    the same, and would never match a message."""
+    odd = [message_id for message_id in message_ids if not _is_uuid(message_id)]
+    if not odd:
+        return
+    shown = ", ".join(repr(message_id[:40]) for message_id in odd[:3])
+    if len(odd) > 3:
+        shown += f" and {len(odd) - 3:,} more"
+    print(
+        f"Note: {shown} {'is not a UUID' if len(odd) == 1 else 'are not UUIDs'}, as dramatiq's"
+        " message ids are: unless your ids are of your own making, compare with the IDs"
+        " that `dramatiq-abort list` shows; --actor NAME stops the messages of an actor."
+    )
+
+
+def _is_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID in the form dramatiq gives message ids."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def _dry_run(args: argparse.Namespace, middleware: Any) -> int:

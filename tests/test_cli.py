@@ -92,6 +92,26 @@ def test_abort_sends_each_id_in_the_mode_asked(
     assert backend.poll("abort:id-3") is None
 
 
+def test_abort_records_an_id_that_is_not_a_uuid_and_says_it_may_be_a_mistake(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = "1fb41096-c021-4710-9b70-6369c44a32dd"
+    argv = ["abort", real, "--redis", redis_url, "--namespace", namespace]
+    assert main(argv) == 0
+    assert "Note:" not in capsys.readouterr().out
+
+    # An actor's name, and an id pasted from a Python repr with its quotes;
+    # given after the options, as an operator may add ids to a command.
+    assert main([*argv, "crunch_numbers", f"'{real}',"]) == 0
+    out = capsys.readouterr().out
+    assert f"Note: 'crunch_numbers', \"'{real}',\" are not UUIDs, as dramatiq's" in out
+    assert "--actor NAME stops the messages of an actor" in out
+    # Recorded all the same: ids of an application's own making are not UUIDs.
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    assert backend.poll("abort:crunch_numbers") is not None
+    assert backend.poll(f"abort:'{real}',") is not None
+
+
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
