@@ -10,6 +10,7 @@ decorators only, the config module apart. The README's first run (its
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import importlib
@@ -49,6 +50,8 @@ BOOT = 60.0
 README = ROOT / "README.md"
 #: A README block the tests run: the marker names it (``app.py`` is written
 #: as that module, ``send`` runs in the test process).
+#: Every python block of the README, marked or not.
+ANY_README_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
 README_BLOCK = re.compile(r"^<!-- readme-test: (\S+) -->\n```python\n(.*?)^```$", re.M | re.S)
 
 
@@ -287,3 +290,25 @@ def test_the_readme_first_run_aborts_a_running_message_in_a_dramatiq_app_worker(
         if app is not None:
             app.broker.close()
         dramatiq.set_broker(previous_broker)  # type: ignore[arg-type]
+
+
+def test_every_python_block_of_the_readme_parses_and_its_imports_resolve() -> None:
+    # The blocks other than the first run's are fragments around names of
+    # the reader's own (an actor, a message); what they import must exist.
+    text = README.read_text()
+    blocks = [
+        (text.count("\n", 0, match.start()) + 2, match.group(1))
+        for match in ANY_README_BLOCK.finditer(text)
+    ]
+    assert len(blocks) >= 15
+    imported = 0
+    for line, code in blocks:
+        tree = ast.parse(code, f"{README.name}:{line}")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not (
+                isinstance(node, ast.ImportFrom) and node.module == "app"
+            ):
+                statement = ast.Module(body=[node], type_ignores=[])
+                exec(compile(statement, f"{README.name}:{line + node.lineno - 1}", "exec"), {})
+                imported += 1
+    assert imported >= 20
