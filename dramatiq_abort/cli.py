@@ -357,8 +357,19 @@ def _run(args: argparse.Namespace) -> int:
     except redis.RedisError as e:
         # The client's words name the host and port, never the password that
         # the URL may hold; a traceback would say no more to an operator.
-        print(f"dramatiq-abort: Redis error: {e}", file=sys.stderr)
+        print(f"dramatiq-abort: Redis error: {e}{_redis_hint(e, redis)}", file=sys.stderr)
         return REDIS_ERROR
+
+
+def _redis_hint(error: Exception, redis: Any) -> str:
+    """What to check after ``error``, for the errors an operator's URL
+    causes; nothing for the others, whose words say enough."""
+    where = f"--redis (or ${REDIS_URL_VARIABLE})"
+    if isinstance(error, redis.AuthenticationError):
+        return f": check the user and password that {where} gives"
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+        return f": check that Redis runs at the host and port that {where} names"
+    return ""
 
 
 def _abort(args: argparse.Namespace) -> int:

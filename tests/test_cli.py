@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
 import pytest
@@ -235,6 +236,29 @@ def test_errors_are_one_line_without_a_traceback(
     # One line, after the usage for argparse's own errors.
     assert lines[-1].startswith("dramatiq-abort"), finished.stderr
     assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), finished.stderr
+
+
+def test_a_redis_that_cannot_be_reached_or_refuses_the_password_says_what_to_check(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    assert main(["list", "--redis", f"redis://127.0.0.1:{closed_port}/0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dramatiq-abort: Redis error: ") and f"127.0.0.1:{closed_port}" in err
+    assert err.endswith(
+        f": check that Redis runs at the host and port that --redis (or ${REDIS_URL_VARIABLE})"
+        " names\n"
+    )
+
+    # The suite's Redis has no such user: it refuses before any command.
+    server = urlsplit(redis_url)
+    url = f"redis://someone:not-the-password@{server.hostname}:{server.port}{server.path}"
+    assert main(["abort", "an-id", "--redis", url]) == 1
+    err = capsys.readouterr().err
+    assert "check the user and password that --redis" in err
+    assert "not-the-password" not in err
 
 
 def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
