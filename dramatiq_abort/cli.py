@@ -13,12 +13,12 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import __version__
-from .checks import CLOCK_SKEW, MAX_REASON_LENGTH
+from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH
 from .listing import FOREVER, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
@@ -103,6 +103,36 @@ def _reason(text: str) -> str:
             f" {MAX_REASON_LENGTH:,}"
         )
     return stripped
+
+
+def _name(what: str, column: str) -> Callable[[str], str]:
+    """``--actor`` and ``--queue``: a name that is not blank, of at most
+    ``MAX_NAME_LENGTH`` characters. ``what`` says whose name it is (``"an
+    actor's"``), ``column`` where ``list`` shows it."""
+
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is blank: give {what} name, as the {column} column of"
+                " `dramatiq-abort list` shows it"
+            )
+        if len(text) > MAX_NAME_LENGTH:
+            raise argparse.ArgumentTypeError(
+                f"{text[:40]!r}... is {len(text):,} characters: give at most {MAX_NAME_LENGTH}"
+            )
+        return text
+
+    return check
+
+
+def _namespace(text: str) -> str:
+    """``--namespace``: not blank."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is blank: give the namespace of the workers' RedisBackend, or leave"
+            " --namespace out for the default"
+        )
+    return text
 
 
 def _positive_seconds(text: str) -> float:
@@ -198,10 +228,14 @@ def _parser() -> argparse.ArgumentParser:
     send.set_defaults(command_parser=send)
     send.add_argument("message_ids", metavar="ID", nargs="*", help="message ids to abort")
     send.add_argument(
-        "--actor", metavar="NAME", help="instead of IDs: stop the messages of this actor"
+        "--actor",
+        type=_name("an actor's", "ACTOR"),
+        metavar="NAME",
+        help="instead of IDs: stop the messages of this actor",
     )
     send.add_argument(
         "--queue",
+        type=_name("a queue's", "QUEUE"),
         metavar="Q",
         help="instead of IDs, or with --actor: stop the messages of this queue",
     )
@@ -259,8 +293,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.set_defaults(command_parser=ask)
     _add_backend_arguments(ask)
-    ask.add_argument("--actor", metavar="NAME", help="only messages of this actor")
-    ask.add_argument("--queue", metavar="Q", help="only messages of this queue")
+    ask.add_argument(
+        "--actor",
+        type=_name("an actor's", "ACTOR"),
+        metavar="NAME",
+        help="only messages of this actor",
+    )
+    ask.add_argument(
+        "--queue", type=_name("a queue's", "QUEUE"), metavar="Q", help="only messages of this queue"
+    )
     ask.add_argument("--json", action="store_true", help="print one JSON document")
     ask.add_argument("--args", action="store_true", help="show arguments, shortened")
     ask.add_argument(
@@ -287,6 +328,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--namespace",
+        type=_namespace,
         default=DEFAULT_NAMESPACE,
         help="the key namespace of the workers' RedisBackend (default: %(default)s)",
     )

@@ -508,7 +508,9 @@ def test_abort_by_queue_defaults_to_now_and_takes_a_reason(
         (["--wait", "0"], "argument --wait: '0' is not a number of seconds greater than 0"),
         (["--wait", "nan"], "argument --wait: 'nan' is not a number of seconds greater than 0"),
         (["--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
-        (["--actor", ""], "dramatiq-abort: actor must not be empty"),
+        (["--actor", ""], "argument --actor: '' is blank: give an actor's name, as the ACTOR"),
+        (["--queue", " "], "argument --queue: ' ' is blank: give a queue's name, as the QUEUE"),
+        (["--namespace", ""], "argument --namespace: '' is blank: give the namespace of the"),
     ],
 )
 def test_list_rejects_bad_values_and_sends_nothing(
@@ -563,7 +565,9 @@ def test_abort_refuses_ids_with_a_filter_or_neither_and_records_nothing(
         (["--sent-before", str(time.time() + 3600)], "s in the future"),
         (["--sent-before", "-1"], "argument --sent-before: '-1' is not a time"),
         (["--reason", "   "], "argument --reason: '   ' is blank"),
-        (["--actor", ""], "actor must not be empty"),
+        (["--actor", ""], "argument --actor: '' is blank: give an actor's name"),
+        (["--actor", "a" * 256], "is 256 characters: give at most 255"),
+        (["--queue", " "], "argument --queue: ' ' is blank: give a queue's name"),
     ],
 )
 def test_abort_by_actor_rejects_bad_values_and_records_nothing(
