@@ -194,7 +194,11 @@ def default_reason() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dramatiq-abort", description="Cancel queued and abort running dramatiq messages."
+        prog="dramatiq-abort",
+        description="Cancel queued and abort running dramatiq messages.",
+        epilog="demo needs no server. abort and list need the Redis of the workers'"
+        f" RedisBackend: --redis URL, or ${REDIS_URL_VARIABLE}. 'dramatiq-abort COMMAND"
+        " --help' tells more.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort,list}")
@@ -226,7 +230,12 @@ def _parser() -> argparse.ArgumentParser:
         " sent (exit status 2). Exit status 1: a Redis error.",
     )
     send.set_defaults(command_parser=send)
-    send.add_argument("message_ids", metavar="ID", nargs="*", help="message ids to abort")
+    send.add_argument(
+        "message_ids",
+        metavar="ID",
+        nargs="*",
+        help="ids of the messages to stop: message.message_id, or the ID column of list",
+    )
     send.add_argument(
         "--actor",
         type=_name("an actor's", "ACTOR"),
@@ -329,6 +338,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace",
         type=_namespace,
+        metavar="NS",
         default=DEFAULT_NAMESPACE,
         help="the key namespace of the workers' RedisBackend (default: %(default)s)",
     )
