@@ -273,6 +273,18 @@ def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]
     assert "(default: dramatiq:aborts:)" in help_text
     assert "(default: 90000)" in help_text
     assert "'inf' asks it to stop and never forces it (default: 0)" in help_text
+    assert "[--namespace NS]" in help_text
+    assert "the ID column of list" in help_text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "demo needs no server. abort and list need the Redis of the workers'" in help_text
+    assert f"--redis URL, or ${REDIS_URL_VARIABLE}" in help_text
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "one aborted while it runs, one cancelled while queued" in help_text
+    assert "in a key namespace of its own that is deleted at the end" in help_text
 
 
 def test_ctrl_c_ends_the_command_with_one_line_and_status_130() -> None:
