@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import math
 from typing import Literal, overload
+from urllib.parse import unquote, urlsplit
 
 from .mode import AbortMode
 
@@ -28,6 +29,42 @@ def check_message_id(message_id: object) -> str:
             f" {len(message_id):,}: {message_id[:40]!r}..."
         )
     return message_id
+
+
+#: The Redis URL that errors give as an example.
+EXAMPLE_REDIS_URL = "redis://localhost:6379/0"
+
+
+def check_redis_url(url: object) -> str:
+    """Return ``url`` when it names a Redis, else raise. Its error never
+    repeats the URL, which may hold a password.
+
+    redis-py reads a path that is not a number as no database and connects
+    to database 0, where the workers may not listen: such a path is refused.
+    """
+    example = f"for example {EXAMPLE_REDIS_URL}"
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a Redis URL such as {EXAMPLE_REDIS_URL!r}, not {url!r:.100}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(
+            f"the URL cannot be parsed: write it as"
+            f" redis://[USER:PASSWORD@]HOST:PORT/DATABASE, {example}"
+        ) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            "url must start with redis://, rediss:// or unix://"
+            + (f", not {parts.scheme}://" if parts.scheme else "")
+            + f" ({example})"
+        )
+    database = unquote(parts.path).replace("/", "")
+    if parts.scheme != "unix" and database and not database.isdecimal():
+        raise ValueError(
+            f"the URL's database {database!r} is not a number: end the URL with the"
+            f" number of the workers' database, {example}"
+        )
+    return url
 
 
 def check_mode(mode: object) -> AbortMode:

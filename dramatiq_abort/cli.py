@@ -15,10 +15,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from . import __version__
-from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH
+from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
 from .listing import FOREVER, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
@@ -36,24 +35,11 @@ REDIS_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
 
 
 def _redis_url(text: str) -> str:
-    """``--redis``: a URL whose database, when its path names one, is a
-    number. redis-py reads any other path as no database and connects to
-    database 0, where the workers may not listen."""
+    """``--redis``: a URL that names a Redis (see ``check_redis_url``)."""
     try:
-        parts = urlsplit(text)
-    except ValueError:
-        # Not the URL itself: it may hold a password.
-        raise argparse.ArgumentTypeError(
-            "the URL cannot be parsed: write it as redis://[USER:PASSWORD@]HOST:PORT/DATABASE,"
-            " for example redis://localhost:6379/0"
-        ) from None
-    database = unquote(parts.path).replace("/", "")
-    if parts.scheme in ("redis", "rediss") and database and not database.isdecimal():
-        raise argparse.ArgumentTypeError(
-            f"the URL's database {database!r} is not a number: end the URL with the"
-            " number of the workers' database, for example redis://localhost:6379/0"
-        )
-    return text
+        return check_redis_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _milliseconds_or_inf(text: str) -> float:

@@ -259,6 +259,10 @@ def test_redis_backend_names_a_bad_url_or_client() -> None:
     with pytest.raises(ValueError, match="not http://") as refused:
         RedisBackend.from_url("http://user:secret@localhost:6379")
     assert "secret" not in str(refused.value)
+    # redis-py would connect to database 0, where the workers may not listen.
+    with pytest.raises(ValueError, match="database 'cache' is not a number") as refused:
+        RedisBackend.from_url("redis://user:secret@localhost:6379/cache")
+    assert "secret" not in str(refused.value)
     with pytest.raises(TypeError, match=r"client must be a redis-py client.*from_url\(url\)"):
         RedisBackend(client="redis://x")
     with pytest.raises(TypeError, match="a URL") as not_a_client:

@@ -17,7 +17,7 @@ from redis.exceptions import RedisClusterException
 
 from .. import nogil
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
-from ..checks import check_milliseconds
+from ..checks import check_milliseconds, check_redis_url
 from ..mode import AbortMode
 from ..wire import event_key
 from .redis_channels import KEEPALIVE, Channel, PubSubChannel, RawChannel, text
@@ -212,18 +212,7 @@ class RedisBackend(EventBackend):
         in the query string (``redis://node:7000/0?cluster=true``) the
         client is a ``RedisCluster`` that discovers the cluster from that node.
         """
-        if not isinstance(url, str):
-            raise TypeError(
-                f"url must be a Redis URL such as 'redis://localhost:6379/0', not {url!r:.100}"
-            )
-        scheme = urlsplit(url).scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            # Not the URL itself: it may hold a password.
-            raise ValueError(
-                "url must start with redis://, rediss:// or unix://"
-                + (f", not {scheme}://" if scheme else "")
-                + " (for example redis://localhost:6379/0)"
-            )
+        url = check_redis_url(url)
         url, cluster = _split_cluster_flag(url)
         if cluster:
             try:
