@@ -36,7 +36,6 @@ UNSUPPORTED_OPTIONS = {
     "chord": "use dramatiq.group(...).add_completion_callback",
 }
 
-
 #: Celery's hooks, run in the worker after the task.
 HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
 
@@ -504,6 +503,7 @@ def build_message(
         )
     if task_id is not None:
         task_id = check_message_id(task_id)
+    options = _celery_call_options(options)
     if queue is not None and queue != queue_name:
         if not isinstance(queue, str) or queue not in broker.get_declared_queues():
             raise ValueError(
@@ -538,6 +538,28 @@ def build_message(
     if task_id is not None:
         changes["message_id"] = task_id
     return message.copy(**changes)
+
+
+def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with Celery's per-call options in dramatiq's terms:
+    ``time_limit`` and ``soft_time_limit`` in seconds (the smaller one
+    becomes the message's ``time_limit`` in milliseconds), ``ignore_result``
+    as ``store_results``."""
+    options = dict(options)
+    limits = [
+        check_seconds(name, options.pop(name))
+        for name in ("time_limit", "soft_time_limit")
+        if options.get(name) is not None
+    ]
+    options.pop("soft_time_limit", None)
+    if limits:
+        options["time_limit"] = max(1, int(min(limits) * 1000))
+    if "ignore_result" in options:
+        ignore = options.pop("ignore_result")
+        if not isinstance(ignore, bool):
+            raise TypeError(f"ignore_result must be True or False, not {ignore!r}")
+        options["store_results"] = not ignore
+    return options
 
 
 def send_task(
