@@ -546,12 +546,8 @@ def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
     becomes the message's ``time_limit`` in milliseconds), ``ignore_result``
     as ``store_results``."""
     options = dict(options)
-    limits = [
-        check_seconds(name, options.pop(name))
-        for name in ("time_limit", "soft_time_limit")
-        if options.get(name) is not None
-    ]
-    options.pop("soft_time_limit", None)
+    given = {name: options.pop(name, None) for name in ("time_limit", "soft_time_limit")}
+    limits = [check_seconds(name, value) for name, value in given.items() if value is not None]
     if limits:
         options["time_limit"] = max(1, int(min(limits) * 1000))
     if "ignore_result" in options:
