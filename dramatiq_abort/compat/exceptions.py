@@ -43,9 +43,10 @@ class MaxRetriesExceededError(Exception):
 
 #: Celery's soft and hard time limits are one here: dramatiq's
 #: ``TimeLimitExceeded``, raised in the task once the smaller of the
-#: ``time_limit`` and ``soft_time_limit`` of ``shared_task`` runs out, so
-#: ``except SoftTimeLimitExceeded:`` cleans up as in Celery. It derives
-#: from ``BaseException``: ``except Exception:`` does not catch it.
+#: ``time_limit`` and ``soft_time_limit`` given to ``shared_task`` or
+#: ``apply_async`` runs out, so ``except SoftTimeLimitExceeded:`` cleans up
+#: as in Celery. It derives from ``BaseException``: ``except Exception:``
+#: does not catch it.
 SoftTimeLimitExceeded = TimeLimitExceeded
 
 __all__ = [

@@ -36,6 +36,7 @@ UNSUPPORTED_OPTIONS = {
     "chord": "use dramatiq.group(...).add_completion_callback",
 }
 
+
 #: Celery's hooks, run in the worker after the task.
 HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
 
@@ -578,8 +579,10 @@ def send_task(
     ``"default"``) says where it goes. ``task_id`` becomes the message id;
     ``countdown`` (seconds) or ``eta`` (a datetime, naive ones UTC) delay it;
     ``expires`` (seconds or a datetime, with dramatiq's ``AgeLimit``) drops it
-    if it has not started by then. ``priority``, ``link`` and the routing
-    options of Celery are refused: dramatiq has no place for them.
+    if it has not started by then; ``time_limit`` and ``soft_time_limit``
+    (seconds) bound its run, and ``ignore_result=True`` keeps no result.
+    ``priority``, ``link`` and the routing options of Celery are refused:
+    dramatiq has no place for them.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be an actor's name, not {name!r}")
