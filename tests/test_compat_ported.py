@@ -1,6 +1,6 @@
 """Celery code as real projects write it, with only its imports and
 decorators changed, run by a dramatiq worker on the stub broker and on
-Redis: one test per pattern, grouped as the migration guide groups them.
+Redis: one test per pattern, grouped by what the pattern does.
 
 The bodies are the Celery snippets; annotations are added for mypy, and the
 producer waits with ``wait_until`` where Celery code would poll in a loop.
@@ -19,7 +19,13 @@ import pytest
 
 from compat import TaskStates, shared_task, states
 from compat.contrib.abortable import ABORTED, AbortableAsyncResult, AbortableTask
-from compat.exceptions import Ignore, MaxRetriesExceededError, TaskRevokedError, TimeoutError
+from compat.exceptions import (
+    Ignore,
+    MaxRetriesExceededError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeoutError,
+)
 from compat.result import AsyncResult
 from dramatiq_abort import EventBackend
 from dramatiq_abort.backends import StubBackend
@@ -156,9 +162,11 @@ def test_a_status_view_reads_progress_then_the_return_value(app: Any) -> None:
 
     assert taskstatus(str(uuid.uuid4())) == {"state": "PENDING", "current": 0, "total": 1}
     task_id = long_task.apply_async().id
-    assert step.wait(WAIT)
-    assert taskstatus(task_id) == {"state": "PROGRESS", "current": 1}
-    go_on.set()
+    try:
+        assert step.wait(WAIT)
+        assert taskstatus(task_id) == {"state": "PROGRESS", "current": 1}
+    finally:
+        go_on.set()
     wait_until(lambda: taskstatus(task_id)["state"] == "SUCCESS", "the task succeeds")
     assert taskstatus(task_id)["result"] == 42
 
@@ -268,8 +276,6 @@ def test_apply_async_with_every_usual_option(app: Any) -> None:
 
 
 def test_a_soft_time_limit_lets_the_task_clean_up(app: Any) -> None:
-    from compat.exceptions import SoftTimeLimitExceeded
-
     @shared_task(soft_time_limit=1)
     def scrape() -> float:
         began = time.monotonic()
@@ -284,8 +290,6 @@ def test_a_soft_time_limit_lets_the_task_clean_up(app: Any) -> None:
 
 
 def test_a_time_limit_given_per_call_is_in_seconds(app: Any) -> None:
-    from compat.exceptions import SoftTimeLimitExceeded
-
     @shared_task
     def scrape() -> float:
         began = time.monotonic()
