@@ -1,4 +1,5 @@
 """``celery.result``: see :mod:`dramatiq_abort.compat.result`."""
 
-from dramatiq_abort.compat import AsyncResult  # noqa: F401
+# "as": an explicit re-export, which mypy --strict lets projects import.
+from dramatiq_abort.compat import AsyncResult as AsyncResult
 from dramatiq_abort.compat.result import *  # noqa: F403

@@ -343,9 +343,50 @@ def test_apply_async_honours_or_refuses_celery_options(stub: StubBroker) -> None
     assert stub.queues[task.queue_name].qsize() == 0
 
 
+def test_a_base_class_sets_celery_options_that_the_decorator_overrides(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
+    class Quiet(AbortableTask):
+        ignore_result = True
+        track_started = True
+        soft_time_limit = 30
+
+    @shared_task(base=Quiet)
+    def quiet() -> int:
+        return 1
+
+    @shared_task(base=Quiet, ignore_result=False, soft_time_limit=20)
+    def loud() -> int:
+        return 2
+
+    assert quiet.options["track_started"] is True and quiet.options["time_limit"] == 30_000
+    assert loud.options["time_limit"] == 20_000
+    assert loud.delay().get(timeout=WAIT) == 2
+    assert quiet.delay().get(timeout=WAIT) is None  # its result was not kept
+
+
+def test_ignore_result_given_per_call_keeps_no_result(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
+    @shared_task(base=AbortableTask)
+    def one() -> int:
+        return 1
+
+    ignored = one.apply_async(ignore_result=True)
+    kept = one.apply_async()
+    stub.join(one.queue_name)
+    stub_worker.join()
+    assert kept.get(timeout=WAIT) == 1
+    # As in Celery: nothing is known of a task whose result is ignored.
+    assert ignored.state == PENDING and not ignored.ready()
+
+
 @pytest.mark.parametrize(
     ("call", "error", "says"),
     [
+        (lambda t: t.apply_async(time_limit="soon"), TypeError, "time_limit.*'soon'"),
+        (lambda t: t.apply_async(soft_time_limit=-1), ValueError, "soft_time_limit.*-1"),
+        (lambda t: t.apply_async(ignore_result="no"), TypeError, "ignore_result.*'no'"),
         (lambda t: t.apply_async(task_id=123), TypeError, "123"),
         (lambda t: t.apply_async(task_id=""), ValueError, "''"),
         (lambda t: t.update_state(state="PROGRESS"), ValueError, "task_id"),

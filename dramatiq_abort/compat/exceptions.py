@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 
 import dramatiq
+from dramatiq.middleware import TimeLimitExceeded
 
 
 class TaskRevokedError(Exception):
@@ -38,3 +39,23 @@ class Retry(dramatiq.Retry):
 
 class MaxRetriesExceededError(Exception):
     """``self.retry()`` was called once more than ``max_retries`` allows."""
+
+
+#: Celery's soft and hard time limits are one here: dramatiq's
+#: ``TimeLimitExceeded``, raised in the task once the smaller of the
+#: ``time_limit`` and ``soft_time_limit`` given to ``shared_task`` or
+#: ``apply_async`` runs out, so ``except SoftTimeLimitExceeded:`` cleans up
+#: as in Celery. It derives from ``BaseException``: ``except Exception:``
+#: does not catch it.
+SoftTimeLimitExceeded = TimeLimitExceeded
+
+__all__ = [
+    "Ignore",
+    "MaxRetriesExceededError",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "TaskAborted",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+]

@@ -64,9 +64,11 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """The message of a sent task, with Celery's result API on top.
 
     Everything the dramatiq ``Message`` does still works on it
-    (``message_id``, ``get_result()``, ``asdict()``, equality,
-    ``isinstance(result, dramatiq.Message)``). ``AbortableResult(task_id)``
-    rebuilds one from an id kept elsewhere.
+    (``message_id``, ``get_result()``, ``asdict()``, equality with the
+    message, ``isinstance(result, dramatiq.Message)``), but as in Celery
+    ``str(result)`` is the task id, and two results of one task are equal
+    and hash alike. ``AbortableResult(task_id)`` rebuilds one from an id
+    kept elsewhere.
 
     :param id: The sent message, or its id (Celery's ``id``).
     :param backend: A dramatiq Results backend to read results from;
@@ -121,6 +123,28 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"<AbortableResult: {self.__wrapped__.message_id} {self.__wrapped__!r}>"
+
+    # Celery's identity: a result is its task id. Views put ``str(result)``
+    # in JSON, and keep results in sets and as dict keys.
+
+    def __str__(self) -> str:
+        """The task id, as ``str()`` of Celery's ``AsyncResult``."""
+        return self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a result of the same task and to its id (a ``str``), as
+        in Celery; compared with a dramatiq ``Message``, as the message."""
+        if isinstance(other, AbortableResult):
+            return self.id == other.id
+        if isinstance(other, str):
+            return self.id == other
+        return bool(self.__wrapped__ == other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
     def __getattr__(self, name: str) -> Any:
         try:

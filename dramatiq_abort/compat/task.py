@@ -504,6 +504,7 @@ def build_message(
         )
     if task_id is not None:
         task_id = check_message_id(task_id)
+    options = _celery_call_options(options)
     if queue is not None and queue != queue_name:
         if not isinstance(queue, str) or queue not in broker.get_declared_queues():
             raise ValueError(
@@ -540,6 +541,24 @@ def build_message(
     return message.copy(**changes)
 
 
+def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with Celery's per-call options in dramatiq's terms:
+    ``time_limit`` and ``soft_time_limit`` in seconds (the smaller one
+    becomes the message's ``time_limit`` in milliseconds), ``ignore_result``
+    as ``store_results``."""
+    options = dict(options)
+    given = {name: options.pop(name, None) for name in ("time_limit", "soft_time_limit")}
+    limits = [check_seconds(name, value) for name, value in given.items() if value is not None]
+    if limits:
+        options["time_limit"] = max(1, int(min(limits) * 1000))
+    if "ignore_result" in options:
+        ignore = options.pop("ignore_result")
+        if not isinstance(ignore, bool):
+            raise TypeError(f"ignore_result must be True or False, not {ignore!r}")
+        options["store_results"] = not ignore
+    return options
+
+
 def send_task(
     name: str,
     args: tuple[Any, ...] | list[Any] | None = None,
@@ -560,8 +579,10 @@ def send_task(
     ``"default"``) says where it goes. ``task_id`` becomes the message id;
     ``countdown`` (seconds) or ``eta`` (a datetime, naive ones UTC) delay it;
     ``expires`` (seconds or a datetime, with dramatiq's ``AgeLimit``) drops it
-    if it has not started by then. ``priority``, ``link`` and the routing
-    options of Celery are refused: dramatiq has no place for them.
+    if it has not started by then; ``time_limit`` and ``soft_time_limit``
+    (seconds) bound its run, and ``ignore_result=True`` keeps no result.
+    ``priority``, ``link`` and the routing options of Celery are refused:
+    dramatiq has no place for them.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be an actor's name, not {name!r}")
