@@ -152,7 +152,10 @@ class Watcher(threading.Thread):
             # Called by a worker thread about to start the message: recorded
             # only, the thread finds it as it starts.
             timed = TimedEvent(event, self.abort_ttl, self.abort_ttl)
-            self.requests.record(timed, time.monotonic())
+            before: dict[str, AbortRequest | None] = {}
+            request = self.requests.record(timed, time.monotonic(), before)
+            if request is not None and self.metrics is not None:
+                self.metrics.received([request], before)
 
     def catch_up(self) -> None:
         """Wait (at most ``SYNC_TIMEOUT``) until the watcher has recorded the

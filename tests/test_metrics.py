@@ -130,6 +130,33 @@ def test_a_cancel_counts_one_cancel_request_and_one_cancelled_message(
     assert counts.added() == {"requests:cancel": 1, "cancelled": 1}
 
 
+def test_a_cancel_found_by_polling_a_backend_that_does_not_push_is_counted(
+    stub_broker: StubBroker,
+) -> None:
+    class Polled(StubBackend):
+        pushes = False
+
+    ran = []
+
+    @dramatiq.actor(actor_name=new_actor_name())
+    def job() -> None:
+        ran.append(True)
+
+    worker = start_worker(stub_broker, Abortable(backend=Polled(), metrics=True))
+    try:
+        counts = Counts(job.actor_name)
+        message = job.message()
+        abort(message.message_id, mode=AbortMode.CANCEL)
+        stub_broker.enqueue(message)
+        stub_broker.join(job.queue_name)
+        worker.join()
+    finally:
+        worker.stop()
+
+    assert ran == []
+    assert counts.added() == {"requests:cancel": 1, "cancelled": 1}
+
+
 def test_an_abort_counts_one_abort_request_one_aborted_message_and_its_interrupt_time(
     stub_broker: StubBroker, counting_worker: dramatiq.Worker
 ) -> None:
