@@ -14,6 +14,7 @@ module can shadow.
 """
 
 from . import states
+from .app import Celery
 from .decorators import shared_task
 from .exceptions import (
     Ignore,
@@ -49,6 +50,7 @@ __all__ = [
     "AbortableTask",
     "AsyncResult",
     "BoundTask",
+    "Celery",
     "Ignore",
     "MaxRetriesExceededError",
     "Request",
