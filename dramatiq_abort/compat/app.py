@@ -11,11 +11,12 @@ from typing import Any, Callable, overload
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import Results
-from dramatiq.results.backends import RedisBackend as RedisResultBackend
+from dramatiq.results.backend import ResultBackend
 from dramatiq.results.backends import StubBackend as StubResultBackend
 
-from ..backends import RedisBackend as RedisAbortBackend
+from ..backend import EventBackend
 from ..backends import StubBackend as StubAbortBackend
+from ..checks import check_redis_url
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable
 from .decorators import shared_task
@@ -144,14 +145,23 @@ class Celery:
             ),
             None,
         )
+        for url, scheme in ((broker, broker_scheme), (backend, backend_scheme)):
+            if scheme in REDIS_SCHEMES:
+                check_redis_url(url)
         current = dramatiq.get_broker() if broker is None else None
         memory = broker_scheme in MEMORY_SCHEMES or isinstance(current, StubBroker)
         has_abortable = current is not None and middleware_of(current, Abortable) is not None
         if abort_url is None and not memory and not has_abortable:
+            # A URL may hold a password: only its scheme is repeated.
+            given = ", ".join(
+                f"{name}='{scheme}://...'"
+                for name, scheme in (("broker", broker_scheme), ("backend", backend_scheme))
+                if scheme is not None
+            )
             raise ValueError(
-                f"Celery(broker={broker!r}, backend={backend!r}) has no Redis for abort"
-                " requests and task states: give backend='redis://host:6379/0' (or a Redis"
-                " broker), or add Abortable to the broker yourself"
+                f"Celery({given}) has no Redis for abort requests and task states: give"
+                " backend='redis://host:6379/0' (or a Redis broker), or add Abortable to the"
+                " broker yourself"
             )
         self.main = main
         #: Celery's settings; see :data:`HONOURED_SETTINGS`.
@@ -160,22 +170,9 @@ class Celery:
         #: The dramatiq broker, which every ``app=`` argument also takes.
         self.broker: dramatiq.Broker = current or _build_broker(broker, broker_scheme, prefix)
         if middleware_of(self.broker, Results) is None and backend is not None:
-            if backend_scheme in MEMORY_SCHEMES:
-                result_backend: Any = StubResultBackend()
-            else:
-                result_backend = RedisResultBackend(
-                    url=backend,
-                    namespace=prefix + "dramatiq-results",
-                    use_namespace_prefix_keys=True,
-                )
-            self.broker.add_middleware(Results(backend=result_backend))
+            self.broker.add_middleware(Results(backend=_result_backend(backend, prefix)))
         if not has_abortable:
-            events = (
-                StubAbortBackend()
-                if abort_url is None
-                else RedisAbortBackend.from_url(abort_url, namespace=prefix + "dramatiq:aborts:")
-            )
-            self.broker.add_middleware(Abortable(backend=events))
+            self.broker.add_middleware(Abortable(backend=_abort_backend(abort_url, prefix)))
         if middleware_of(self.broker, TaskStates) is None:
             self.broker.add_middleware(TaskStates())
         dramatiq.set_broker(self.broker)
@@ -296,8 +293,10 @@ def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
         return None
     scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else None
     if scheme not in schemes:
+        # A URL may hold a password: only its scheme is repeated.
+        given = f"'{scheme}://...'" if scheme is not None else f"{url!r:.100}"
         raise ValueError(
-            f"{name}={url!r} is not supported: give a URL starting with one of"
+            f"{name}={given} is not supported: give a URL starting with one of"
             f" {[s + '://' for s in schemes]!r}"
         )
     return scheme
@@ -322,6 +321,33 @@ def _key_prefix(transport_options: Any) -> str:
     if not isinstance(prefix, str):
         raise TypeError(f"global_keyprefix must be a str such as 'proj:', not {prefix!r}")
     return prefix
+
+
+def _result_backend(url: str, prefix: str) -> ResultBackend:
+    """dramatiq's result backend for Celery's ``backend`` URL, of a checked
+    scheme; with a ``prefix`` its keys start with it."""
+    if url.partition("://")[0] in MEMORY_SCHEMES:
+        return StubResultBackend()
+    # Imported here: redis is an optional dependency.
+    from dramatiq.results.backends import RedisBackend
+
+    if not prefix:
+        backend: ResultBackend = RedisBackend(url=url)
+    else:
+        backend = RedisBackend(
+            url=url, namespace=prefix + "dramatiq-results", use_namespace_prefix_keys=True
+        )
+    return backend
+
+
+def _abort_backend(url: str | None, prefix: str) -> EventBackend:
+    """The abort backend on the Redis of ``url``, in-memory without one; with
+    a ``prefix`` its keys start with it."""
+    if url is None:
+        return StubAbortBackend()
+    from ..backends.redis import DEFAULT_NAMESPACE, RedisBackend
+
+    return RedisBackend.from_url(url, namespace=prefix + DEFAULT_NAMESPACE)
 
 
 def _build_broker(url: str | None, scheme: str | None, prefix: str) -> dramatiq.Broker:

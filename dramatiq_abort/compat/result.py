@@ -105,9 +105,12 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
             app = app.broker
         for name, value in (("app", app), ("broker", broker)):
             if value is not None and not isinstance(value, dramatiq.Broker):
-                raise TypeError(
-                    f"{name} must be a compat Celery app or a dramatiq Broker, not {value!r}"
+                allowed = (
+                    "a compat Celery app or a dramatiq Broker"
+                    if name == "app"
+                    else "a dramatiq Broker"
                 )
+                raise TypeError(f"{name} must be {allowed}, not {value!r}")
         broker = broker or app or (actor.broker if actor is not None else dramatiq.get_broker())
         if actor is None and task_name is not None:
             actor = broker.actors.get(task_name)
