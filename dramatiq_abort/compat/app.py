@@ -48,8 +48,12 @@ URL_SETTINGS = ("broker_url", "broker", "result_backend")
 
 class Settings(dict[str, Any]):
     """``app.conf``: Celery's settings by name, as a dict (``update()``,
-    ``setdefault()``, ``[...]``) that also reads as attributes
-    (``app.conf.task_track_started``)."""
+    ``[...]``) that also reads and sets as attributes
+    (``app.conf.task_track_started``).
+
+    A setting of :data:`URL_SETTINGS` other than the constructor's is
+    refused: the broker is already built.
+    """
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -59,6 +63,29 @@ class Settings(dict[str, Any]):
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._check(name, value)
+        super().__setitem__(name, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        settings = dict(*args, **kwargs)
+        for name, value in settings.items():
+            self._check(name, value)
+        super().update(settings)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        if name not in self:
+            self[name] = default
+        return self[name]
+
+    def _check(self, name: str, value: Any) -> None:
+        if name in URL_SETTINGS and value != self.get(name):
+            # The URL may hold a password: it is not repeated.
+            raise ValueError(
+                f"{name} cannot change the broker or result backend already built by"
+                " Celery(): give it there, as Celery(broker=..., backend=...)"
+            )
 
 
 class Control:
@@ -165,7 +192,9 @@ class Celery:
             )
         self.main = main
         #: Celery's settings; see :data:`HONOURED_SETTINGS`.
-        self.conf = Settings(options, broker_url=broker, result_backend=backend, **ignored)
+        self.conf = Settings(
+            {**options, **ignored, "broker_url": broker, "result_backend": backend}
+        )
         self.control = Control(self)
         #: The dramatiq broker, which every ``app=`` argument also takes.
         self.broker: dramatiq.Broker = current or _build_broker(broker, broker_scheme, prefix)
@@ -197,7 +226,10 @@ class Celery:
             ("task_track_started", "track_started"),
             ("task_ignore_result", "ignore_result"),
         ):
-            if setting in self.conf and option not in options:
+            # As in Celery, the decorator's options and the base class's
+            # attributes win over the app's settings.
+            base = options.get("base", AbortableActor)
+            if setting in self.conf and option not in options and not hasattr(base, option):
                 options[option] = self.conf[setting]
         declare: Callable[[Callable[..., Any]], AbortableActor] = shared_task(**options)
         return declare(args[0]) if args else declare
@@ -226,7 +258,7 @@ class Celery:
         ``CELERY_...``, lowercased and without the prefix. ``silent=True``
         ignores a module that cannot be imported.
 
-        Settings naming the broker or the backend are refused: the broker
+        Settings naming another broker or backend are refused: the broker
         was built by the constructor; give them there.
         """
         namespace = options.pop("namespace", None)
@@ -250,12 +282,6 @@ class Celery:
                     settings[name[len(namespace) + 1 :].lower()] = getattr(obj, name)
             elif name.islower() and not name.startswith("_"):
                 settings[name] = getattr(obj, name)
-        given = [name for name in URL_SETTINGS if name in settings]
-        if given:
-            raise ValueError(
-                f"config_from_object({obj!r}) sets {given!r}, which cannot change the broker"
-                " already built: give them as Celery(broker=..., backend=...)"
-            )
         self.conf.update(settings)
 
     def autodiscover_tasks(
