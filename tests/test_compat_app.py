@@ -271,6 +271,7 @@ def test_a_celery_amqp_url_becomes_one_that_pika_reads(redis_url: str) -> None:
             r"\['visibility_timeout'\]",
         ),
         ({"broker": 6379}, ValueError, r"broker=6379"),
+        ({"broker": "guest:secret@host"}, ValueError, r"broker \(a URL without a scheme\)"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_built(

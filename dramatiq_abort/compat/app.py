@@ -251,20 +251,19 @@ class Celery:
         :func:`~dramatiq_abort.compat.send_task`'s."""
         return send_task(name, args, kwargs, broker=self.broker, **options)
 
-    def config_from_object(self, obj: Any, silent: bool = False, **options: Any) -> None:
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
         """Copy settings into ``app.conf`` from an object or a module (by
         name, ``"module"`` or ``"module:attribute"``), as Celery does: its
         lowercase attributes or, with ``namespace="CELERY"``, those named
         ``CELERY_...``, lowercased and without the prefix. ``silent=True``
-        ignores a module that cannot be imported.
+        ignores a module that cannot be imported. ``force`` changes nothing:
+        the settings are always read at once.
 
         Settings naming another broker or backend are refused: the broker
         was built by the constructor; give them there.
         """
-        namespace = options.pop("namespace", None)
-        options.pop("force", None)
-        if options:
-            raise TypeError(f"unexpected arguments {sorted(options)!r}")
         if isinstance(obj, str):
             module_name, _, attribute = obj.partition(":")
             try:
@@ -292,7 +291,8 @@ class Celery:
     ) -> None:
         """Import ``package.tasks`` (or ``package.<related_name>``) of each
         package, now rather than when the worker starts; a package without
-        that module is skipped, as in Celery.
+        that module is skipped, as in Celery. ``force`` changes nothing: the
+        import is always at once.
 
         Without ``packages`` Celery asks Django for its apps: that is refused;
         name the packages, or give the task modules to the ``dramatiq``
@@ -320,9 +320,14 @@ def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
     scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else None
     if scheme not in schemes:
         # A URL may hold a password: only its scheme is repeated.
-        given = f"'{scheme}://...'" if scheme is not None else f"{url!r:.100}"
+        if scheme is not None:
+            given = f"{name}='{scheme}://...'"
+        elif isinstance(url, str):
+            given = f"{name} (a URL without a scheme)"
+        else:
+            given = f"{name}={url!r:.100}"
         raise ValueError(
-            f"{name}={given} is not supported: give a URL starting with one of"
+            f"{given} is not supported: give a URL starting with one of"
             f" {[s + '://' for s in schemes]!r}"
         )
     return scheme
