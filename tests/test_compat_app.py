@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,28 +25,36 @@ from compat.contrib.abortable import ABORTED, AbortableTask
 from compat.exceptions import Ignore
 from compat.result import AsyncResult
 
-from .support import WAIT, wait_until
+from .support import RABBITMQ_URL, WAIT, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "rabbitmq"])
 def app(request: pytest.FixtureRequest) -> Iterator[Celery]:
-    """The project's ``celery.py``, served by a running worker; on Redis
-    every key is under the test's namespace, deleted afterwards."""
+    """The project's ``celery.py``, served by a running worker. On Redis
+    every key is under the test's namespace, deleted afterwards; on
+    RabbitMQ the tasks go to a queue of the test's own, deleted afterwards."""
     if request.param == "memory":
         app = Celery("proj", broker="memory://", backend="memory://")
     else:
         url = request.getfixturevalue("redis_url")
         request.getfixturevalue("redis_client")  # deletes the namespace last
         prefix = request.getfixturevalue("namespace")
+        broker = url
+        if request.param == "rabbitmq":
+            require_rabbitmq()
+            # As Celery writes it: py-amqp's scheme, and // for the virtual host /.
+            broker = RABBITMQ_URL.replace("amqp://", "pyamqp://", 1)
+            broker += "" if urllib.parse.urlsplit(broker).path else "//"
         app = Celery(
             "proj",
-            broker=url,
+            broker=broker,
             backend=url,
             broker_transport_options={"global_keyprefix": prefix},
         )
-    app.conf.update(task_track_started=True)
+    queue = f"dramatiq-abort-test-{uuid.uuid4().hex}"
+    app.conf.update(task_track_started=True, task_default_queue=queue)
     app.broker.emit_after("process_boot")
     worker = dramatiq.Worker(app.broker, worker_timeout=100, worker_threads=4)
     worker.start()
@@ -53,6 +62,9 @@ def app(request: pytest.FixtureRequest) -> Iterator[Celery]:
         yield app
     finally:
         worker.stop()
+        if isinstance(app.broker, RabbitmqBroker):
+            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+                app.broker.channel.queue_delete(name)
         app.broker.close()
 
 
@@ -148,6 +160,7 @@ def test_task_ignore_result_in_conf_keeps_no_result(app: Celery) -> None:
         return text
 
     assert ping.options["store_results"] is False
+    assert ping.queue_name == app.conf.task_default_queue
     assert echo.delay("kept").get(timeout=WAIT) == "kept"
 
 
@@ -247,16 +260,6 @@ def test_autodiscover_tasks_imports_the_tasks_module_of_each_package(
         app.autodiscover_tasks()
 
 
-def test_a_celery_amqp_url_becomes_one_that_pika_reads(redis_url: str) -> None:
-    app = Celery("proj", broker="pyamqp://guest:guest@127.0.0.1:5672//", backend=redis_url)
-    try:
-        assert isinstance(app.broker, RabbitmqBroker)
-        parameters: Any = app.broker.parameters
-        assert parameters.virtual_host == "/" and parameters.port == 5672
-    finally:
-        app.broker.close()
-
-
 @pytest.mark.parametrize(
     ("arguments", "error", "message"),
     [
@@ -283,7 +286,10 @@ def test_bad_arguments_are_refused_before_anything_is_built(
     assert dramatiq.get_broker() is stub_broker
 
 
-def test_options_that_celery_takes_and_that_mean_nothing_here_are_accepted() -> None:
-    app = Celery("proj", broker="memory://", include=["proj.tasks"])
+def test_options_that_mean_nothing_here_are_accepted_and_task_default_queue_is_honoured() -> None:
+    app = Celery("proj", broker="memory://", include=["proj.tasks"], task_default_queue="reports")
     assert app.conf.include == ["proj.tasks"]
     assert dramatiq.get_broker() is app.broker
+    # A task declared in another process goes to the default queue.
+    app.broker.declare_queue("reports")  # the stub broker wants it declared
+    assert app.send_task("proj.reports.build").queue_name == "reports"

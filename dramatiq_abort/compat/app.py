@@ -36,11 +36,23 @@ MEMORY_SCHEMES = ("memory", "cache+memory")
 #: (``include``), and an app is always the current one (``set_as_current``).
 IGNORED_OPTIONS = frozenset({"include", "set_as_current", "autofinalize", "strict_typing"})
 #: Settings that ``Celery(..., key=value)`` and ``app.conf`` honour:
-#: ``task_track_started`` and ``task_ignore_result`` are the defaults of
-#: ``app.task``, ``broker_transport_options``' ``global_keyprefix`` puts
-#: every Redis key of the app under that prefix. Other keys are stored in
-#: ``app.conf`` and not used.
-HONOURED_SETTINGS = ("task_track_started", "task_ignore_result", "broker_transport_options")
+#: ``task_track_started``, ``task_ignore_result`` and ``task_default_queue``
+#: are the defaults of ``app.task`` (the queue also of ``app.send_task`` for
+#: a task not declared here), ``broker_transport_options``'
+#: ``global_keyprefix`` puts every Redis key of the app under that prefix.
+#: Other keys are stored in ``app.conf`` and not used.
+HONOURED_SETTINGS = (
+    "task_track_started",
+    "task_ignore_result",
+    "task_default_queue",
+    "broker_transport_options",
+)
+#: The options of ``app.task`` that the settings of the same name give.
+TASK_DEFAULTS = (
+    ("task_track_started", "track_started"),
+    ("task_ignore_result", "ignore_result"),
+    ("task_default_queue", "queue"),
+)
 #: Settings that name the broker or result backend: they take effect only
 #: when given to the constructor, which builds the broker from them.
 URL_SETTINGS = ("broker_url", "broker", "result_backend")
@@ -217,15 +229,12 @@ class Celery:
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Celery's ``@app.task``: :func:`~dramatiq_abort.compat.shared_task`
-        on this app's broker, with ``task_track_started`` and
-        ``task_ignore_result`` as defaults."""
+        on this app's broker, with the settings of :data:`TASK_DEFAULTS` as
+        defaults."""
         if args and (len(args) > 1 or options or not callable(args[0])):
             raise TypeError(f"app.task takes keyword options only, not {args!r}")
         options.setdefault("broker", self.broker)
-        for setting, option in (
-            ("task_track_started", "track_started"),
-            ("task_ignore_result", "ignore_result"),
-        ):
+        for setting, option in TASK_DEFAULTS:
             # As in Celery, the decorator's options and the base class's
             # attributes win over the app's settings.
             base = options.get("base", AbortableActor)
@@ -248,7 +257,12 @@ class Celery:
         **options: Any,
     ) -> AbortableResult:
         """Send a task by its name on this app's broker; the options are
-        :func:`~dramatiq_abort.compat.send_task`'s."""
+        :func:`~dramatiq_abort.compat.send_task`'s. A task not declared in
+        this process goes to the ``task_default_queue`` setting's queue,
+        unless ``queue`` says otherwise."""
+        declared = isinstance(name, str) and name in self.broker.actors
+        if not declared and "task_default_queue" in self.conf:
+            options.setdefault("queue", self.conf["task_default_queue"])
         return send_task(name, args, kwargs, broker=self.broker, **options)
 
     def config_from_object(
