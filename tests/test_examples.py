@@ -110,11 +110,11 @@ def dramatiq_version(
     try:
         yield {**os.environ, "PYTHONPATH": str(DRAMATIQ_VERSION)}
     finally:
-        app = sys.modules.get("celery_app")
+        config = sys.modules.get("celery_app")
         for name in MODULES:
             sys.modules.pop(name, None)
-        if app is not None:
-            app.broker.close()
+        if config is not None:
+            config.app.broker.close()
         dramatiq.set_broker(previous_broker)  # type: ignore[arg-type]
         client = redis.Redis.from_url(redis_url)
         delete_namespace(client, namespace)

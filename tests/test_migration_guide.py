@@ -56,8 +56,8 @@ def test_the_guide_has_python_blocks_and_starts_a_worker_after_its_config() -> N
     assert len(blocks) - blocks.count(None) >= 15
     assert blocks.count(None) == 1
     config = blocks[0]
-    assert config is not None and "broker.add_middleware(TaskStates())" in config
-    assert "@shared_task" in "".join(code for code in blocks[: blocks.index(None)] if code)
+    assert config is not None and 'app = Celery("proj", broker=REDIS_URL' in config
+    assert "@app.task" in "".join(code for code in blocks[: blocks.index(None)] if code)
 
 
 def test_the_worker_module_keeps_definitions_and_drops_what_sends_tasks() -> None:
@@ -102,6 +102,6 @@ def test_every_python_block_of_the_guide_runs_against_a_dramatiq_worker_process(
             exec(compile(code, f"{GUIDE.name}:{line}", "exec"), scope)
         assert ran_after_start > 0
     finally:
-        if "broker" in scope:
-            scope["broker"].close()
+        if "app" in scope:
+            scope["app"].broker.close()
         dramatiq.set_broker(previous_broker)

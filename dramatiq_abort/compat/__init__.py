@@ -6,7 +6,8 @@ on dramatiq.
 both on the events of the ``dramatiq_abort`` middleware: the cooperative
 ``is_aborted()`` and the forced ``Abort`` are one mechanism. Task states
 live beside the abort requests, kept by the :class:`TaskStates`
-middleware. Celery itself is not needed.
+middleware. ``Celery`` plays Celery's app: it builds the dramatiq broker,
+with that middleware, from Celery's URLs. Celery itself is not needed.
 
 The same API is importable as ``compat`` (Celery's module names with
 ``celery`` replaced) and as ``dramatiq_abort.compat``, a name no project
@@ -14,6 +15,7 @@ module can shadow.
 """
 
 from . import states
+from .app import Celery
 from .decorators import shared_task
 from .exceptions import (
     Ignore,
@@ -49,6 +51,7 @@ __all__ = [
     "AbortableTask",
     "AsyncResult",
     "BoundTask",
+    "Celery",
     "Ignore",
     "MaxRetriesExceededError",
     "Request",

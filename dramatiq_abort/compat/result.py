@@ -33,6 +33,7 @@ from .states import (
 )
 
 if TYPE_CHECKING:
+    from .app import Celery
     from .task import AbortableActor
 
 #: How long a task that ended may take to have its result stored, in
@@ -74,8 +75,9 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
     :param backend: A dramatiq Results backend to read results from;
         defaults to the broker's ``Results`` middleware.
     :param task_name: The actor's name, when known and no ``actor`` is given.
-    :param app: The broker (Celery's app): defaults to the actor's, then the
-        global one. ``broker=`` is the same.
+    :param app: The :class:`~dramatiq_abort.compat.Celery` app, or its
+        broker: defaults to the actor's, then the global one. ``broker=``
+        takes a broker.
     :param actor: The task's actor, when known.
     """
 
@@ -84,7 +86,7 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         id: dramatiq.Message[Any] | str | None = None,
         backend: ResultBackend | None = None,
         task_name: str | None = None,
-        app: dramatiq.Broker | None = None,
+        app: Celery | dramatiq.Broker | None = None,
         parent: Any = None,
         *,
         actor: AbortableActor | dramatiq.Actor[Any, Any] | None = None,
@@ -96,9 +98,19 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
             raise TypeError(f"unexpected arguments {sorted(celery_options)!r}")
         if backend is not None and not isinstance(backend, ResultBackend):
             raise TypeError(f"backend must be a dramatiq results backend, not {backend!r}")
+        # Imported here: the app module imports this one.
+        from .app import Celery
+
+        if isinstance(app, Celery):
+            app = app.broker
         for name, value in (("app", app), ("broker", broker)):
             if value is not None and not isinstance(value, dramatiq.Broker):
-                raise TypeError(f"{name} must be a dramatiq Broker, not {value!r}")
+                allowed = (
+                    "a compat Celery app or a dramatiq Broker"
+                    if name == "app"
+                    else "a dramatiq Broker"
+                )
+                raise TypeError(f"{name} must be {allowed}, not {value!r}")
         broker = broker or app or (actor.broker if actor is not None else dramatiq.get_broker())
         if actor is None and task_name is not None:
             actor = broker.actors.get(task_name)
@@ -294,8 +306,9 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         """
         if self._results() is None:
             raise RuntimeError(
-                "get() needs the Results middleware on the broker, with store_results=True"
-                " for the actor: without it no result is kept"
+                "get() cannot work: results are off, the broker has no Results middleware;"
+                " give Celery(..., backend='redis://...'), or add Results to the broker and"
+                " declare the actor with store_results=True"
             )
         limit = None if timeout is None else check_seconds("timeout", timeout)
         interval = check_seconds("interval", interval)

@@ -1,38 +1,27 @@
-"""The dramatiq broker, with what the Celery app gave: a result backend
-(``Results``), abort requests (``Abortable``) and task states
-(``TaskStates``, after the other two).
+"""The Celery app: broker and result backend on Redis, as in the Celery
+version with its import changed; ``Celery()`` adds abort requests and task
+states to the dramatiq broker it builds.
 
-Configuration: the one file of the port that is not the Celery version
-with its imports and decorators changed. It keeps the module name, so
-that ``from celery_app import app`` still works. The Redis URL and a
-prefix for every key come from the environment.
+Configuration: the Redis URL and a prefix for every key come from the
+environment, and the worker is told to import the tasks.
 """
 
 import os
 
-import dramatiq
-from compat import TaskStates
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.results import Results
-from dramatiq.results.backends import RedisBackend as ResultBackend
-from dramatiq_abort import Abortable
-from dramatiq_abort.backends import RedisBackend as AbortBackend
+from compat import Celery
 
 REDIS_URL = os.environ.get("EXPORTS_REDIS_URL", "redis://localhost:6379/0")
 NAMESPACE = os.environ.get("EXPORTS_NAMESPACE", "exports:")
 
-broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE + "broker")
-broker.add_middleware(
-    Results(backend=ResultBackend(url=REDIS_URL, namespace=NAMESPACE + "results"))
+app = Celery(
+    "exports",
+    broker=REDIS_URL,
+    backend=REDIS_URL,
+    include=["tasks"],
+    broker_transport_options={"global_keyprefix": NAMESPACE},
 )
-broker.add_middleware(Abortable(backend=AbortBackend.from_url(REDIS_URL, namespace=NAMESPACE)))
-broker.add_middleware(TaskStates())
-dramatiq.set_broker(broker)
+app.conf.result_expires = 24 * 3600
 
-#: What the Celery code calls the app: ``AbortableAsyncResult(task_id, app=app)``
-#: takes the broker.
-app = broker
-
-# Celery's include=["tasks"]: the worker (dramatiq celery_app) declares the
-# tasks once the broker is set.
+# include=["tasks"] is unused here: the worker (dramatiq celery_app) imports
+# this module only, so it imports the tasks itself, once the broker is set.
 import tasks  # noqa: E402, F401

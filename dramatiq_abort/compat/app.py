@@ -1,0 +1,418 @@
+"""``Celery``: Celery's app object, building the dramatiq broker and its
+middleware from Celery's broker and backend URLs."""
+
+from __future__ import annotations
+
+import importlib
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any, Callable, overload
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.results import Results
+from dramatiq.results.backend import ResultBackend
+from dramatiq.results.backends import StubBackend as StubResultBackend
+
+from ..backend import EventBackend
+from ..backends import StubBackend as StubAbortBackend
+from ..checks import check_redis_url
+from ..dramatiq_internals import middleware_of
+from ..middleware import Abortable
+from .decorators import shared_task
+from .middleware import TaskStates
+from .result import AbortableResult
+from .task import AbortableActor, send_task
+
+#: URL schemes of a Redis server, for the broker and the result backend.
+REDIS_SCHEMES = ("redis", "rediss")
+#: URL schemes of a RabbitMQ server; ``pyamqp`` is Celery's name for
+#: ``amqp`` through the py-amqp client.
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+#: URL schemes of an in-memory broker or result backend: one process only.
+MEMORY_SCHEMES = ("memory", "cache+memory")
+#: Options that Celery's constructor takes and that need nothing here:
+#: dramatiq's worker is told on its command line which modules to import
+#: (``include``), and an app is always the current one (``set_as_current``).
+IGNORED_OPTIONS = frozenset({"include", "set_as_current", "autofinalize", "strict_typing"})
+#: Settings that ``Celery(..., key=value)`` and ``app.conf`` honour:
+#: ``task_track_started``, ``task_ignore_result`` and ``task_default_queue``
+#: are the defaults of ``app.task`` (the queue also of ``app.send_task`` for
+#: a task not declared here), ``broker_transport_options``'
+#: ``global_keyprefix`` puts every Redis key of the app under that prefix.
+#: Other keys are stored in ``app.conf`` and not used.
+HONOURED_SETTINGS = (
+    "task_track_started",
+    "task_ignore_result",
+    "task_default_queue",
+    "broker_transport_options",
+)
+#: The options of ``app.task`` that the settings of the same name give.
+TASK_DEFAULTS = (
+    ("task_track_started", "track_started"),
+    ("task_ignore_result", "ignore_result"),
+    ("task_default_queue", "queue"),
+)
+#: Settings that name the broker or result backend: they take effect only
+#: when given to the constructor, which builds the broker from them.
+URL_SETTINGS = ("broker_url", "broker", "result_backend")
+
+
+class Settings(dict[str, Any]):
+    """``app.conf``: Celery's settings by name, as a dict (``update()``,
+    ``[...]``) that also reads and sets as attributes
+    (``app.conf.task_track_started``).
+
+    A setting of :data:`URL_SETTINGS` other than the constructor's is
+    refused: the broker is already built.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no setting {name!r} in app.conf") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._check(name, value)
+        super().__setitem__(name, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        settings = dict(*args, **kwargs)
+        for name, value in settings.items():
+            self._check(name, value)
+        super().update(settings)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        if name not in self:
+            self[name] = default
+        return self[name]
+
+    def _check(self, name: str, value: Any) -> None:
+        if name in URL_SETTINGS and value != self.get(name):
+            # The URL may hold a password: it is not repeated.
+            raise ValueError(
+                f"{name} cannot change the broker or result backend already built by"
+                " Celery(): give it there, as Celery(broker=..., backend=...)"
+            )
+
+
+class Control:
+    """``app.control``: only ``revoke``, the call abortable code makes."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def revoke(
+        self,
+        task_id: str | Iterable[str],
+        destination: Any = None,
+        terminate: bool = False,
+        signal: Any = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """Revoke one task, or each of a list, as
+        ``app.AsyncResult(id).revoke(terminate=terminate)``: a task that has
+        not started never starts; with ``terminate=True`` a running one is
+        aborted now. ``signal`` is accepted and unused: dramatiq raises
+        ``Abort`` in the task instead of signalling its process.
+        """
+        if destination is not None:
+            raise TypeError(
+                f"destination={destination!r} is not supported: every worker sees an abort"
+                " request; leave destination out"
+            )
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        # Every id is checked before any task is revoked.
+        results = [self.app.AsyncResult(one) for one in ids]
+        for result in results:
+            result.revoke(terminate=terminate, reason=reason)
+
+
+class Celery:
+    """Celery's app: ``app = Celery("proj", broker=..., backend=...)``, then
+    ``@app.task``, ``app.AsyncResult``, ``app.send_task`` and
+    ``app.control.revoke`` as in Celery.
+
+    The broker is built from ``broker``: ``redis://`` and ``rediss://`` give
+    a ``RedisBroker``, ``amqp://`` and ``pyamqp://`` a ``RabbitmqBroker``,
+    ``memory://`` a ``StubBroker``; ``None`` takes the global dramatiq
+    broker, configured elsewhere. Whatever it lacks of ``Results`` (on a
+    ``redis://`` or ``memory://`` ``backend``; without ``backend`` results
+    are off), ``Abortable`` (on the Redis of ``backend``, else of
+    ``broker``) and ``TaskStates`` is added, in that order, and the broker
+    becomes the global one.
+
+    :param main: The project's name, kept as ``app.main``; task names stay
+        the actors' names.
+    :param broker: Celery's broker URL.
+    :param backend: Celery's result backend URL.
+    :param options: Celery's settings (see :data:`HONOURED_SETTINGS`), and
+        the options of :data:`IGNORED_OPTIONS`, accepted and unused.
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        **options: Any,
+    ) -> None:
+        if main is not None and not isinstance(main, str):
+            raise TypeError(f"main must be the project's name, a str, not {main!r}")
+        ignored = {name: options.pop(name) for name in IGNORED_OPTIONS if name in options}
+        unknown = sorted(set(options) - set(HONOURED_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"Celery() options {unknown!r} are not supported here: give broker=,"
+                f" backend= and any of {list(HONOURED_SETTINGS)!r}, then set other"
+                " settings with app.conf.update()"
+            )
+        prefix = _key_prefix(options.get("broker_transport_options"))
+        broker_scheme = _scheme("broker", broker, (*REDIS_SCHEMES, *AMQP_SCHEMES, *MEMORY_SCHEMES))
+        backend_scheme = _scheme("backend", backend, (*REDIS_SCHEMES, *MEMORY_SCHEMES))
+        abort_url = next(
+            (
+                url
+                for url, scheme in ((backend, backend_scheme), (broker, broker_scheme))
+                if scheme in REDIS_SCHEMES
+            ),
+            None,
+        )
+        for url, scheme in ((broker, broker_scheme), (backend, backend_scheme)):
+            if scheme in REDIS_SCHEMES:
+                check_redis_url(url)
+        current = dramatiq.get_broker() if broker is None else None
+        memory = broker_scheme in MEMORY_SCHEMES or isinstance(current, StubBroker)
+        has_abortable = current is not None and middleware_of(current, Abortable) is not None
+        if abort_url is None and not memory and not has_abortable:
+            # A URL may hold a password: only its scheme is repeated.
+            given = ", ".join(
+                f"{name}='{scheme}://...'"
+                for name, scheme in (("broker", broker_scheme), ("backend", backend_scheme))
+                if scheme is not None
+            )
+            raise ValueError(
+                f"Celery({given}) has no Redis for abort requests and task states: give"
+                " backend='redis://host:6379/0' (or a Redis broker), or add Abortable to the"
+                " broker yourself"
+            )
+        self.main = main
+        #: Celery's settings; see :data:`HONOURED_SETTINGS`.
+        self.conf = Settings(
+            {**options, **ignored, "broker_url": broker, "result_backend": backend}
+        )
+        self.control = Control(self)
+        #: The dramatiq broker, which every ``app=`` argument also takes.
+        self.broker: dramatiq.Broker = current or _build_broker(broker, broker_scheme, prefix)
+        if middleware_of(self.broker, Results) is None and backend is not None:
+            self.broker.add_middleware(Results(backend=_result_backend(backend, prefix)))
+        if not has_abortable:
+            self.broker.add_middleware(Abortable(backend=_abort_backend(abort_url, prefix)))
+        if middleware_of(self.broker, TaskStates) is None:
+            self.broker.add_middleware(TaskStates())
+        dramatiq.set_broker(self.broker)
+
+    def __repr__(self) -> str:
+        return f"<Celery {self.main} on {self.broker!r}>"
+
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> AbortableActor: ...
+
+    @overload
+    def task(self, **options: Any) -> Callable[[Callable[..., Any]], AbortableActor]: ...
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """Celery's ``@app.task``: :func:`~dramatiq_abort.compat.shared_task`
+        on this app's broker, with the settings of :data:`TASK_DEFAULTS` as
+        defaults."""
+        if args and (len(args) > 1 or options or not callable(args[0])):
+            raise TypeError(f"app.task takes keyword options only, not {args!r}")
+        options.setdefault("broker", self.broker)
+        for setting, option in TASK_DEFAULTS:
+            # As in Celery, the decorator's options and the base class's
+            # attributes win over the app's settings.
+            base = options.get("base", AbortableActor)
+            if setting in self.conf and option not in options and not hasattr(base, option):
+                options[option] = self.conf[setting]
+        declare: Callable[[Callable[..., Any]], AbortableActor] = shared_task(**options)
+        return declare(args[0]) if args else declare
+
+    shared_task = task
+
+    def AsyncResult(self, task_id: str, **options: Any) -> AbortableResult:
+        """The result of a task of this app, from its id."""
+        return AbortableResult(task_id, broker=self.broker, **options)
+
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AbortableResult:
+        """Send a task by its name on this app's broker; the options are
+        :func:`~dramatiq_abort.compat.send_task`'s. A task not declared in
+        this process goes to the ``task_default_queue`` setting's queue,
+        unless ``queue`` says otherwise."""
+        declared = isinstance(name, str) and name in self.broker.actors
+        if not declared and "task_default_queue" in self.conf:
+            options.setdefault("queue", self.conf["task_default_queue"])
+        return send_task(name, args, kwargs, broker=self.broker, **options)
+
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
+        """Copy settings into ``app.conf`` from an object or a module (by
+        name, ``"module"`` or ``"module:attribute"``), as Celery does: its
+        lowercase attributes or, with ``namespace="CELERY"``, those named
+        ``CELERY_...``, lowercased and without the prefix. ``silent=True``
+        ignores a module that cannot be imported. ``force`` changes nothing:
+        the settings are always read at once.
+
+        Settings naming another broker or backend are refused: the broker
+        was built by the constructor; give them there.
+        """
+        if isinstance(obj, str):
+            module_name, _, attribute = obj.partition(":")
+            try:
+                obj = importlib.import_module(module_name)
+            except ImportError:
+                if silent:
+                    return
+                raise
+            if attribute:
+                obj = getattr(obj, attribute)
+        settings = {}
+        for name in dir(obj):
+            if namespace:
+                if name.startswith(f"{namespace}_"):
+                    settings[name[len(namespace) + 1 :].lower()] = getattr(obj, name)
+            elif name.islower() and not name.startswith("_"):
+                settings[name] = getattr(obj, name)
+        self.conf.update(settings)
+
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``package.tasks`` (or ``package.<related_name>``) of each
+        package, now rather than when the worker starts; a package without
+        that module is skipped, as in Celery. ``force`` changes nothing: the
+        import is always at once.
+
+        Without ``packages`` Celery asks Django for its apps: that is refused;
+        name the packages, or give the task modules to the ``dramatiq``
+        command.
+        """
+        if packages is None:
+            raise TypeError(
+                "autodiscover_tasks() needs the packages to search, such as"
+                " autodiscover_tasks(['proj']); or give the task modules to the dramatiq command"
+            )
+        names = list(packages() if callable(packages) else packages)
+        for package in names:
+            module = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as e:
+                if e.name != module:
+                    raise
+
+
+def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
+    """The scheme of ``url``, checked to be one of ``schemes``."""
+    if url is None:
+        return None
+    scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else None
+    if scheme not in schemes:
+        # A URL may hold a password: only its scheme is repeated.
+        if scheme is not None:
+            given = f"{name}='{scheme}://...'"
+        elif isinstance(url, str):
+            given = f"{name} (a URL without a scheme)"
+        else:
+            given = f"{name}={url!r:.100}"
+        raise ValueError(
+            f"{given} is not supported: give a URL starting with one of"
+            f" {[s + '://' for s in schemes]!r}"
+        )
+    return scheme
+
+
+def _key_prefix(transport_options: Any) -> str:
+    """The ``global_keyprefix`` of ``broker_transport_options``, or ``""``."""
+    if transport_options is None:
+        return ""
+    if not isinstance(transport_options, dict):
+        raise TypeError(
+            f"broker_transport_options must be a dict such as {{'global_keyprefix': 'proj:'}},"
+            f" not {transport_options!r}"
+        )
+    unknown = sorted(set(transport_options) - {"global_keyprefix"})
+    if unknown:
+        raise TypeError(
+            f"broker_transport_options {unknown!r} are not supported here: only"
+            " 'global_keyprefix' is"
+        )
+    prefix = transport_options.get("global_keyprefix", "")
+    if not isinstance(prefix, str):
+        raise TypeError(f"global_keyprefix must be a str such as 'proj:', not {prefix!r}")
+    return prefix
+
+
+def _result_backend(url: str, prefix: str) -> ResultBackend:
+    """dramatiq's result backend for Celery's ``backend`` URL, of a checked
+    scheme; with a ``prefix`` its keys start with it."""
+    if url.partition("://")[0] in MEMORY_SCHEMES:
+        return StubResultBackend()
+    # Imported here: redis is an optional dependency.
+    from dramatiq.results.backends import RedisBackend
+
+    if not prefix:
+        backend: ResultBackend = RedisBackend(url=url)
+    else:
+        backend = RedisBackend(
+            url=url, namespace=prefix + "dramatiq-results", use_namespace_prefix_keys=True
+        )
+    return backend
+
+
+def _abort_backend(url: str | None, prefix: str) -> EventBackend:
+    """The abort backend on the Redis of ``url``, in-memory without one; with
+    a ``prefix`` its keys start with it."""
+    if url is None:
+        return StubAbortBackend()
+    from ..backends.redis import DEFAULT_NAMESPACE, RedisBackend
+
+    return RedisBackend.from_url(url, namespace=prefix + DEFAULT_NAMESPACE)
+
+
+def _build_broker(url: str | None, scheme: str | None, prefix: str) -> dramatiq.Broker:
+    """The dramatiq broker for Celery's broker URL, of a checked ``scheme``."""
+    if scheme in REDIS_SCHEMES:
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url, namespace=prefix + "dramatiq")
+    if scheme in AMQP_SCHEMES:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=_pika_url(str(url)))
+    return StubBroker()
+
+
+def _pika_url(url: str) -> str:
+    """Celery's AMQP URL as pika reads it: ``pyamqp`` is ``amqp``, and the
+    virtual host ``/``, which Celery writes ``//``, is pika's ``%2F``."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = "amqp" if parts.scheme == "pyamqp" else parts.scheme
+    vhost = parts.path[1:] if parts.path.startswith("/") else parts.path
+    path = "/" + urllib.parse.quote(vhost, safe="") if vhost else ""
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, parts.query, parts.fragment))
