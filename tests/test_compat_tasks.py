@@ -64,6 +64,8 @@ def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> It
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         made = RabbitmqBroker(url=RABBITMQ_URL)
+        # The shared RabbitMQ's "default" queue is not the test's to delete.
+        made.add_middleware(OwnQueue(f"dramatiq-abort-test-{uuid.uuid4().hex}"))
     results = NamespacedResults(url=redis_url, namespace=namespace + "results")
     made.add_middleware(Results(backend=results))
     made.add_middleware(Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace)))
@@ -80,6 +82,18 @@ def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> It
                 made.channel.queue_delete(queue)
         made.close()
         delete_namespace(results.client, namespace)
+
+
+class OwnQueue(dramatiq.Middleware):
+    """Declares every actor of the broker in ``queue``, whatever its code says."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    def before_declare_actor(
+        self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
+    ) -> None:
+        actor.queue_name = self.queue
 
 
 @pytest.fixture
