@@ -14,6 +14,7 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Middleware
 from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend as StubResults
@@ -77,9 +78,10 @@ def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> It
         yield made
     finally:
         worker.stop()
-        for queue in list(made.get_declared_queues()):
-            if request.param == "rabbitmq":
-                made.channel.queue_delete(queue)
+        if request.param == "rabbitmq":
+            for queue in list(made.get_declared_queues()):
+                for name in (queue, dq_name(queue), xq_name(queue)):
+                    made.channel.queue_delete(name)
         made.close()
         delete_namespace(results.client, namespace)
 
