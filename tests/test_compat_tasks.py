@@ -238,6 +238,22 @@ def test_retry_without_an_exception_says_the_retries_ran_out(
         result.get(timeout=WAIT)
 
 
+def test_an_immutable_signature_in_a_pipeline_does_not_receive_the_result_before_it(
+    stub: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
+    @shared_task(base=AbortableTask)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    chained = dramatiq.pipeline([add.s(1, 2), add.s(3), add.si(10, 20)]).run()
+    assert chained.get_result(block=True, timeout=int(WAIT * 1000)) == 30
+    assert [result.get(timeout=WAIT) for result in map(AbortableAsyncResult, chained.messages)] == [
+        3,
+        6,
+        30,
+    ]
+
+
 def test_ignore_ends_a_task_without_a_result_and_keeps_its_state(
     stub: StubBroker, stub_worker: dramatiq.Worker
 ) -> None:

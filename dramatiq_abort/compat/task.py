@@ -405,6 +405,11 @@ class AbortableActor(dramatiq.Actor[..., Any]):
         """Celery's signature: the message, for ``dramatiq.group`` or ``pipeline``."""
         return self.message(*args, **kwargs)
 
+    def si(self, *args: Any, **kwargs: Any) -> dramatiq.Message[Any]:
+        """Celery's immutable signature: the message, which in a
+        ``dramatiq.pipeline`` does not receive the result of the one before."""
+        return self.message_with_options(args=args, kwargs=kwargs, pipe_ignore=True)
+
 
 class BoundTask(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """``self`` in a task declared with ``bind=True``: the actor, tied to the
