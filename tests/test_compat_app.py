@@ -4,6 +4,7 @@ on ``memory://`` and on Redis; and the arguments ``Celery()`` refuses."""
 
 from __future__ import annotations
 
+import datetime
 import sys
 import threading
 import time
@@ -196,6 +197,49 @@ def test_every_redis_key_of_the_app_is_under_global_keyprefix(
         assert any(key.startswith(namespace + "dramatiq:") and "aborts" not in key for key in keys)
     finally:
         app.broker.close()
+
+
+def test_results_live_as_long_as_result_expires_says_a_day_by_default(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    app = Celery(
+        "proj",
+        broker=redis_url,
+        backend=redis_url,
+        broker_transport_options={"global_keyprefix": namespace},
+    )
+    try:
+        app.broker.emit_after("process_boot")
+
+        @app.task
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        results = next(m for m in app.broker.middleware if isinstance(m, Results))
+        worker = dramatiq.Worker(app.broker, worker_timeout=100, worker_threads=1)
+        worker.start()
+        try:
+            kept_a_day = add.delay(1, 2)
+            assert kept_a_day.get(timeout=WAIT) == 3
+            app.conf.update(result_expires=datetime.timedelta(minutes=30))
+            kept_half_an_hour = add.delay(3, 4)
+            assert kept_half_an_hour.get(timeout=WAIT) == 7
+        finally:
+            worker.stop()
+        for result, seconds in ((kept_a_day, 86_400), (kept_half_an_hour, 1_800)):
+            key = results.backend.build_message_key(result.message)
+            assert seconds - 60 < redis_client.pttl(key) / 1000 <= seconds
+    finally:
+        app.broker.close()
+
+
+@pytest.mark.parametrize("expires", [None, 0, -1, "1h", float("inf")])
+def test_result_expires_must_be_a_time_results_can_live(expires: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="result_expires must be"):
+        Celery("proj", broker="memory://", backend="memory://", result_expires=expires)
+    app = Celery("proj", broker="memory://", backend="memory://")
+    with pytest.raises((TypeError, ValueError), match="result_expires must be"):
+        app.conf.update(result_expires=expires)
 
 
 def test_without_a_backend_get_says_that_results_are_off() -> None:

@@ -3,6 +3,7 @@ middleware from Celery's broker and backend URLs."""
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import urllib.parse
 from collections.abc import Iterable
@@ -39,14 +40,19 @@ IGNORED_OPTIONS = frozenset({"include", "set_as_current", "autofinalize", "stric
 #: ``task_track_started``, ``task_ignore_result`` and ``task_default_queue``
 #: are the defaults of ``app.task`` (the queue also of ``app.send_task`` for
 #: a task not declared here), ``broker_transport_options``'
-#: ``global_keyprefix`` puts every Redis key of the app under that prefix.
-#: Other keys are stored in ``app.conf`` and not used.
+#: ``global_keyprefix`` puts every Redis key of the app under that prefix,
+#: ``result_expires`` is how long the results the app's ``Results`` keeps
+#: live. Other keys are stored in ``app.conf`` and not used.
 HONOURED_SETTINGS = (
     "task_track_started",
     "task_ignore_result",
     "task_default_queue",
     "broker_transport_options",
+    "result_expires",
 )
+#: How long results live unless ``result_expires`` says: a day, as in
+#: Celery (dramatiq's own ``Results`` keeps them 10 minutes).
+RESULT_EXPIRES = datetime.timedelta(days=1)
 #: The options of ``app.task`` that the settings of the same name give.
 TASK_DEFAULTS = (
     ("task_track_started", "track_started"),
@@ -64,8 +70,18 @@ class Settings(dict[str, Any]):
     (``app.conf.task_track_started``).
 
     A setting of :data:`URL_SETTINGS` other than the constructor's is
-    refused: the broker is already built.
+    refused: the broker is already built. ``result_expires`` is checked,
+    and applies to the results the app's ``Results`` stores from then on.
     """
+
+    # Not a setting: an attribute would read and write a key.
+    __slots__ = ("results",)
+
+    def __init__(self, values: dict[str, Any], results: Results | None) -> None:
+        #: The ``Results`` middleware the app added, which ``result_expires`` sets.
+        object.__setattr__(self, "results", results)
+        # The constructor's own values, checked by it already.
+        super().__init__(values)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -98,6 +114,10 @@ class Settings(dict[str, Any]):
                 f"{name} cannot change the broker or result backend already built by"
                 " Celery(): give it there, as Celery(broker=..., backend=...)"
             )
+        if name == "result_expires":
+            ttl = result_ttl(value)
+            if self.results is not None:
+                self.results.result_ttl = ttl
 
 
 class Control:
@@ -174,6 +194,7 @@ class Celery:
                 " settings with app.conf.update()"
             )
         prefix = _key_prefix(options.get("broker_transport_options"))
+        ttl = result_ttl(options.get("result_expires", RESULT_EXPIRES))
         broker_scheme = _scheme("broker", broker, (*REDIS_SCHEMES, *AMQP_SCHEMES, *MEMORY_SCHEMES))
         backend_scheme = _scheme("backend", backend, (*REDIS_SCHEMES, *MEMORY_SCHEMES))
         abort_url = next(
@@ -203,15 +224,17 @@ class Celery:
                 " broker yourself"
             )
         self.main = main
-        #: Celery's settings; see :data:`HONOURED_SETTINGS`.
-        self.conf = Settings(
-            {**options, **ignored, "broker_url": broker, "result_backend": backend}
-        )
         self.control = Control(self)
         #: The dramatiq broker, which every ``app=`` argument also takes.
         self.broker: dramatiq.Broker = current or _build_broker(broker, broker_scheme, prefix)
+        results = None
         if middleware_of(self.broker, Results) is None and backend is not None:
-            self.broker.add_middleware(Results(backend=_result_backend(backend, prefix)))
+            results = Results(backend=_result_backend(backend, prefix), result_ttl=ttl)
+            self.broker.add_middleware(results)
+        #: Celery's settings; see :data:`HONOURED_SETTINGS`.
+        self.conf = Settings(
+            {**options, **ignored, "broker_url": broker, "result_backend": backend}, results
+        )
         if not has_abortable:
             self.broker.add_middleware(Abortable(backend=_abort_backend(abort_url, prefix)))
         if middleware_of(self.broker, TaskStates) is None:
@@ -345,6 +368,25 @@ def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
             f" {[s + '://' for s in schemes]!r}"
         )
     return scheme
+
+
+def result_ttl(expires: Any) -> int:
+    """Celery's ``result_expires`` (seconds, or a ``timedelta``) as the
+    milliseconds of dramatiq's ``result_ttl``."""
+    seconds = expires.total_seconds() if isinstance(expires, datetime.timedelta) else expires
+    if seconds is None:
+        seconds = 0  # Celery's "never", refused below with the same words as 0
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(
+            f"result_expires must be seconds or a timedelta, such as 3600, not {expires!r:.100}"
+        )
+    if not seconds > 0 or seconds == float("inf"):
+        # Celery reads None or 0 as never: dramatiq's results always expire.
+        raise ValueError(
+            f"result_expires must be a finite time greater than 0, not {expires!r}: results"
+            " always expire here; give how long they should be kept, such as 86400 (a day)"
+        )
+    return max(1, round(seconds * 1000))
 
 
 def _key_prefix(transport_options: Any) -> str:
