@@ -17,9 +17,10 @@ from dramatiq.results.backends import StubBackend as StubResultBackend
 
 from ..backend import EventBackend
 from ..backends import StubBackend as StubAbortBackend
-from ..checks import check_redis_url
+from ..checks import check_bool, check_redis_url, check_seconds
 from ..dramatiq_internals import middleware_of
-from ..middleware import Abortable
+from ..middleware import Abortable, abortable_of
+from ..mode import AbortMode
 from .decorators import shared_task
 from .middleware import TaskStates
 from .result import AbortableResult
@@ -93,14 +94,16 @@ class Settings(dict[str, Any]):
         self[name] = value
 
     def __setitem__(self, name: str, value: Any) -> None:
-        self._check(name, value)
-        super().__setitem__(name, value)
+        self.update({name: value})
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         settings = dict(*args, **kwargs)
+        # Every setting is checked before any is stored or applied.
         for name, value in settings.items():
             self._check(name, value)
         super().update(settings)
+        if "result_expires" in settings and self.results is not None:
+            self.results.result_ttl = result_ttl(settings["result_expires"])
 
     def setdefault(self, name: str, default: Any = None) -> Any:
         if name not in self:
@@ -115,9 +118,7 @@ class Settings(dict[str, Any]):
                 " Celery(): give it there, as Celery(broker=..., backend=...)"
             )
         if name == "result_expires":
-            ttl = result_ttl(value)
-            if self.results is not None:
-                self.results.result_ttl = ttl
+            result_ttl(value)
 
 
 class Control:
@@ -147,10 +148,9 @@ class Control:
                 " request; leave destination out"
             )
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        # Every id is checked before any task is revoked.
-        results = [self.app.AsyncResult(one) for one in ids]
-        for result in results:
-            result.revoke(terminate=terminate, reason=reason)
+        mode = AbortMode.ABORT if check_bool("terminate", terminate) else AbortMode.CANCEL
+        # One write for every id, each checked before it.
+        abortable_of(self.app.broker).abort_many(ids, mode=mode, reason=reason)
 
 
 class Celery:
@@ -205,9 +205,6 @@ class Celery:
             ),
             None,
         )
-        for url, scheme in ((broker, broker_scheme), (backend, backend_scheme)):
-            if scheme in REDIS_SCHEMES:
-                check_redis_url(url)
         current = dramatiq.get_broker() if broker is None else None
         memory = broker_scheme in MEMORY_SCHEMES or isinstance(current, StubBroker)
         has_abortable = current is not None and middleware_of(current, Abortable) is not None
@@ -351,7 +348,8 @@ class Celery:
 
 
 def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
-    """The scheme of ``url``, checked to be one of ``schemes``."""
+    """The scheme of ``url``, checked to be one of ``schemes``; a Redis URL
+    is checked whole (see ``check_redis_url``)."""
     if url is None:
         return None
     scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else None
@@ -367,6 +365,11 @@ def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
             f"{given} is not supported: give a URL starting with one of"
             f" {[s + '://' for s in schemes]!r}"
         )
+    if scheme in REDIS_SCHEMES:
+        try:
+            check_redis_url(url)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
     return scheme
 
 
@@ -374,17 +377,11 @@ def result_ttl(expires: Any) -> int:
     """Celery's ``result_expires`` (seconds, or a ``timedelta``) as the
     milliseconds of dramatiq's ``result_ttl``."""
     seconds = expires.total_seconds() if isinstance(expires, datetime.timedelta) else expires
-    if seconds is None:
-        seconds = 0  # Celery's "never", refused below with the same words as 0
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(
-            f"result_expires must be seconds or a timedelta, such as 3600, not {expires!r:.100}"
-        )
-    if not seconds > 0 or seconds == float("inf"):
-        # Celery reads None or 0 as never: dramatiq's results always expire.
+    # Celery reads None or 0 as never: dramatiq's results always expire.
+    if seconds is None or check_seconds("result_expires", seconds) == 0:
         raise ValueError(
-            f"result_expires must be a finite time greater than 0, not {expires!r}: results"
-            " always expire here; give how long they should be kept, such as 86400 (a day)"
+            f"result_expires must be a time greater than 0, not {expires!r}: results always"
+            " expire here; give how long they should be kept, such as 86400 (a day)"
         )
     return max(1, round(seconds * 1000))
 

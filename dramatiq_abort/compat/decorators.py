@@ -6,8 +6,8 @@ from typing import Any, Callable, cast, overload
 
 import dramatiq
 
-from ..checks import check_seconds
-from .task import AbortableActor
+from ..checks import check_bool, check_seconds
+from .task import AbortableActor, pop_time_limit
 
 #: Celery's task options that need nothing here: dramatiq acknowledges
 #: messages once processed, and encodes them as JSON.
@@ -106,7 +106,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
             actor_options["actor_name"] = opts.pop("name")
         if "queue" in opts:
             actor_options["queue_name"] = opts.pop("queue")
-        ignore_result = opts.pop("ignore_result", False)
+        ignore_result = check_bool("ignore_result", opts.pop("ignore_result", False))
         if "store_results" in broker.actor_options:
             opts.setdefault("store_results", not ignore_result)
         limit = opts.pop("max_retries", base.max_retries)
@@ -129,10 +129,9 @@ def shared_task(*args: Any, **options: Any) -> Any:
         else:
             countdown = retry_kwargs.get("countdown", delay)
             opts["min_backoff"] = opts["max_backoff"] = int(countdown * 1000)
-        limits = [opts.pop(name) for name in ("time_limit", "soft_time_limit") if name in opts]
-        limits = [value for value in limits if value is not None]
-        if limits:
-            opts["time_limit"] = int(min(limits) * 1000)
+        time_limit = pop_time_limit(opts)
+        if time_limit is not None:
+            opts["time_limit"] = time_limit
         declared = dramatiq.actor(actor_class=base, broker=broker, **actor_options, **opts)(fn)
         actor = cast(AbortableActor, declared)
         actor.max_retries = limit

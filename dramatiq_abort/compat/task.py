@@ -12,7 +12,7 @@ import wrapt
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AgeLimit, Retries
 
-from ..checks import check_message_id, check_seconds
+from ..checks import check_bool, check_message_id, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable, abortable_of
 from .exceptions import Ignore, MaxRetriesExceededError, Retry
@@ -546,21 +546,25 @@ def build_message(
     return message.copy(**changes)
 
 
-def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with Celery's per-call options in dramatiq's terms:
-    ``time_limit`` and ``soft_time_limit`` in seconds (the smaller one
-    becomes the message's ``time_limit`` in milliseconds), ``ignore_result``
-    as ``store_results``."""
-    options = dict(options)
+def pop_time_limit(options: dict[str, Any]) -> int | None:
+    """Take Celery's ``time_limit`` and ``soft_time_limit`` (seconds, either
+    may be ``None``) out of ``options``: the smaller one in milliseconds,
+    dramatiq's one time limit, or ``None`` when neither is given."""
     given = {name: options.pop(name, None) for name in ("time_limit", "soft_time_limit")}
     limits = [check_seconds(name, value) for name, value in given.items() if value is not None]
-    if limits:
-        options["time_limit"] = max(1, int(min(limits) * 1000))
+    return max(1, int(min(limits) * 1000)) if limits else None
+
+
+def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with Celery's per-call options in dramatiq's terms: the
+    time limits (see :func:`pop_time_limit`), ``ignore_result`` as
+    ``store_results``."""
+    options = dict(options)
+    time_limit = pop_time_limit(options)
+    if time_limit is not None:
+        options["time_limit"] = time_limit
     if "ignore_result" in options:
-        ignore = options.pop("ignore_result")
-        if not isinstance(ignore, bool):
-            raise TypeError(f"ignore_result must be True or False, not {ignore!r}")
-        options["store_results"] = not ignore
+        options["store_results"] = not check_bool("ignore_result", options.pop("ignore_result"))
     return options
 
 
