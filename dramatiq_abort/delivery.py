@@ -20,7 +20,7 @@ from .errors import Abort
 from .execution import STARTING, AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
 from .outcome import Outcome
-from .requests import AbortRequest
+from .requests import AbortRequest, prevailing
 from .switching import FastSwitching
 
 __all__ = ["Executions"]
@@ -234,7 +234,7 @@ class Executions:
         has to be interrupted later, when ``request.abort_at`` comes.
         """
         # Written before the state is read (see the class's docstring).
-        execution.request = request
+        request = execution.request = prevailing(execution.request, request)
         state = execution.state
         if state is FINISHED or not request.interrupts:
             return False

@@ -33,6 +33,16 @@ class AbortRequest(NamedTuple):
     reason: str | None = None
 
 
+def prevailing(held: AbortRequest | None, received: AbortRequest) -> AbortRequest:
+    """The request in force for a message that holds ``held`` once
+    ``received`` reaches it: ``received``, except that a cancel (the cancel
+    half of an abort, or a cancel rule) never weakens an abort, only makes
+    it last longer."""
+    if held is not None and held.interrupts and not received.interrupts:
+        return held._replace(expires_at=max(held.expires_at, received.expires_at))
+    return received
+
+
 class AbortRequests:
     """The abort requests in force, as one worker process received them.
 
@@ -104,9 +114,7 @@ class AbortRequests:
             if before is not None and message_id not in before:
                 in_force = previous is not None and previous.expires_at > now
                 before[message_id] = previous if in_force else None
-            if previous is not None and previous.interrupts and not request.interrupts:
-                # The cancel half of an abort must not weaken it.
-                request = previous._replace(expires_at=max(previous.expires_at, expires_at))
+            request = prevailing(previous, request)
             self._by_message[message_id] = request
             heapq.heappush(self._expiries, (request.expires_at, message_id))
             self._forget_expired(now)

@@ -145,6 +145,27 @@ def test_a_rule_on_a_queue_cancels_its_messages_and_none_of_another_queue(
     assert sorted(ran) == ["second", "second, delayed"]
 
 
+def test_a_cancel_rule_does_not_withdraw_an_abort_whose_grace_is_running(
+    stub_broker: StubBroker, abortable: Abortable, worker: dramatiq.Worker
+) -> None:
+    started = threading.Event()
+
+    @dramatiq.actor(max_retries=0, store_results=True)
+    def graced() -> None:
+        started.set()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            pass
+
+    message = graced.send()
+    assert started.wait(WAIT)
+    abortable.abort(message, abort_timeout=300, reason="graced")
+    abort_where(actor="graced", mode=AbortMode.CANCEL, reason="cancel rule")
+
+    assert abortable.wait_outcome(message, WAIT) is Outcome.ABORTED
+    assert abortable.outcome_reason(message) == "graced"
+
+
 def test_a_rule_aborts_the_running_messages_it_matches_and_a_cancel_rule_leaves_them_running(
     stub_broker: StubBroker, abortable: Abortable, worker: dramatiq.Worker
 ) -> None:
