@@ -190,7 +190,7 @@ class Watcher(threading.Thread):
                 subscription = self.backend.subscribe()
                 try:
                     probe = subscription.probe()
-                    self._record(subscription.recorded())
+                    self._answer_all(self._record(subscription.recorded()))
                     if failures:
                         self.logger.info(
                             "Abort watcher reached its backend again after %d failed attempt(s).",
@@ -242,14 +242,23 @@ class Watcher(threading.Thread):
                 self.executions.switching.expire(now)
 
     def _receive(self, subscription: Subscription) -> None:
+        inquiries: list[TimedEvent] = []
         with self._changed:
             self.receiving = True
         try:
-            self._record(subscription.receive())
+            inquiries = self._record(subscription.receive())
         finally:
             with self._changed:
                 self.receiving = False
                 self._changed.notify_all()
+        self._answer_all(inquiries)
+
+    def _answer_all(self, inquiries: list[TimedEvent]) -> None:
+        # Answered once the requests that came with them are delivered, so
+        # that the answer shows them, and once ``receiving`` is down: the
+        # messages that start meanwhile do not wait on the round trip.
+        for timed in inquiries:
+            self._answer(timed)
 
     def _poll_forever(self) -> None:
         failures = 0
@@ -279,7 +288,9 @@ class Watcher(threading.Thread):
                 self._log_failure("poll", failures, e, delay)
                 self._sleep(delay)
 
-    def _record(self, events: Iterable[TimedEvent]) -> None:
+    def _record(self, events: Iterable[TimedEvent]) -> list[TimedEvent]:
+        """Record and deliver the requests and rules of ``events``; return
+        its inquiries, which the caller answers (see :meth:`_answer`)."""
         now = time.monotonic()
         # What was in force before, for the metrics, which count what a batch adds.
         before: dict[str, AbortRequest | None] = {}
@@ -310,10 +321,7 @@ class Watcher(threading.Thread):
                 rule = next((rule for rule in rules if rule.matches(execution.message)), None)
                 if rule is not None:
                     self._deliver(execution, rule.request_for(execution.message_id), now)
-        # Answered once the requests that came with them are delivered:
-        # the answer shows them.
-        for timed in inquiries:
-            self._answer(timed)
+        return inquiries
 
     def _answer(self, timed: TimedEvent) -> None:
         """Tell the asker which messages run here; a failure is logged,

@@ -29,7 +29,7 @@ from dramatiq_abort import (
 from dramatiq_abort.backends import StubBackend
 from dramatiq_abort.listing import ARGS_LENGTH
 
-from .support import WAIT, start_worker, wait_until
+from .support import WAIT, connected_watcher, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,14 +212,38 @@ def test_a_failing_answer_is_one_warning_and_the_watcher_keeps_working(
     assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
 
 
+def test_a_watcher_answers_with_receiving_down_so_that_starting_messages_do_not_wait(
+    holding: Holding, abortable: Abortable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watcher = connected_watcher(abortable)
+    receiving_while_answering = []
+    answer = abortable.backend.answer
+
+    def noting(reply_to: str, payload: str, ttl: int) -> None:
+        receiving_while_answering.append(watcher.receiving)
+        answer(reply_to, payload, ttl)
+
+    monkeypatch.setattr(abortable.backend, "answer", noting)
+    assert abortable.running_messages(timeout=5).answered == 1
+    assert receiving_while_answering == [False]
+
+
 def test_the_answers_of_a_listing_leave_no_key_in_redis(
     redis_url: str, redis_client: redis.Redis, namespace: str
 ) -> None:
     from dramatiq_abort.backends import RedisBackend
 
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    # An answer more than the asker waits for (a worker that answered late)
+    # stays in the reply key: collecting deletes it all the same.
+    for payload in ("first", "late"):
+        backend.answer("reply-1", payload, 60_000)
+    assert backend.collect_answers("reply-1", 1, WAIT) == ["first"]
+    assert list(redis_client.scan_iter(match=f"{namespace}*answers*")) == []
+
     broker = StubBroker()
     try:
-        middleware = Abortable(backend=RedisBackend(client=redis_client, namespace=namespace))
+        middleware = Abortable(backend=backend)
         worker = start_worker(broker, middleware)
         try:
             listed = middleware.running_messages(timeout=LISTING_WAIT)
