@@ -19,7 +19,7 @@ import pytest
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.results import Results
+from dramatiq.results import ResultMissing, Results
 
 from compat import Celery, states
 from compat.contrib.abortable import ABORTED, AbortableTask
@@ -162,7 +162,12 @@ def test_task_ignore_result_in_conf_keeps_no_result(app: Celery) -> None:
 
     assert ping.options["store_results"] is False
     assert ping.queue_name == app.conf.task_default_queue
+    ignored = ping.delay()
     assert echo.delay("kept").get(timeout=WAIT) == "kept"
+    app.broker.join(ping.queue_name, timeout=int(WAIT * 1000))
+    results = next(m for m in app.broker.middleware if isinstance(m, Results))
+    with pytest.raises(ResultMissing):
+        results.backend.get_result(ignored.message)
 
 
 def test_every_redis_key_of_the_app_is_under_global_keyprefix(
