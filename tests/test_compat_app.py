@@ -342,3 +342,15 @@ def test_options_that_mean_nothing_here_are_accepted_and_task_default_queue_is_h
     # A task declared in another process goes to the default queue.
     app.broker.declare_queue("reports")  # the stub broker wants it declared
     assert app.send_task("proj.reports.build").queue_name == "reports"
+
+
+def test_a_base_class_attribute_that_is_no_task_option_leaves_the_app_default_in_force() -> None:
+    class Routed(AbortableTask):
+        queue = "elsewhere"  # not an option shared_task reads from a base
+
+    app = Celery("proj", broker="memory://", task_default_queue="reports")
+
+    @app.task(base=Routed)
+    def build() -> None: ...
+
+    assert build.queue_name == "reports"

@@ -21,7 +21,7 @@ from ..checks import check_bool, check_redis_url, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable, abortable_of
 from ..mode import AbortMode
-from .decorators import shared_task
+from .decorators import CLASS_OPTIONS, shared_task
 from .middleware import TaskStates
 from .result import AbortableResult
 from .task import AbortableActor, send_task
@@ -254,11 +254,12 @@ class Celery:
         if args and (len(args) > 1 or options or not callable(args[0])):
             raise TypeError(f"app.task takes keyword options only, not {args!r}")
         options.setdefault("broker", self.broker)
+        base = options.get("base", AbortableActor)
         for setting, option in TASK_DEFAULTS:
             # As in Celery, the decorator's options and the base class's
-            # attributes win over the app's settings.
-            base = options.get("base", AbortableActor)
-            if setting in self.conf and option not in options and not hasattr(base, option):
+            # attributes (those shared_task reads) win over the app's settings.
+            from_base = option in CLASS_OPTIONS and hasattr(base, option)
+            if setting in self.conf and option not in options and not from_base:
                 options[option] = self.conf[setting]
         declare: Callable[[Callable[..., Any]], AbortableActor] = shared_task(**options)
         return declare(args[0]) if args else declare
