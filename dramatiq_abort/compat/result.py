@@ -207,11 +207,9 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         ``reason`` says why, as with ``dramatiq_abort.abort``.
         """
         limit = None if timeout is None else check_seconds("timeout", timeout)
-        if wait or limit is None:
-            self.abortable.abort(self.message, abort_timeout=math.inf, reason=reason)
-            return self._stopped(limit) if wait else None
-        self.abortable.abort(self.message, abort_timeout=limit * 1000, reason=reason)
-        return None
+        grace = math.inf if wait or limit is None else limit * 1000
+        self.abortable.abort(self.message, abort_timeout=grace, reason=reason)
+        return self._stopped(limit) if wait else None
 
     def revoke(
         self,
