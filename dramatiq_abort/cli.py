@@ -355,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.command_parser.error("--dry-run goes with --actor or --queue")
         if args.reason is None:
             args.reason = default_reason()
+        if filtered and args.sent_before is None:
+            # Now, read once: the rule and a dry run's count mean the same moment.
+            args.sent_before = time.time()
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -429,17 +432,18 @@ def _abort(args: argparse.Namespace) -> int:
     elif args.dry_run:
         return _dry_run(args, middleware)
     else:
-        sent_before = time.time() if args.sent_before is None else args.sent_before
         rule_id = middleware.abort_where(
             actor=args.actor,
             queue=args.queue,
-            sent_before=sent_before,
+            sent_before=args.sent_before,
             mode=mode,
             abort_timeout=args.timeout,
             abort_ttl=args.ttl,
             reason=args.reason,
         )
-        when = datetime.datetime.fromtimestamp(sent_before).astimezone().isoformat("T", "seconds")
+        when = (
+            datetime.datetime.fromtimestamp(args.sent_before).astimezone().isoformat("T", "seconds")
+        )
         matched = " and ".join(
             f"{name} {value!r}"
             for name, value in (("actor", args.actor), ("queue", args.queue))
@@ -484,9 +488,8 @@ def _is_uuid(text: str) -> bool:
 def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
     """``abort --actor/--queue --dry-run``: how many running messages the
     rule would stop now. Queued and delayed messages cannot be counted."""
-    sent_before = time.time() if args.sent_before is None else args.sent_before
     listed = middleware.running_messages(
-        actor=args.actor, queue=args.queue, sent_before=sent_before
+        actor=args.actor, queue=args.queue, sent_before=args.sent_before
     )
     left_alone = (
         " (--mode cancel would leave them running)" if args.mode == AbortMode.CANCEL.value else ""
