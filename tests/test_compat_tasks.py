@@ -4,6 +4,7 @@ ids, retries, hooks, on RedisBroker and RabbitMQ with Results on Redis."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Middleware
@@ -53,9 +55,11 @@ NOT_A_BROKER: Any = "redis://"
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
-def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> Iterator[Any]:
+def broker(
+    request: pytest.FixtureRequest, redis_url: str, namespace: str, redis_client: redis.Redis
+) -> Iterator[Any]:
     """A broker of each kind with Results and Abortable on the test's Redis
-    namespace, TaskStates, and a worker."""
+    namespace (which ``redis_client`` deletes last), TaskStates, and a worker."""
     if request.param == "redis":
         from dramatiq.brokers.redis import RedisBroker
 
@@ -73,17 +77,23 @@ def broker(request: pytest.FixtureRequest, redis_url: str, namespace: str) -> It
     made.add_middleware(TaskStates())
     dramatiq.set_broker(made)
     worker = dramatiq.Worker(made, worker_timeout=100, worker_threads=4)
-    worker.start()
-    try:
+    with contextlib.ExitStack() as teardown:
+        # Run last-in, first-out, each even if one before it fails.
+        teardown.callback(results.client.close)
+        teardown.callback(made.close)
+        teardown.callback(delete_queues, made, request.param)
+        teardown.callback(worker.stop)
+        worker.start()
         yield made
-    finally:
-        worker.stop()
-        if request.param == "rabbitmq":
-            for queue in list(made.get_declared_queues()):
-                for name in (queue, dq_name(queue), xq_name(queue)):
-                    made.channel.queue_delete(name)
-        made.close()
-        delete_namespace(results.client, namespace)
+
+
+def delete_queues(broker: Any, kind: str) -> None:
+    """Delete the queues a RabbitMQ ``broker`` declared, with their delay
+    and dead-letter queues."""
+    if kind == "rabbitmq":
+        for queue in list(broker.get_declared_queues()):
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                broker.channel.queue_delete(name)
 
 
 class OwnQueue(dramatiq.Middleware):
