@@ -304,7 +304,7 @@ def test_a_backend_that_does_not_push_refuses_rules_at_once() -> None:
 
 
 def test_a_rule_recorded_while_the_watcher_is_cut_off_applies_once_it_reconnects(
-    stub_broker: StubBroker, private_redis: PrivateRedis
+    stub_broker: StubBroker, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = RedisBackend.from_url(private_redis.url, namespace="rules-test:")
     middleware = Abortable(backend=backend)
@@ -324,17 +324,27 @@ def test_a_rule_recorded_while_the_watcher_is_cut_off_applies_once_it_reconnects
     worker = start_worker(stub_broker, middleware)
     try:
         watcher = connected_watcher(middleware)
+        # The watcher waits out its backoff until the rule is recorded: it
+        # can only learn of the rule by catching up as it reconnects.
+        backing_off, release = threading.Event(), threading.Event()
+
+        def held(seconds: float) -> None:
+            backing_off.set()
+            release.wait(WAIT)
+
+        monkeypatch.setattr(watcher, "_sleep", held)
         message = crunch.send()
         assert started.wait(WAIT)
         private_redis.stop()
         wait_until_cut_off(watcher)
         with pytest.raises(redis.ConnectionError):
             middleware.abort_where(actor="crunch")
+        assert backing_off.wait(WAIT)
 
         private_redis.start()
-        # Depending on the backoff, the watcher learns it by catching up
-        # as it reconnects or through its subscription.
         middleware.abort_where(actor="crunch", reason="after the restart")
+        assert not interrupted.is_set()
+        release.set()
         assert interrupted.wait(WAIT)
         assert middleware.wait_outcome(message, WAIT) is Outcome.ABORTED
         assert middleware.outcome_reason(message) == "after the restart"
