@@ -23,12 +23,17 @@ def check_message_id(message_id: object) -> str:
         raise TypeError(f"message_id must be a str, not {message_id!r:.100}")
     if not message_id:
         raise ValueError(f"message_id must not be empty: {message_id!r}")
-    if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+    return _check_length("message_id", message_id, MAX_MESSAGE_ID_LENGTH)
+
+
+def _check_length(name: str, text: str, limit: int) -> str:
+    """Return ``text`` when it is at most ``limit`` characters, else raise
+    naming ``name`` and showing its start."""
+    if len(text) > limit:
         raise ValueError(
-            f"message_id must be at most {MAX_MESSAGE_ID_LENGTH} characters, not"
-            f" {len(message_id):,}: {message_id[:40]!r}..."
+            f"{name} must be at most {limit:,} characters, not {len(text):,}: {text[:40]!r}..."
         )
-    return message_id
+    return text
 
 
 #: The Redis URL that errors give as an example.
@@ -143,12 +148,7 @@ def check_reason(reason: object) -> str | None:
     stripped = reason.strip()
     if not stripped:
         raise ValueError(f"reason must not be empty: {reason!r:.100}; pass None for no reason")
-    if len(stripped) > MAX_REASON_LENGTH:
-        raise ValueError(
-            f"reason must be at most {MAX_REASON_LENGTH:,} characters, not"
-            f" {len(stripped):,}: {stripped[:40]!r}..."
-        )
-    return stripped
+    return _check_length("reason", stripped, MAX_REASON_LENGTH)
 
 
 #: Seconds a ``sent_before`` may lie in the future: the skew between the
@@ -203,9 +203,4 @@ def check_name(name: str, value: object) -> str | None:
         raise TypeError(f"{name} must be a str or None, not {value!r:.100}")
     if not value.strip():
         raise ValueError(f"{name} must not be empty: {value!r}")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValueError(
-            f"{name} must be at most {MAX_NAME_LENGTH} characters, not {len(value):,}:"
-            f" {value[:40]!r}..."
-        )
-    return value
+    return _check_length(name, value, MAX_NAME_LENGTH)

@@ -20,7 +20,7 @@ from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
 from . import coroutines, listing
-from .backend import EventBackend
+from .backend import Event, EventBackend
 from .checks import (
     check_abort_timeout,
     check_bool,
@@ -390,13 +390,7 @@ class Abortable(Middleware):
         reason = check_reason(reason)
         if not ids:
             return
-        events = events_for(ids, mode, timeout, reason)
-        self.backend.notify(events, ttl=ttl)
-        # Read-your-writes in this process: once abort() returns, the
-        # messages running here see the request.
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.catch_up()
+        self._send(events_for(ids, mode, timeout, reason), ttl)
 
     def abort_where(
         self,
@@ -445,10 +439,7 @@ class Abortable(Middleware):
             abort_timeout=timeout,
             reason=reason,
         )
-        self.backend.notify([event], ttl=ttl)
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.catch_up()
+        self._send([event], ttl)
         return rule_id
 
     def wait_outcome(self, message_id: MessageRef, timeout: float | None = None) -> Outcome | None:
@@ -531,6 +522,15 @@ class Abortable(Middleware):
         if request is None or not request.interrupts:
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
+
+    def _send(self, events: list[Event], ttl: int) -> None:
+        """Record ``events`` in the backend for ``ttl`` milliseconds."""
+        self.backend.notify(events, ttl=ttl)
+        # Read-your-writes in this process: once the call returns, the
+        # messages running here see what it sent.
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.catch_up()
 
     def _ttl(self, abort_ttl: object) -> int:
         """The checked ``abort_ttl`` of a request or rule; the middleware's when ``None``."""

@@ -151,11 +151,9 @@ class Watcher(threading.Thread):
         if event is not None:
             # Called by a worker thread about to start the message: recorded
             # only, the thread finds it as it starts.
-            timed = TimedEvent(event, self.abort_ttl, self.abort_ttl)
-            before: dict[str, AbortRequest | None] = {}
-            request = self.requests.record(timed, time.monotonic(), before)
-            if request is not None and self.metrics is not None:
-                self.metrics.received([request], before)
+            self._record_requests(
+                [TimedEvent(event, self.abort_ttl, self.abort_ttl)], time.monotonic()
+            )
 
     def catch_up(self) -> None:
         """Wait (at most ``SYNC_TIMEOUT``) until the watcher has recorded the
@@ -241,6 +239,20 @@ class Watcher(threading.Thread):
                 self.rules.forget_expired(now)
                 self.executions.switching.expire(now)
 
+    def _record_requests(self, events: list[TimedEvent], now: float) -> list[AbortRequest]:
+        """Record the requests of ``events`` in the table, and count what
+        they added; the requests now in force for their messages."""
+        # What was in force before, for the metrics, which count what a batch adds.
+        before: dict[str, AbortRequest | None] = {}
+        requests = [
+            request
+            for timed in events
+            if (request := self.requests.record(timed, now, before)) is not None
+        ]
+        if requests and self.metrics is not None:
+            self.metrics.received(requests, before)
+        return requests
+
     def _receive(self, subscription: Subscription) -> None:
         inquiries: list[TimedEvent] = []
         with self._changed:
@@ -292,9 +304,7 @@ class Watcher(threading.Thread):
         """Record and deliver the requests and rules of ``events``; return
         its inquiries, which the caller answers (see :meth:`_answer`)."""
         now = time.monotonic()
-        # What was in force before, for the metrics, which count what a batch adds.
-        before: dict[str, AbortRequest | None] = {}
-        requests: list[AbortRequest] = []
+        request_events: list[TimedEvent] = []
         rule_events: list[TimedEvent] = []
         inquiries: list[TimedEvent] = []
         for timed in events:
@@ -303,11 +313,8 @@ class Watcher(threading.Thread):
             elif is_inquiry(timed.event):
                 inquiries.append(timed)
             else:
-                request = self.requests.record(timed, now, before)
-                if request is not None:
-                    requests.append(request)
-        if requests and self.metrics is not None:
-            self.metrics.received(requests, before)
+                request_events.append(timed)
+        requests = self._record_requests(request_events, now)
         rules = self.rules.record(rule_events, now) if rule_events else []
         # Looked up only once every request and rule is recorded: a message
         # that registers after this finds them as it starts.
