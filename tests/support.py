@@ -21,7 +21,7 @@ import pytest
 import redis
 from dramatiq.results.backends import RedisBackend as RedisResultBackend
 
-from dramatiq_abort import Abort, Abortable, AbortMode, abort
+from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abort
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.watcher import Watcher
 
@@ -42,6 +42,15 @@ def spin_until_aborted(started: Callable[[], object], interrupted: Callable[[], 
     except Abort:
         interrupted()
         raise
+
+
+def recorded(backend: EventBackend) -> list[Event]:
+    """Every event ``backend`` holds, as a watcher catching up reads them."""
+    subscription = backend.subscribe()
+    try:
+        return [timed.event for timed in subscription.recorded()]
+    finally:
+        subscription.close()
 
 
 def wait_until(condition: Callable[[], object], what: str) -> None:

@@ -26,7 +26,7 @@ from dramatiq_abort import (
 from dramatiq_abort.checks import MAX_REASON_LENGTH
 from dramatiq_abort.errors import AsyncAbort
 
-from .support import WAIT
+from .support import WAIT, recorded
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,11 +157,7 @@ def test_a_bad_reason_is_refused_and_nothing_is_sent(
         abort("an-id", reason=reason)
     with pytest.raises(error, match=says):
         abortable.abort_many(["an-id", "another"], reason=reason)
-    subscription = abortable.backend.subscribe()
-    try:
-        assert subscription.recorded() == []
-    finally:
-        subscription.close()
+    assert recorded(abortable.backend) == []
 
 
 def test_an_outcome_recorded_without_a_reason_drops_the_earlier_reason(

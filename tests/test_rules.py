@@ -16,7 +16,7 @@ import pytest
 import redis
 from dramatiq.brokers.stub import StubBroker
 
-from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, Outcome, abort_where
+from dramatiq_abort import Abort, Abortable, AbortMode, Event, Outcome, abort_where
 from dramatiq_abort.backend import TimedEvent
 from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.rules import AbortRules
@@ -26,21 +26,14 @@ from .support import (
     WAIT,
     PrivateRedis,
     connected_watcher,
+    recorded,
+    spin_until_aborted,
     start_worker,
     wait_until,
     wait_until_cut_off,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def recorded(backend: EventBackend) -> list[Event]:
-    """Every event ``backend`` holds, as a watcher catching up reads them."""
-    subscription = backend.subscribe()
-    try:
-        return [timed.event for timed in subscription.recorded()]
-    finally:
-        subscription.close()
 
 
 def after_the_clock_ticks(*messages: dramatiq.Message[Any]) -> None:
@@ -312,14 +305,7 @@ def test_a_rule_recorded_while_the_watcher_is_cut_off_applies_once_it_reconnects
 
     @dramatiq.actor(max_retries=0)
     def crunch() -> None:
-        started.set()
-        try:
-            deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline:
-                pass
-        except Abort:
-            interrupted.set()
-            raise
+        spin_until_aborted(started.set, interrupted.set)
 
     worker = start_worker(stub_broker, middleware)
     try:
