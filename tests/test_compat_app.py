@@ -4,6 +4,7 @@ on ``memory://`` and on Redis; and the arguments ``Celery()`` refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import sys
 import threading
@@ -165,77 +166,70 @@ def test_task_ignore_result_in_conf_keeps_no_result(app: Celery) -> None:
     ignored = ping.delay()
     assert echo.delay("kept").get(timeout=WAIT) == "kept"
     app.broker.join(ping.queue_name, timeout=int(WAIT * 1000))
-    results = next(m for m in app.broker.middleware if isinstance(m, Results))
     with pytest.raises(ResultMissing):
-        results.backend.get_result(ignored.message)
+        results_of(app).backend.get_result(ignored.message)
+
+
+@contextlib.contextmanager
+def redis_app(redis_url: str, namespace: str) -> Iterator[Celery]:
+    """A Celery app on Redis with every key under ``namespace``, served by
+    a one-thread worker until the block ends."""
+    app = Celery(
+        "proj",
+        broker=redis_url,
+        backend=redis_url,
+        broker_transport_options={"global_keyprefix": namespace},
+    )
+    with contextlib.ExitStack() as teardown:
+        teardown.callback(app.broker.close)
+        app.broker.emit_after("process_boot")
+        worker = dramatiq.Worker(app.broker, worker_timeout=100, worker_threads=1)
+        worker.start()
+        teardown.callback(worker.stop)
+        yield app
+
+
+def results_of(app: Celery) -> Results:
+    """The Results middleware the app added."""
+    return next(m for m in app.broker.middleware if isinstance(m, Results))
 
 
 def test_every_redis_key_of_the_app_is_under_global_keyprefix(
     redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
-    app = Celery(
-        "proj",
-        broker=redis_url,
-        backend=redis_url,
-        broker_transport_options={"global_keyprefix": namespace},
-    )
-    try:
-        app.broker.emit_after("process_boot")
+    with redis_app(redis_url, namespace) as app:
 
         @app.task(bind=True, base=AbortableTask)
         def add(self: Any, x: int, y: int) -> int:
             return x + y
 
-        worker = dramatiq.Worker(app.broker, worker_timeout=100, worker_threads=1)
-        worker.start()
-        try:
-            result = add.delay(2, 3)
-            assert result.get(timeout=WAIT) == 5
-            app.AsyncResult(result.id).abort()
-        finally:
-            worker.stop()
-        results = next(m for m in app.broker.middleware if isinstance(m, Results))
-        result_key = results.backend.build_message_key(result.message)
+        result = add.delay(2, 3)
+        assert result.get(timeout=WAIT) == 5
+        app.AsyncResult(result.id).abort()
+        result_key = results_of(app).backend.build_message_key(result.message)
         assert result_key.startswith(namespace) and redis_client.exists(result_key)
         keys = [key.decode() for key in redis_client.scan_iter(match=namespace + "*")]
         assert any(key.startswith(namespace + "dramatiq:aborts:") for key in keys)
         assert any(key.startswith(namespace + "dramatiq:") and "aborts" not in key for key in keys)
-    finally:
-        app.broker.close()
 
 
 def test_results_live_as_long_as_result_expires_says_a_day_by_default(
     redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
-    app = Celery(
-        "proj",
-        broker=redis_url,
-        backend=redis_url,
-        broker_transport_options={"global_keyprefix": namespace},
-    )
-    try:
-        app.broker.emit_after("process_boot")
+    with redis_app(redis_url, namespace) as app:
 
         @app.task
         def add(x: int, y: int) -> int:
             return x + y
 
-        results = next(m for m in app.broker.middleware if isinstance(m, Results))
-        worker = dramatiq.Worker(app.broker, worker_timeout=100, worker_threads=1)
-        worker.start()
-        try:
-            kept_a_day = add.delay(1, 2)
-            assert kept_a_day.get(timeout=WAIT) == 3
-            app.conf.update(result_expires=datetime.timedelta(minutes=30))
-            kept_half_an_hour = add.delay(3, 4)
-            assert kept_half_an_hour.get(timeout=WAIT) == 7
-        finally:
-            worker.stop()
+        kept_a_day = add.delay(1, 2)
+        assert kept_a_day.get(timeout=WAIT) == 3
+        app.conf.update(result_expires=datetime.timedelta(minutes=30))
+        kept_half_an_hour = add.delay(3, 4)
+        assert kept_half_an_hour.get(timeout=WAIT) == 7
         for result, seconds in ((kept_a_day, 86_400), (kept_half_an_hour, 1_800)):
-            key = results.backend.build_message_key(result.message)
+            key = results_of(app).backend.build_message_key(result.message)
             assert seconds - 60 < redis_client.pttl(key) / 1000 <= seconds
-    finally:
-        app.broker.close()
 
 
 @pytest.mark.parametrize("expires", [None, 0, -1, "1h", float("inf")])
