@@ -98,9 +98,9 @@ class AbortRules:
         its proxy), if any: two dict lookups, then rules of its actor or
         queue only, latest ``sent_before`` first, up to the first one that
         it was sent after."""
-        by_queue = self._by_queue
+        queue = q_name(message.queue_name)
         of_actor = self._by_actor.get(message.actor_name)
-        of_queue = by_queue.get(q_name(message.queue_name)) if by_queue else None
+        of_queue = self._by_queue.get(queue)
         if of_actor is None and of_queue is None:
             return None
         timestamp = message.message_timestamp
@@ -110,7 +110,9 @@ class AbortRules:
                 if timestamp >= rule.sent_before:
                     break  # The rules after this one are older still.
                 now = now or time.monotonic()
-                if rule.expires_at > now and rule.matches(message):
+                # The index matched its actor, or the queue it names alone:
+                # only a queue beside an actor is left to compare.
+                if rule.expires_at > now and (rule.queue is None or rule.queue == queue):
                     return rule
         return None
 
@@ -176,16 +178,19 @@ class AbortRules:
         return forgot
 
     def _index(self) -> None:
-        by_actor: dict[str, tuple[AbortRule, ...]] = {}
-        by_queue: dict[str, tuple[AbortRule, ...]] = {}
+        by_actor: dict[str, list[AbortRule]] = {}
+        by_queue: dict[str, list[AbortRule]] = {}
         for rule in self._rules.values():
             if rule.actor is not None:
-                by_actor[rule.actor] = (*by_actor.get(rule.actor, ()), rule)
+                by_actor.setdefault(rule.actor, []).append(rule)
             elif rule.queue is not None:
-                by_queue[rule.queue] = (*by_queue.get(rule.queue, ()), rule)
+                by_queue.setdefault(rule.queue, []).append(rule)
         # Latest sent_before first: see match().
-        for index in (by_actor, by_queue):
-            for key, rules in index.items():
-                index[key] = tuple(sorted(rules, key=lambda rule: -rule.sent_before))
-        self._by_actor, self._by_queue = by_actor, by_queue
+        self._by_actor, self._by_queue = (
+            {
+                key: tuple(sorted(rules, key=lambda rule: -rule.sent_before))
+                for key, rules in index.items()
+            }
+            for index in (by_actor, by_queue)
+        )
         self.in_force = bool(self._rules)
