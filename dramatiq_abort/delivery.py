@@ -116,8 +116,11 @@ class Executions:
     def current(self) -> Execution | None:
         """The execution of the calling thread (or asyncio task), if it is
         processing an abortable message."""
-        execution = self._slots.get(self.ident())
-        return execution if execution is not None else self._adopted.get(None)
+        return self.registered(self.ident()) or self.adopted()
+
+    def adopted(self) -> Execution | None:
+        """The execution the calling asyncio task runs, if any (see :meth:`adopt`)."""
+        return self._adopted.get(None)
 
     def adopt(self, execution: Execution) -> None:
         """Make ``execution`` the current one of the calling asyncio task,

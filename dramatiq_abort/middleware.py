@@ -506,7 +506,7 @@ class Abortable(Middleware):
             # Called in tight loops: the thread's slot first, with no
             # Python frame; then an asyncio task's execution.
             executions = self.executions
-            execution = executions.registered(executions.ident()) or executions.current()
+            execution = executions.registered(executions.ident()) or executions.adopted()
             if execution is None:
                 return None
             request = execution.request
