@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
+
 from . import __version__
 from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
 from .listing import FOREVER, Listing, RunningMessage
@@ -374,16 +376,6 @@ def _run(args: argparse.Namespace) -> int:
         from .demo import main as demo
 
         return demo(None)
-    # Imported only now: Redis is an optional extra, which the in-memory
-    # demo does without.
-    try:
-        import redis
-    except ImportError:
-        print(
-            "dramatiq-abort: --redis needs redis-py: pip install 'dramatiq-abort[redis]'",
-            file=sys.stderr,
-        )
-        return REDIS_ERROR
     try:
         if args.command == "demo":
             from .demo import main as demo
@@ -398,11 +390,11 @@ def _run(args: argparse.Namespace) -> int:
     except redis.RedisError as e:
         # The client's words name the host and port, never the password that
         # the URL may hold; a traceback would say no more to an operator.
-        print(f"dramatiq-abort: Redis error: {e}{_redis_hint(e, redis)}", file=sys.stderr)
+        print(f"dramatiq-abort: Redis error: {e}{_redis_hint(e)}", file=sys.stderr)
         return REDIS_ERROR
 
 
-def _redis_hint(error: Exception, redis: Any) -> str:
+def _redis_hint(error: Exception) -> str:
     """What to check after ``error``, for the errors an operator's URL
     causes; nothing for the others, whose words say enough."""
     where = f"--redis (or ${REDIS_URL_VARIABLE})"

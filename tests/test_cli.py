@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 import getpass
+import importlib.metadata
 import io
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,6 +74,17 @@ def test_the_demo_runs_in_memory_as_a_console_script() -> None:
     # Nothing at WARNING: an intended abort is not a warning.
     assert finished.stderr == ""
 
+
+
+def test_a_plain_install_brings_everything_every_command_needs() -> None:
+    # `pip install .` with no extra: the CLI imports redis-py for its Redis
+    # commands, and a newcomer's first `dramatiq-abort demo` must not fail.
+    required = {
+        re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0].lower()
+        for line in importlib.metadata.requires("dramatiq-abort") or []
+        if "extra ==" not in line
+    }
+    assert {"dramatiq", "redis", "wrapt"} <= required
 
 def test_the_demo_runs_on_redis_and_leaves_no_key(redis_url: str) -> None:
     out = io.StringIO()
