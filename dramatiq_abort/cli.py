@@ -20,7 +20,7 @@ import redis
 
 from . import __version__
 from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
-from .listing import FOREVER, Listing, RunningMessage
+from .listing import DELAYED, FOREVER, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
 
@@ -283,8 +283,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser(
         "list",
-        help="list the abortable messages that every worker process runs",
-        description="Ask every worker process which abortable messages it runs, and wait for"
+        help="list the abortable messages that every worker process runs or holds",
+        description="Ask every worker process which abortable messages it runs, and which it"
+        " fetched and holds until a thread is free or until their ETA, and wait for"
         " their answers. A worker that does not answer in time is not listed: the last line"
         " says how many answered. Exit status 2: bad arguments; 1: a Redis error.",
     )
@@ -478,18 +479,23 @@ def _is_uuid(text: str) -> bool:
 
 
 def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
-    """``abort --actor/--queue --dry-run``: how many running messages the
-    rule would stop now. Queued and delayed messages cannot be counted."""
+    """``abort --actor/--queue --dry-run``: how many messages that workers
+    run or hold the rule would stop now. Those still in the broker's
+    queues cannot be counted."""
     listed = middleware.running_messages(
         actor=args.actor, queue=args.queue, sent_before=args.sent_before
     )
+    running = sum(message.state == RUNNING for message in listed.messages)
     left_alone = (
-        " (--mode cancel would leave them running)" if args.mode == AbortMode.CANCEL.value else ""
+        " (--mode cancel would leave them running)"
+        if running and args.mode == AbortMode.CANCEL.value
+        else ""
     )
     print(
-        f"dry run, no rule recorded: {len(listed.messages)} running message(s) match now"
-        f"{left_alone} ({_answered(listed, LISTING_WAIT)}). Queued and delayed messages"
-        " that match are not counted: the rule would cancel them as they start."
+        f"dry run, no rule recorded: {running} running message(s) match now{left_alone},"
+        f" and {len(listed.messages) - running} that workers hold to run"
+        f" ({_answered(listed, LISTING_WAIT)}). Messages still in the broker's queues"
+        " are not counted: the rule would cancel them as they start."
     )
     if listed.expected == 0 and not listed.answered:
         _no_worker_listens(args.namespace)
@@ -574,7 +580,7 @@ def _table(messages: list[RunningMessage], with_args: bool, now: float) -> str:
             message.message_id,
             message.actor,
             message.queue,
-            _ago(now - message.started_at),
+            _started(message, now),
             f"{message.host}:{message.pid}",
             _abort_state(message),
         ]
@@ -587,15 +593,28 @@ def _table(messages: list[RunningMessage], with_args: bool, now: float) -> str:
     )
 
 
+def _started(message: RunningMessage, now: float) -> str:
+    """When ``message`` started; for one held by a worker, what it waits for."""
+    if message.started_at is not None:
+        return _ago(now - message.started_at)
+    if message.state == DELAYED and message.eta is not None:
+        return f"delayed, due in {_duration(message.eta / 1000 - now)}"
+    return "waiting for a thread"
+
+
 def _ago(seconds: float) -> str:
+    return _duration(seconds) + " ago"
+
+
+def _duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:
-        return f"{seconds:.1f}s ago"
+        return f"{seconds:.1f}s"
     minutes, seconds = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes}m{seconds:02d}s ago"
+        return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m ago"
+    return f"{hours}h{minutes:02d}m"
 
 
 def _abort_state(message: RunningMessage) -> str:

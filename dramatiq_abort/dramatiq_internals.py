@@ -7,7 +7,8 @@ That takes the timers of ``TimeLimit`` and the notifications of
 aborted message's failure takes the options of ``Results``, reading a
 message at full speed the message inside dramatiq's ``MessageProxy``, and
 showing abort metrics beside those of ``Prometheus`` the directory where
-its worker processes keep them.
+its worker processes keep them. Listing the messages a worker has fetched
+but not started takes its work queue and its consumers' delay queues.
 
 :meth:`DramatiqInternals.check` says, at worker boot, which of these is
 not shaped as expected; each then degrades as its docstring says.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
+from queue import PriorityQueue
 from typing import Any, Callable, TypeVar
 
 import dramatiq
@@ -92,6 +94,8 @@ class DramatiqInternals:
         #: Set once the worker shuts down: the threads that asked for a
         #: shutdown notification have been sent one.
         self.stopping = False
+        #: The workers of this process whose queues :meth:`held` reads.
+        self._workers: set[dramatiq.Worker] = set()
 
     def bind(self, broker: dramatiq.Broker) -> list[str]:
         """Read the managers of ``broker``'s ``TimeLimit`` and
@@ -126,6 +130,40 @@ class DramatiqInternals:
         if not _WRAPS_MESSAGE:
             problems.append("MessageProxy keeps no '_message'")
         return problems
+
+    def add_worker(self, worker: dramatiq.Worker) -> list[str]:
+        """Read the messages ``worker`` holds in :meth:`held` from now on;
+        return what is not as expected, one phrase each (empty when all is)."""
+        queues = [getattr(worker, "work_queue", None)]
+        consumers = getattr(worker, "consumers", None)
+        if not isinstance(consumers, dict):
+            return ["Worker has no 'consumers' dict"]
+        queues += [getattr(consumer, "delay_queue", None) for consumer in consumers.values()]
+        if not all(_is_queue(queue) for queue in queues):
+            return ["Worker.work_queue or a consumer's delay_queue is not a PriorityQueue"]
+        self._workers.add(worker)
+        return []
+
+    def remove_worker(self, worker: dramatiq.Worker) -> None:
+        """Stop reading the messages of ``worker``, which shuts down."""
+        self._workers.discard(worker)
+
+    def held(self) -> list[tuple[bool, MessageProxy]]:
+        """The messages that the workers of this process have fetched and
+        not started: each with whether it is delayed (held until its ETA)
+        rather than waiting for a free thread. A snapshot: a message may
+        start, or its ETA come, as it is read."""
+        held = []
+        for worker in list(self._workers):
+            queues = [(False, worker.work_queue)]
+            queues += [(True, consumer.delay_queue) for consumer in list(worker.consumers.values())]
+            for delayed, queue in queues:
+                if not _is_queue(queue):
+                    continue
+                with queue.mutex:
+                    items = list(queue.queue)
+                held += [(delayed, item.message) for item in items if hasattr(item, "message")]
+        return held
 
     def claim_thread(self, thread_id: int) -> bool:
         """Take the thread ``thread_id`` off dramatiq's time limits and
@@ -213,6 +251,10 @@ def delete_result(backend: Any, message: dramatiq.Message[Any]) -> None:
         backend.results.pop(key, None)
     else:
         raise NotImplementedError(f"cannot forget results kept by {type(backend).__name__}")
+
+
+def _is_queue(queue: object) -> bool:
+    return isinstance(queue, PriorityQueue) and isinstance(getattr(queue, "queue", None), list)
 
 
 def _has(manager: Any, name: str, kind: type[Any] | None = None) -> bool:

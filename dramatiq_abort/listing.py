@@ -1,6 +1,6 @@
 """Which messages run across every worker process: the inquiry a process
-sends, the answer each worker's watcher makes from what it runs, and the
-listing made of the answers."""
+sends, the answer each worker's watcher makes from what it runs and holds,
+and the listing made of the answers."""
 
 from __future__ import annotations
 
@@ -24,11 +24,18 @@ from .requests import AbortRequests
 from .rules import message_matches
 from .wire import Inquiry, inquiry_event
 
-__all__ = ["Listing", "RunningMessage"]
+__all__ = ["DELAYED", "RUNNING", "WAITING", "Listing", "RunningMessage"]
 
 #: Longest text, in characters, that stands for a message's arguments in
 #: a listing: enough to recognise them, bounded whatever they hold.
 ARGS_LENGTH = 200
+#: The :attr:`RunningMessage.state` of a message that runs in a worker thread.
+RUNNING = "running"
+#: That of a message a worker process fetched and holds until a thread is
+#: free: dramatiq prefetches up to twice as many messages as it has threads.
+WAITING = "waiting"
+#: That of a delayed message a worker process fetched and holds until its ETA.
+DELAYED = "delayed"
 #: How grace left for ever (``math.inf``) is written in an answer and in
 #: ``dramatiq-abort list --json``: JSON has no infinity.
 FOREVER = "inf"
@@ -41,13 +48,16 @@ _args_repr.maxother = 60
 
 
 class RunningMessage(NamedTuple):
-    """One message that a worker process was running when it answered."""
+    """One message that a worker process was running, or held to run, when
+    it answered: see :attr:`state`."""
 
     message_id: str
     actor: str
+    #: Its queue; a delayed message's too, not the delay queue's.
     queue: str
-    #: ``time.time()`` on the worker when the message started.
-    started_at: float
+    #: ``time.time()`` on the worker when the message started; ``None``
+    #: unless it runs.
+    started_at: float | None
     #: When the message was sent: its ``message_timestamp``, milliseconds
     #: since the epoch.
     sent_at: int
@@ -65,16 +75,25 @@ class RunningMessage(NamedTuple):
     #: Its arguments, shortened to at most ``ARGS_LENGTH`` characters;
     #: ``None`` unless they were asked for.
     args: str | None
+    #: :data:`RUNNING`; :data:`WAITING` when the worker process fetched it
+    #: and waits for a free thread to run it; :data:`DELAYED` when it holds
+    #: it until its ETA. An abort or a rule reaches a held message too: it
+    #: is cancelled as it starts.
+    state: str = RUNNING
+    #: When a delayed message is due, milliseconds since the epoch.
+    eta: int | None = None
 
 
 class Listing(NamedTuple):
-    """What the worker processes that answered in time were running.
+    """What the worker processes that answered in time were running, and
+    the messages they had fetched to run.
 
     A worker process that did not answer is not in :attr:`answered`: its
     messages are missing, not known to be none.
     """
 
-    #: The messages that match, oldest start first.
+    #: The messages that match: the running ones, oldest start first, then
+    #: the waiting ones, then the delayed ones, soonest due first.
     messages: list[RunningMessage]
     #: How many worker processes answered in time.
     answered: int
@@ -118,17 +137,23 @@ def ask(backend: EventBackend, inquiry: Inquiry, timeout: float) -> Listing:
     # (re)connects meanwhile answers it too.
     backend.notify([inquiry_event(inquiry)], ttl=max(1, math.ceil(timeout * 1000)))
     answers = backend.collect_answers(inquiry.reply_to, expected, timeout)
-    # A worker that reconnected while the inquiry was pushed may answer twice.
     by_process: dict[str, list[RunningMessage]] = {}
     for answer in answers:
         decoded = _decode(answer)
         if decoded is not None:
             by_process[decoded[0]] = decoded[1]
     messages = sorted(
-        (message for listed in by_process.values() for message in listed),
-        key=lambda message: message.started_at,
+        (message for listed in by_process.values() for message in listed), key=_listing_order
     )
     return Listing(messages, len(by_process), expected)
+
+
+def _listing_order(message: RunningMessage) -> tuple[int, float]:
+    if message.started_at is not None:
+        return 0, message.started_at
+    if message.eta is None:
+        return 1, 0.0
+    return 2, message.eta
 
 
 class Answerer:
@@ -142,36 +167,63 @@ class Answerer:
         self.process = uuid.uuid4().hex
         self.host = socket.gethostname()
 
-    def answer(self, inquiry: Inquiry, running: Iterable[Execution]) -> str:
-        """The answer to ``inquiry``, ``running`` being the executions of this process."""
+    def answer(
+        self,
+        inquiry: Inquiry,
+        running: Iterable[Execution],
+        held: Iterable[tuple[bool, Any]] = (),
+    ) -> str:
+        """The answer to ``inquiry``: ``running`` being the executions of this
+        process, and ``held`` the messages it fetched and has not started,
+        each with whether it is delayed. A message in both is listed running."""
         now = time.monotonic()
-        messages = []
+        listed: dict[str, dict[str, Any]] = {}
         for execution in running:
-            message = execution.message
-            if not message_matches(message, inquiry.actor, inquiry.queue, inquiry.sent_before):
+            entry = self._entry(inquiry, execution.message, now)
+            if entry is not None:
+                entry.update(state=RUNNING, started_at=execution.started_at)
+                listed[execution.message_id] = entry
+        for delayed, message in held:
+            if message.message_id in listed:
                 continue
-            request = execution.request or self.requests.get(execution.message_id)
-            requested = request is not None and request.interrupts
-            grace: float | str | None = None
-            if request is not None and requested and request.abort_at > now:
-                left = request.abort_at - now
-                grace = FOREVER if left == math.inf else round(left * 1000)
-            listed: dict[str, Any] = {
-                "id": execution.message_id,
-                "actor": message.actor_name,
-                "queue": message.queue_name,
-                "started_at": execution.started_at,
-                "sent_at": message.message_timestamp,
-                "abort_requested": requested,
-                "grace_left": grace,
-                "reason": request.reason if requested and request is not None else None,
-            }
-            if inquiry.args:
-                listed["args"] = shortened_args(message.args, message.kwargs)
-            messages.append(listed)
+            entry = self._entry(inquiry, message, now)
+            if entry is not None:
+                entry["state"] = DELAYED if delayed else WAITING
+                if delayed:
+                    entry["eta"] = message.options.get("eta")
+                listed[message.message_id] = entry
         return json.dumps(
-            {"process": self.process, "host": self.host, "pid": os.getpid(), "messages": messages}
+            {
+                "process": self.process,
+                "host": self.host,
+                "pid": os.getpid(),
+                "messages": list(listed.values()),
+            }
         )
+
+    def _entry(self, inquiry: Inquiry, message: Any, now: float) -> dict[str, Any] | None:
+        """What an answer says of ``message``; ``None`` when the inquiry's
+        filters leave it out."""
+        if not message_matches(message, inquiry.actor, inquiry.queue, inquiry.sent_before):
+            return None
+        request = self.requests.get(message.message_id)
+        requested = request is not None and request.interrupts
+        grace: float | str | None = None
+        if request is not None and requested and request.abort_at > now:
+            left = request.abort_at - now
+            grace = FOREVER if left == math.inf else round(left * 1000)
+        entry: dict[str, Any] = {
+            "id": message.message_id,
+            "actor": message.actor_name,
+            "queue": q_name(message.queue_name),
+            "sent_at": message.message_timestamp,
+            "abort_requested": requested,
+            "grace_left": grace,
+            "reason": request.reason if requested and request is not None else None,
+        }
+        if inquiry.args:
+            entry["args"] = shortened_args(message.args, message.kwargs)
+        return entry
 
 
 def shortened_args(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
@@ -194,12 +246,13 @@ def _decode(answer: str) -> tuple[str, list[RunningMessage]] | None:
         messages = []
         for listed in data["messages"]:
             grace = listed["grace_left"]
+            started_at, eta = listed.get("started_at"), listed.get("eta")
             messages.append(
                 RunningMessage(
                     str(listed["id"]),
                     str(listed["actor"]),
                     str(listed["queue"]),
-                    float(listed["started_at"]),
+                    None if started_at is None else float(started_at),
                     int(listed["sent_at"]),
                     host,
                     pid,
@@ -207,6 +260,9 @@ def _decode(answer: str) -> tuple[str, list[RunningMessage]] | None:
                     math.inf if grace == FOREVER else None if grace is None else float(grace),
                     None if listed.get("reason") is None else str(listed["reason"]),
                     None if listed.get("args") is None else str(listed["args"]),
+                    # Workers of earlier versions list running messages only.
+                    str(listed.get("state", RUNNING)),
+                    None if eta is None else int(eta),
                 )
             )
         return str(data["process"]), messages

@@ -253,7 +253,7 @@ class Abortable(Middleware):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        problems = self.internals.bind(broker)
+        problems = self.internals.bind(broker) + self.internals.add_worker(worker)
         if problems:
             self.logger.warning(
                 "dramatiq %s is not shaped as dramatiq-abort expects: %s. An abort may then"
@@ -273,6 +273,7 @@ class Abortable(Middleware):
                     abort_ttl=self.abort_ttl,
                     metrics=self.metrics,
                     rules=self.rules,
+                    held=functools.partial(self._held, broker),
                 )
                 self._watcher.start()
             watcher = self._watcher
@@ -290,6 +291,7 @@ class Abortable(Middleware):
         self.internals.stopping = True
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.internals.remove_worker(worker)
         with self._boot_lock:
             self._workers -= 1
             if self._workers > 0 or self._watcher is None:
@@ -522,6 +524,16 @@ class Abortable(Middleware):
         if request is None or not request.interrupts:
             return None
         return max(0.0, (request.abort_at - time.monotonic()) * 1000)
+
+    def _held(self, broker: dramatiq.Broker) -> list[tuple[bool, MessageProxy]]:
+        """The abortable messages that the workers of this process fetched
+        and have not started, as :meth:`DramatiqInternals.held` gives them."""
+        held = []
+        for delayed, message in self.internals.held():
+            actor = broker.actors.get(message.actor_name)
+            if actor is not None and self.is_abortable(actor, message):
+                held.append((delayed, message))
+        return held
 
     def _send(self, events: list[Event], ttl: int) -> None:
         """Record ``events`` in the backend for ``ttl`` milliseconds."""
@@ -807,7 +819,8 @@ def running_messages(
     timeout: float = LISTING_WAIT,
     middleware: Abortable | None = None,
 ) -> Listing:
-    """Ask every worker process which abortable messages it runs now.
+    """Ask every worker process which abortable messages it runs now, and
+    which it has fetched and holds to run (see ``RunningMessage.state``).
 
     The question goes out over the backend's push channel and each worker
     process's watcher answers from memory: nothing is recorded per message

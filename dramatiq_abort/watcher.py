@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Callable
 
+from dramatiq.broker import MessageProxy
+
 from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
@@ -71,6 +73,7 @@ class Watcher(threading.Thread):
         abort_ttl: int,
         rules: AbortRules,
         metrics: AbortMetrics | None = None,
+        held: Callable[[], list[tuple[bool, MessageProxy]]] = list,
     ) -> None:
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
@@ -81,6 +84,9 @@ class Watcher(threading.Thread):
         self.abort_ttl = abort_ttl
         #: Where the requests received are counted, if anywhere.
         self.metrics = metrics
+        #: The messages this process fetched and has not started, each with
+        #: whether it is delayed: listed in answers beside the running ones.
+        self.held = held
         #: Set while the watcher is subscribed and caught up.
         self.connected = threading.Event()
         self._stopping = False
@@ -107,6 +113,11 @@ class Watcher(threading.Thread):
         self._deadlines: list[tuple[float, str]] = []
         #: Answers inquiries of which messages run here.
         self.answerer = Answerer(requests)
+        #: The reply addresses of the inquiries answered, with when each
+        #: inquiry expires: catching up after a reconnect finds an inquiry
+        #: that may have been answered already, and an asker that counts a
+        #: second answer as another process would stop waiting too soon.
+        self._answered: dict[str, float] = {}
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the watcher and release its subscription."""
@@ -335,8 +346,18 @@ class Watcher(threading.Thread):
         and the asker counts this process as not answering."""
         try:
             inquiry = parse_inquiry(timed.event)
-            payload = self.answerer.answer(inquiry, self.executions.running())
+            now = time.monotonic()
+            self._answered = {
+                reply_to: expires for reply_to, expires in self._answered.items() if expires > now
+            }
+            if inquiry.reply_to in self._answered:
+                return
+            # Held before running: a message that starts between the two
+            # reads is in both, and listed once, rather than in neither.
+            held = self.held()
+            payload = self.answerer.answer(inquiry, self.executions.running(), held)
             self.backend.answer(inquiry.reply_to, payload, max(1, timed.ttl_left))
+            self._answered[inquiry.reply_to] = now + timed.ttl_left / 1000
         except Exception as e:
             self.logger.warning(
                 "Abort watcher could not answer inquiry %.100r (%s: %.200s).",

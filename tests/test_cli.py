@@ -75,7 +75,6 @@ def test_the_demo_runs_in_memory_as_a_console_script() -> None:
     assert finished.stderr == ""
 
 
-
 def test_a_plain_install_brings_everything_every_command_needs() -> None:
     # `pip install .` with no extra: the CLI imports redis-py for its Redis
     # commands, and a newcomer's first `dramatiq-abort demo` must not fail.
@@ -85,6 +84,7 @@ def test_a_plain_install_brings_everything_every_command_needs() -> None:
         if "extra ==" not in line
     }
     assert {"dramatiq", "redis", "wrapt"} <= required
+
 
 def test_the_demo_runs_on_redis_and_leaves_no_key(redis_url: str) -> None:
     out = io.StringIO()

@@ -23,11 +23,12 @@ from dramatiq_abort import (
     AbortMode,
     EventBackend,
     Listing,
+    Outcome,
     abort,
     running_messages,
 )
 from dramatiq_abort.backends import StubBackend
-from dramatiq_abort.listing import ARGS_LENGTH
+from dramatiq_abort.listing import ARGS_LENGTH, DELAYED, RUNNING, WAITING
 
 from .support import WAIT, connected_watcher, start_worker, wait_until
 
@@ -83,7 +84,7 @@ def test_a_listing_says_what_runs_who_runs_it_and_since_when(
     shown = by_id[export.message_id]
     assert (shown.actor, shown.queue) == ("export", "nightly")
     assert by_id[rebuild.message_id].actor == "rebuild_index"
-    assert before <= shown.started_at <= after
+    assert shown.started_at is not None and before <= shown.started_at <= after
     assert shown.sent_at == export.message_timestamp
     assert (shown.host, shown.pid) == (socket.gethostname(), os.getpid())
     assert (shown.abort_requested, shown.grace_left) == (False, None)
@@ -160,6 +161,57 @@ def test_a_grace_in_force_shows_with_the_time_it_has_left(
     abort(left_alone.message_id, mode=AbortMode.CANCEL)
     again = running_messages(timeout=LISTING_WAIT)
     assert not {m.message_id: m for m in again.messages}[left_alone.message_id].abort_requested
+
+
+def test_a_listing_shows_the_messages_a_worker_holds_for_a_thread_or_for_their_eta(
+    stub_broker: StubBroker, abortable: Abortable, holding: Holding
+) -> None:
+    # The worker has 4 threads and prefetches more messages than that.
+    running = [holding.export.send(number) for number in range(4)]
+    holding.wait_started(4)
+    waiting = holding.export.send("waiting")
+    delayed = holding.rebuild.send_with_options(args=("later",), delay=60_000)
+    wait_until(
+        lambda: all(stub_broker.queues[name].qsize() == 0 for name in ("nightly", "default.DQ")),
+        "the worker fetches the waiting and the delayed message",
+    )
+
+    listed = abortable.running_messages(timeout=LISTING_WAIT)
+
+    assert [message.message_id for message in listed.messages] == [
+        *(message.message_id for message in running),
+        waiting.message_id,
+        delayed.message_id,
+    ]
+    states = [(message.state, message.started_at is None) for message in listed.messages]
+    assert states == [(RUNNING, False)] * 4 + [(WAITING, True), (DELAYED, True)]
+    shown = listed.messages[-1]
+    assert (shown.queue, shown.eta) == ("default", delayed.options["eta"])
+    only_delayed = abortable.running_messages(actor="rebuild_index", timeout=LISTING_WAIT)
+    assert [message.message_id for message in only_delayed.messages] == [delayed.message_id]
+
+    # What is listed can be stopped: a held message is cancelled as it starts.
+    abortable.abort(waiting.message_id, reason="listed")
+    holding.release.set()
+    assert abortable.wait_outcome(waiting.message_id, WAIT) is Outcome.CANCELLED
+    assert holding.started == [(number,) for number in range(4)]
+
+
+def test_a_listing_leaves_out_held_messages_of_actors_that_are_not_abortable(
+    stub_broker: StubBroker, abortable: Abortable, holding: Holding
+) -> None:
+    kept = dramatiq.actor(actor_name="kept", abortable=False)(lambda: None)
+    for number in range(4):
+        holding.export.send(number)
+    holding.wait_started(4)
+    kept.send()
+    waiting = holding.export.send("waiting")
+    wait_until(
+        lambda: all(stub_broker.queues[name].qsize() == 0 for name in ("nightly", "default")),
+        "the worker fetches both messages",
+    )
+    listed = abortable.running_messages(timeout=LISTING_WAIT)
+    assert [m.message_id for m in listed.messages if m.state == WAITING] == [waiting.message_id]
 
 
 def test_a_process_that_does_not_answer_is_not_counted_as_running_nothing(

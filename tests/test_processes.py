@@ -17,7 +17,7 @@ import redis
 
 from dramatiq_abort import Outcome
 
-from .support import ROOT, WAIT, App, require_rabbitmq
+from .support import ROOT, WAIT, App, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -173,3 +173,69 @@ def test_a_rule_from_the_cli_stops_running_and_queued_messages_across_processes(
     assert app.middleware.wait_outcome(delayed.message_id, WAIT) is Outcome.CANCELLED
     assert app.middleware.outcome_reason(delayed.message_id) == "bad deploy"
     assert app.report(delayed_token, timeout=0.2) is None
+
+
+def test_a_listing_counts_the_messages_a_busy_worker_process_fetched_and_holds(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    # dramatiq prefetches twice as many messages as a process has threads:
+    # a busy process holds some while another process idles. A listing of
+    # the running ones alone showed three of the four messages sent.
+    app = App("redis", redis_url, namespace, processes=1, threads=3)
+    try:
+        tokens = [app.send("spin")[0] for _ in range(4)]
+        started: set[str] = set()
+
+        def three_started() -> bool:
+            for token in tokens:
+                if token not in started and redis_client.lpop(f"{namespace}report:{token}"):
+                    started.add(token)
+            return len(started) == 3
+
+        wait_until(three_started, "three messages start in the only worker process")
+        wait_until(
+            lambda: redis_client.llen(f"{namespace}broker:{app.queue}") == 0,
+            "the worker process fetches the fourth message",
+        )
+        app.start_workers(1, 3)
+        wait_until(lambda: app.backend.subscribers() == 2, "a second worker process listens")
+
+        document = list_from_another_process(app, "--actor", "work")
+        assert (document["answered"], document["expected"]) == (2, 2)
+        messages = document["messages"]
+        assert isinstance(messages, list) and len(messages) == 4
+        assert sorted(entry["state"] for entry in messages) == ["running"] * 3 + ["waiting"]
+        assert len({entry["pid"] for entry in messages}) == 1
+        waiting = next(entry for entry in messages if entry["state"] == "waiting")
+        assert waiting["started_at"] is None
+
+        counted = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dramatiq_abort.cli",
+                "abort",
+                "--actor",
+                "work",
+                "--dry-run",
+                "--redis",
+                app.abort_redis_url,
+                "--namespace",
+                namespace,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=WAIT * 3,
+            cwd=ROOT,
+        ).stdout
+        assert "3 running message(s) match now, and 1 that workers hold" in counted
+
+        running = [entry["message_id"] for entry in messages if entry["state"] == "running"]
+        app.middleware.abort_many([*running, waiting["message_id"]])
+        for message_id in running:
+            assert app.middleware.wait_outcome(message_id, WAIT) is Outcome.ABORTED
+        # It starts once a thread is free, and is cancelled then.
+        assert app.middleware.wait_outcome(waiting["message_id"], WAIT) is Outcome.CANCELLED
+    finally:
+        app.close()

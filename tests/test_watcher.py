@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.wire import Inquiry, inquiry_event
 
 from .support import (
     WAIT,
@@ -205,3 +207,27 @@ def test_messages_run_while_the_backend_is_unreachable_and_the_log_says_so_once(
         assert "ConnectionError" in unpolled[0].getMessage()
     finally:
         worker.stop()
+
+
+def test_a_watcher_that_reconnects_during_a_listing_answers_it_once(
+    stub_broker: StubBroker, backend: RedisBackend, private_redis: PrivateRedis
+) -> None:
+    # The inquiry lives while its asker waits, and a reconnecting watcher
+    # catches up on it: a second answer would count as a second process.
+    middleware = Abortable(backend=backend)
+    worker = start_worker(stub_broker, middleware)
+    observer = redis.Redis.from_url(private_redis.url)
+    try:
+        watcher = connected_watcher(middleware)
+        inquiry = Inquiry(uuid.uuid4().hex, None, None, None, False)
+        backend.notify([inquiry_event(inquiry)], ttl=int(WAIT * 1000))
+        assert len(backend.collect_answers(inquiry.reply_to, 1, WAIT)) == 1
+
+        observer.client_kill_filter(_type="pubsub")
+        wait_until_cut_off(watcher)
+        assert watcher.connected.wait(WAIT)
+
+        assert backend.collect_answers(inquiry.reply_to, 1, 0.5) == []
+    finally:
+        worker.stop()
+        observer.close()
