@@ -391,7 +391,7 @@ def _run(args: argparse.Namespace) -> int:
     except redis.RedisError as e:
         # The client's words name the host and port, never the password that
         # the URL may hold; a traceback would say no more to an operator.
-        print(f"dramatiq-abort: Redis error: {e}{_redis_hint(e)}", file=sys.stderr)
+        print(f"dramatiq-abort: Redis error: {str(e).rstrip('.')}{_redis_hint(e)}", file=sys.stderr)
         return REDIS_ERROR
 
 
