@@ -553,7 +553,12 @@ def _as_json(listed: Listing, with_args: bool) -> dict[str, Any]:
         if not with_args:
             del entry["args"]
         messages.append(entry)
-    return {"answered": listed.answered, "expected": listed.expected, "messages": messages}
+    return {
+        "answered": listed.answered,
+        "expected": listed.expected,
+        "workers": [f"{host}:{pid}" for host, pid in listed.workers],
+        "messages": messages,
+    }
 
 
 def _effect(args: argparse.Namespace) -> str:

@@ -100,6 +100,9 @@ class Listing(NamedTuple):
     #: How many worker processes listened when the question was sent, when
     #: the backend can tell (``None`` on a Redis Cluster, for one).
     expected: int | None
+    #: The host name and pid of each worker process that answered, those
+    #: that run nothing included.
+    workers: tuple[tuple[str, int], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -137,15 +140,16 @@ def ask(backend: EventBackend, inquiry: Inquiry, timeout: float) -> Listing:
     # (re)connects meanwhile answers it too.
     backend.notify([inquiry_event(inquiry)], ttl=max(1, math.ceil(timeout * 1000)))
     answers = backend.collect_answers(inquiry.reply_to, expected, timeout)
-    by_process: dict[str, list[RunningMessage]] = {}
+    by_process: dict[str, tuple[tuple[str, int], list[RunningMessage]]] = {}
     for answer in answers:
         decoded = _decode(answer)
         if decoded is not None:
-            by_process[decoded[0]] = decoded[1]
+            by_process[decoded[0]] = decoded[1:]
     messages = sorted(
-        (message for listed in by_process.values() for message in listed), key=_listing_order
+        (message for _, listed in by_process.values() for message in listed), key=_listing_order
     )
-    return Listing(messages, len(by_process), expected)
+    workers = tuple(worker for worker, _ in by_process.values())
+    return Listing(messages, len(by_process), expected, workers)
 
 
 def _listing_order(message: RunningMessage) -> tuple[int, float]:
@@ -235,9 +239,9 @@ def shortened_args(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
     return shown if len(shown) <= ARGS_LENGTH else shown[: ARGS_LENGTH - 3] + "..."
 
 
-def _decode(answer: str) -> tuple[str, list[RunningMessage]] | None:
-    """The process an answer comes from and the messages it lists; a
-    malformed answer is logged and skipped."""
+def _decode(answer: str) -> tuple[str, tuple[str, int], list[RunningMessage]] | None:
+    """The process an answer comes from, its host name and pid, and the
+    messages it lists; a malformed answer is logged and skipped."""
     try:
         data = json.loads(answer)
         host, pid = data["host"], data["pid"]
@@ -265,7 +269,7 @@ def _decode(answer: str) -> tuple[str, list[RunningMessage]] | None:
                     None if eta is None else int(eta),
                 )
             )
-        return str(data["process"]), messages
+        return str(data["process"]), (host, pid), messages
     except (ValueError, TypeError, KeyError) as e:
         logger.warning("Skipping a malformed answer to a listing (%s): %.200r", e, answer)
         return None

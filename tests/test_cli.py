@@ -457,6 +457,7 @@ def test_list_prints_one_json_document_with_the_arguments_when_asked(
     assert main([*argv, "--queue", "nightly", "--wait", "5"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert (document["answered"], document["expected"]) == (1, 1)
+    assert document["workers"] == [f"{socket.gethostname()}:{os.getpid()}"]
     (listed,) = document["messages"]
     assert listed["message_id"] == message.message_id
     assert listed["args"] == "'2024-01'"

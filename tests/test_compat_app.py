@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
+import socket
 import sys
 import threading
 import time
@@ -130,6 +132,66 @@ def test_control_revoke_of_a_list_keeps_every_queued_task_from_running(app: Cele
     # Due after the others: once it ran, a revoked task would have run too.
     send_reminder.apply_async((99,), countdown=0.3).get(timeout=WAIT)
     assert ran == [99]
+
+
+def test_inspect_shows_what_each_worker_runs_reserves_and_schedules_as_celery_does(
+    app: Celery,
+) -> None:
+    release = threading.Event()
+    started: list[int] = []
+
+    @app.task
+    def export(number: int) -> None:
+        started.append(number)
+        release.wait(WAIT)
+
+    try:
+        # The worker has four threads, and fetches more messages than that.
+        running = [export.delay(number) for number in range(4)]
+        wait_until(lambda: len(started) == 4, "four tasks run")
+        reserved = export.delay(4)
+        scheduled = export.apply_async((5,), countdown=60)
+        inspect = app.control.inspect()
+
+        def ids(replies: dict[str, Any] | None, key: str | None = None) -> set[str]:
+            tasks = [t for listed in (replies or {}).values() for t in listed]
+            return {(task[key] if key else task)["id"] for task in tasks}
+
+        wait_until(
+            lambda: (
+                ids(inspect.reserved()) == {reserved.id}
+                and ids(inspect.scheduled(), "request") == {scheduled.id}
+            ),
+            "the worker holds the reserved and the scheduled task",
+        )
+        node = f"{socket.gethostname()}:{os.getpid()}"
+        active = inspect.active()
+        assert active is not None and list(active) == [node]
+        assert {task["id"] for task in active[node]} == {result.id for result in running}
+        task = next(task for task in active[node] if task["id"] == running[0].id)
+        assert (task["name"], task["args"], task["hostname"]) == ("export", "0", node)
+        assert task["worker_pid"] == os.getpid() and isinstance(task["time_start"], float)
+        (entry,) = inspect.scheduled()[node]  # type: ignore[index]
+        due = datetime.datetime.fromisoformat(entry["eta"])
+        assert 0 < (due - datetime.datetime.now(datetime.timezone.utc)).total_seconds() <= 60
+        assert inspect.query_task(reserved.id) == {
+            node: {reserved.id: ["reserved", inspect.reserved()[node][0]]}  # type: ignore[index]
+        }
+        assert inspect.ping() == {node: {"ok": "pong"}}
+        assert app.control.ping() == [{node: {"ok": "pong"}}]
+        # One destination: its reply alone; a list: the replies of those named.
+        only = app.control.inspect(destination=node).active()
+        assert isinstance(only, list) and len(only) == 4
+        assert app.control.inspect(destination=["nobody:1"]).active() == {}
+    finally:
+        app.control.revoke([r.id for r in [*running, reserved, scheduled]], terminate=True)
+        release.set()
+
+
+def test_inspect_returns_none_when_no_worker_answers() -> None:
+    app = Celery("proj", broker="memory://")
+    assert app.control.inspect(timeout=0.1).active() is None
+    assert app.control.ping(timeout=0.1) == []
 
 
 def test_task_track_started_in_conf_makes_a_running_task_read_started(app: Celery) -> None:

@@ -17,10 +17,10 @@ from dramatiq.results.backends import StubBackend as StubResultBackend
 
 from ..backend import EventBackend
 from ..backends import StubBackend as StubAbortBackend
-from ..checks import check_bool, check_redis_url, check_seconds
+from ..checks import check_redis_url, check_seconds
 from ..dramatiq_internals import middleware_of
-from ..middleware import Abortable, abortable_of
-from ..mode import AbortMode
+from ..middleware import Abortable
+from .control import Control
 from .decorators import CLASS_OPTIONS, shared_task
 from .middleware import TaskStates
 from .result import AbortableResult
@@ -121,42 +121,10 @@ class Settings(dict[str, Any]):
             result_ttl(value)
 
 
-class Control:
-    """``app.control``: only ``revoke``, the call abortable code makes."""
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-
-    def revoke(
-        self,
-        task_id: str | Iterable[str],
-        destination: Any = None,
-        terminate: bool = False,
-        signal: Any = None,
-        *,
-        reason: str | None = None,
-    ) -> None:
-        """Revoke one task, or each of a list, as
-        ``app.AsyncResult(id).revoke(terminate=terminate)``: a task that has
-        not started never starts; with ``terminate=True`` a running one is
-        aborted now. ``signal`` is accepted and unused: dramatiq raises
-        ``Abort`` in the task instead of signalling its process.
-        """
-        if destination is not None:
-            raise TypeError(
-                f"destination={destination!r} is not supported: every worker sees an abort"
-                " request; leave destination out"
-            )
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        mode = AbortMode.ABORT if check_bool("terminate", terminate) else AbortMode.CANCEL
-        # One write for every id, each checked before it.
-        abortable_of(self.app.broker).abort_many(ids, mode=mode, reason=reason)
-
-
 class Celery:
     """Celery's app: ``app = Celery("proj", broker=..., backend=...)``, then
-    ``@app.task``, ``app.AsyncResult``, ``app.send_task`` and
-    ``app.control.revoke`` as in Celery.
+    ``@app.task``, ``app.AsyncResult``, ``app.send_task``,
+    ``app.control.revoke`` and ``app.control.inspect()`` as in Celery.
 
     The broker is built from ``broker``: ``redis://`` and ``rediss://`` give
     a ``RedisBroker``, ``amqp://`` and ``pyamqp://`` a ``RabbitmqBroker``,
