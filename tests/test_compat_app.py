@@ -169,7 +169,8 @@ def test_inspect_shows_what_each_worker_runs_reserves_and_schedules_as_celery_do
         assert active is not None and list(active) == [node]
         assert {task["id"] for task in active[node]} == {result.id for result in running}
         task = next(task for task in active[node] if task["id"] == running[0].id)
-        assert (task["name"], task["args"], task["hostname"]) == ("export", "0", node)
+        assert (task["name"], task["args"], task["hostname"]) == (export.name, "0", node)
+        assert export.name == "tests.test_compat_app.export"
         assert task["worker_pid"] == os.getpid() and isinstance(task["time_start"], float)
         (entry,) = inspect.scheduled()[node]  # type: ignore[index]
         due = datetime.datetime.fromisoformat(entry["eta"])

@@ -21,7 +21,7 @@ from ..checks import check_redis_url, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable
 from .control import Control
-from .decorators import CLASS_OPTIONS, shared_task
+from .decorators import CLASS_OPTIONS, shared_task, task_name
 from .middleware import TaskStates
 from .result import AbortableResult
 from .task import AbortableActor, send_task
@@ -135,8 +135,8 @@ class Celery:
     ``broker``) and ``TaskStates`` is added, in that order, and the broker
     becomes the global one.
 
-    :param main: The project's name, kept as ``app.main``; task names stay
-        the actors' names.
+    :param main: The project's name, kept as ``app.main``: the first part of
+        the names of the tasks a script run as ``__main__`` declares.
     :param broker: Celery's broker URL.
     :param backend: Celery's result backend URL.
     :param options: Celery's settings (see :data:`HONOURED_SETTINGS`), and
@@ -229,7 +229,12 @@ class Celery:
             from_base = option in CLASS_OPTIONS and hasattr(base, option)
             if setting in self.conf and option not in options and not from_base:
                 options[option] = self.conf[setting]
-        declare: Callable[[Callable[..., Any]], AbortableActor] = shared_task(**options)
+
+        def declare(fn: Callable[..., Any]) -> AbortableActor:
+            # A script's tasks are named after the app, as in Celery.
+            named = {"name": task_name(fn, self.main), **options}
+            return shared_task(**named)(fn)
+
         return declare(args[0]) if args else declare
 
     shared_task = task

@@ -70,11 +70,13 @@ def shared_task(*args: Any, **options: Any) -> Any:
     a task: ``@shared_task``, ``@shared_task(bind=True, base=AbortableTask)``.
 
     Celery's options map onto dramatiq's: ``name`` and ``queue`` name the
-    actor and its queue; ``ignore_result`` turns ``store_results`` off
-    (results are stored by default, with the Results middleware, as in
-    Celery); ``max_retries`` (3 by default) and ``default_retry_delay``
-    bound ``self.retry()``; failures are not retried unless they are of
-    ``autoretry_for`` and not of ``dont_autoretry_for`` (with
+    actor and its queue (by default, as in Celery, the actor is named after
+    its module and function, ``proj.tasks.add``: see :func:`task_name`);
+    ``ignore_result`` turns ``store_results`` off (results are stored by
+    default, with the Results middleware, as in Celery); ``max_retries``
+    (3 by default) and ``default_retry_delay`` bound ``self.retry()``;
+    failures are not retried unless they are of ``autoretry_for`` and not
+    of ``dont_autoretry_for`` (with
     ``retry_backoff``, ``retry_backoff_max``, and ``retry_kwargs``'s
     ``max_retries`` and ``countdown``); ``time_limit`` and
     ``soft_time_limit`` (seconds) become dramatiq's ``time_limit``. ``bind``
@@ -102,8 +104,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
                 raise TypeError(f"{name}={opts[name]!r} is not supported here: {instead}")
         broker = opts.pop("broker", None) or dramatiq.get_broker()
         actor_options: dict[str, Any] = {}
-        if "name" in opts:
-            actor_options["actor_name"] = opts.pop("name")
+        actor_options["actor_name"] = opts.pop("name", None) or task_name(fn)
         if "queue" in opts:
             actor_options["queue_name"] = opts.pop("queue")
         ignore_result = check_bool("ignore_result", opts.pop("ignore_result", False))
@@ -139,6 +140,16 @@ def shared_task(*args: Any, **options: Any) -> Any:
         return actor
 
     return declare
+
+
+def task_name(fn: Callable[..., Any], main: str | None = None) -> str:
+    """The name Celery gives the task of ``fn`` when the decorator names
+    none: its module's name and its own, ``proj.tasks.add``; ``main`` (the
+    app's) stands for the module of a script run as ``__main__``."""
+    module = getattr(fn, "__module__", None) or "__main__"
+    if module == "__main__" and main:
+        module = main
+    return f"{module}.{fn.__name__}"
 
 
 def _check_retry_kwargs(retry_kwargs: Any) -> dict[str, Any]:
