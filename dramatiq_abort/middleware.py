@@ -77,8 +77,12 @@ DEFAULT_ABORT_TTL = 90_000
 #: is down (the watcher keeps trying in the background).
 BOOT_TIMEOUT = 2.0
 
-#: Default seconds :func:`running_messages` waits for worker processes to answer.
-LISTING_WAIT = 1.0
+#: Default seconds :func:`running_messages` waits for worker processes to
+#: answer. It returns as soon as every listening process answered, so this
+#: is only waited out when one does not: a watcher waits its turn for the
+#: GIL behind the busy threads of its process, over a second beside 20
+#: threads that compute in Python (see benchmarks/listing.py).
+LISTING_WAIT = 5.0
 
 #: The logger of dramatiq's worker threads, which warns of every skipped message.
 WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"

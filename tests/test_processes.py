@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -152,6 +153,27 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
         assert [message.message_id for message in listed.messages] == [
             message_id for message_id in pids if message_id != stuck_id
         ]
+    finally:
+        stop_them(app, list(pids))
+
+
+def test_a_worker_process_slow_to_answer_is_still_listed_by_default(app: App) -> None:
+    # A watcher beside threads that compute in Python waits its turn for the
+    # GIL: over a second with 20 of them. Stopped for 1.5 s, this one answers
+    # that late.
+    pids = run_on_both_processes(app)
+    slow_pid = next(iter(pids.values()))
+    os.kill(slow_pid, signal.SIGSTOP)
+    resumed = threading.Timer(1.5, os.kill, (slow_pid, signal.SIGCONT))
+    resumed.start()
+    try:
+        listed = app.middleware.running_messages()
+    finally:
+        resumed.join()
+        os.kill(slow_pid, signal.SIGCONT)
+    try:
+        assert (listed.answered, listed.expected) == (2, 2)
+        assert {message.message_id for message in listed.messages} == set(pids)
     finally:
         stop_them(app, list(pids))
 
