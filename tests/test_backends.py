@@ -260,3 +260,25 @@ def test_threads_of_a_backend_from_a_url_wait_for_a_free_connection(
             thread.join(WAIT)
         backend.client.close()
     assert failures == []
+
+
+def test_from_url_builds_the_backend_its_scheme_names(redis_url: str, namespace: str) -> None:
+    from dramatiq_abort import backends
+
+    assert isinstance(backends.from_url("memory://"), StubBackend)
+    backend = backends.from_url(redis_url, namespace=namespace)
+    assert isinstance(backend, RedisBackend)
+    assert backend.namespace.startswith(namespace)
+    backend.client.close()
+
+
+def test_from_url_refuses_an_unknown_scheme_without_repeating_the_url() -> None:
+    from dramatiq_abort import backends
+
+    with pytest.raises(ValueError, match=r"one of redis://.*memory://, not mysql://") as error:
+        backends.from_url("mysql://user:secret@db/x")
+    assert "secret" not in str(error.value)
+    with pytest.raises(TypeError, match="url must be a str"):
+        backends.from_url(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="memory:// takes no options, not namespace"):
+        backends.from_url("memory://", namespace="x:")
