@@ -339,7 +339,7 @@ def test_ctrl_c_ends_the_command_with_one_line_and_status_130() -> None:
             if command.poll() is None:
                 command.kill()
                 command.communicate()
-    assert command.returncode == 130
+    assert command.returncode == 130, err
     assert out == ""
     assert err == "dramatiq-abort: interrupted; the request may have been recorded\n"
 
