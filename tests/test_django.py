@@ -19,7 +19,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from dramatiq_abort import Abortable, Outcome, abort, wait_outcome
 from dramatiq_abort.backends import RedisBackend, StubBackend
-from dramatiq_abort.compat import ABORTED, STARTED, AbortableActor, TaskStates
+from dramatiq_abort.compat import ABORTED, STARTED, SUCCESS, AbortableActor, TaskStates
 from dramatiq_abort.dramatiq_internals import middleware_of
 
 from .support import (
@@ -204,11 +204,18 @@ def test_compat_task_states_listed_by_its_path_records_a_task_started_then_abort
         def tracked() -> None:
             spin_until_aborted(lambda: None, lambda: None)
 
+        @dramatiq.actor(actor_class=AbortableActor, store_results=True, max_retries=0)
+        def add(a: int, b: int) -> int:
+            return a + b
+
         with started_worker(broker):
             result: Any = tracked.send()
             wait_until(lambda: result.state == STARTED, "the task reads STARTED")
-            result.abort()
+            result.abort(timeout=0)
             wait_until(lambda: result.state == ABORTED, "the task reads ABORTED")
+            # Results comes after TaskStates here, and still stores first.
+            total: Any = add.send(2, 3)
+            assert total.get(timeout=WAIT) == 5 and total.state == SUCCESS
 
 
 def test_a_redis_broker_with_a_namespace_of_its_own_needs_one_for_the_aborts(
