@@ -30,6 +30,7 @@ from .checks import (
     check_reason,
     check_seconds,
     check_sent_before,
+    shown_url,
 )
 from .delivery import Executions
 from .dramatiq_internals import (
@@ -190,9 +191,11 @@ class Abortable(Middleware):
             parameters = {**configuration.parameters, **parameters}
             backend = configuration.backend()
         elif not isinstance(backend, EventBackend):
+            # A URL given here may hold a password.
+            shown = shown_url(backend) if isinstance(backend, str) else f"{backend!r:.100}"
             raise TypeError(
-                f"backend must be an EventBackend, such as backends.RedisBackend.from_url(url),"
-                f" or None to build it from the settings, not {backend!r:.100}"
+                f"backend must be an EventBackend, such as backends.from_url(url),"
+                f" or None to build it from the settings, not {shown}"
             )
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.backend = backend

@@ -114,3 +114,12 @@ def test_with_nothing_configured_the_error_says_each_way_to_configure_a_backend(
         " set the Django setting DRAMATIQ_ABORT = {'BACKEND': 'redis://localhost:6379/0'},"
         " or set the environment variable DRAMATIQ_ABORT_URL=redis://localhost:6379/0"
     )
+
+
+def test_a_url_given_as_the_backend_is_refused_without_its_password() -> None:
+    with pytest.raises(TypeError) as refused:
+        Abortable(backend="redis://:s3cret@localhost:6379/0")  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "backend must be an EventBackend, such as backends.from_url(url), or None to build"
+        " it from the settings, not 'redis://:***@localhost:6379/0'"
+    )
