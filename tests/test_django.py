@@ -249,6 +249,22 @@ def test_a_redis_broker_with_the_default_namespace_lends_its_redis_to_the_aborts
     backend.client.close()
 
 
+def test_a_broker_other_than_redis_lends_nothing_to_the_aborts(
+    django_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.test import override_settings
+
+    monkeypatch.delenv("DRAMATIQ_ABORT_URL", raising=False)
+    broker = {
+        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "OPTIONS": {"url": "amqp://guest:guest@127.0.0.1:5672"},
+        "MIDDLEWARE": [],
+    }
+    with override_settings(DRAMATIQ_BROKER=broker), pytest.raises(TypeError) as refused:
+        Abortable()
+    assert "nothing configures one" in str(refused.value)
+
+
 def test_the_environment_variable_wins_over_the_brokers_redis_and_the_setting_over_both(
     django_settings: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
