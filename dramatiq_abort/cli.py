@@ -25,10 +25,8 @@ from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_
 from .listing import DELAYED, FOREVER, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
+from .settings import URL_VARIABLE
 
-#: Where the commands find the workers' backend URL when ``--backend`` is
-#: not given; ``Abortable()`` without a backend reads it too.
-URL_VARIABLE = "DRAMATIQ_ABORT_URL"
 #: The variable's name before backends other than Redis: still read, after
 #: :data:`URL_VARIABLE`.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
@@ -66,7 +64,8 @@ def _backend_url(text: str) -> str:
 
 
 def _default_url() -> str | None:
-    """The backend URL of the environment, if any (see :data:`URL_VARIABLE`)."""
+    """The backend URL of the environment, if any: the variable that
+    ``Abortable()`` without a backend reads too, else the older one."""
     return os.environ.get(URL_VARIABLE) or os.environ.get(REDIS_URL_VARIABLE) or None
 
 

@@ -28,8 +28,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, Event, __version__, abort
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
-from dramatiq_abort.cli import REDIS_URL_VARIABLE, URL_VARIABLE, default_reason, main
+from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
+from dramatiq_abort.settings import URL_VARIABLE
 
 from .support import ROOT, WAIT, start_worker
 
