@@ -92,6 +92,11 @@ class Executions:
         self.switching = FastSwitching()
         #: Threads share one interrupter: it keeps nothing per message.
         self._thread_interrupter = ThreadInterrupter(internals, self.switching)
+        #: The executions registered with ancestors, by ancestor id: an
+        #: abort finds the descendants of its message without a scan.
+        #: Only messages that carry an ancestry take its lock.
+        self._by_ancestor: dict[str, list[Execution]] = {}
+        self._lineage_lock = threading.Lock()
 
     def running(self) -> list[Execution]:
         """The executions registered now, in a snapshot."""
@@ -112,6 +117,49 @@ class Executions:
             if execution.message_id in wanted:
                 found.setdefault(execution.message_id, []).append(execution)
         return found
+
+    def descendants(self, message_ids: Iterable[str]) -> dict[str, list[Execution]]:
+        """The executions running now that descend from each of
+        ``message_ids`` (see :meth:`descend`), by ancestor."""
+        if not self._by_ancestor:
+            return {}
+        slots = self._slots
+        found: dict[str, list[Execution]] = {}
+        with self._lineage_lock:
+            for message_id in message_ids:
+                # Only an execution still in its slot: its thread may have
+                # moved on to another message, which must not be hit.
+                family = [
+                    execution
+                    for execution in self._by_ancestor.get(message_id, ())
+                    if slots.get(execution.thread_id) is execution
+                ]
+                if family:
+                    found[message_id] = family
+        return found
+
+    def ancestor_ids(self) -> list[str]:
+        """The ids of the ancestors of the executions running now."""
+        with self._lineage_lock:
+            return list(self._by_ancestor)
+
+    def descend(self, execution: Execution, ancestors: tuple[str, ...]) -> None:
+        """Index ``execution``, which the calling thread began, under each
+        of ``ancestors``. As with :meth:`begin`, the caller then reads the
+        table of requests for them (see the class's docstring)."""
+        execution.ancestors = ancestors
+        with self._lineage_lock:
+            for ancestor in ancestors:
+                self._by_ancestor.setdefault(ancestor, []).append(execution)
+
+    def _undescend(self, execution: Execution) -> None:
+        with self._lineage_lock:
+            for ancestor in execution.ancestors:
+                family = self._by_ancestor.get(ancestor)
+                if family is not None and execution in family:
+                    family.remove(execution)
+                    if not family:
+                        del self._by_ancestor[ancestor]
 
     def current(self) -> Execution | None:
         """The execution of the calling thread (or asyncio task), if it is
@@ -153,6 +201,8 @@ class Executions:
         # A skipped message never ran: nothing can be interrupting it.
         execution.state = FINISHED
         self._slots[thread_id] = None
+        if execution.ancestors:
+            self._undescend(execution)
         return execution
 
     def wrap(
