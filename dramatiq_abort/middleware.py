@@ -42,6 +42,7 @@ from .dramatiq_internals import (
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
 from .execution import Execution
+from .lineage import ANCESTRY
 from .listing import Listing
 from .metrics import AbortMetrics, check_metrics, worker_metrics
 from .mode import AbortMode
@@ -238,9 +239,9 @@ class Abortable(Middleware):
                     f"{name} must be True or False, not {value!r:.100}"
                     f" (message {message.message_id!r} of actor {message.actor_name!r})"
                 )
-        if lineage.ANCESTRY in options:
+        if ANCESTRY in options:
             try:
-                lineage.check_ancestry(options[lineage.ANCESTRY])
+                lineage.check_ancestry(options[ANCESTRY])
             except ValueError as e:
                 raise MessageOptionError(
                     f"{e} (message {message.message_id!r} of actor {message.actor_name!r}):"
@@ -374,7 +375,7 @@ class Abortable(Middleware):
         if requests.held(message_id) is not None and (request := requests.get(message_id)):
             self._cancel(broker, message, request)
         # One lookup for a message that no abortable parent enqueued.
-        ancestry = inner.options.get(lineage.ANCESTRY)
+        ancestry = inner.options.get(ANCESTRY)
         if ancestry is not None:
             self._begin_descendant(broker, message, execution, ancestry)
         # Rules (abort_where): one attribute read while none is in force,
