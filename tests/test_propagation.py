@@ -11,6 +11,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import GroupCallbacks
@@ -21,7 +22,16 @@ from dramatiq_abort.backends import StubBackend
 from dramatiq_abort.errors import ActorOptionError, MessageOptionError
 from dramatiq_abort.lineage import ANCESTRY, MAX_DEPTH, ancestry_of, give_ancestry
 
-from .support import WAIT, spin_until_aborted, wait_until
+from .support import (
+    WAIT,
+    GatedBackend,
+    PrivateRedis,
+    connected_watcher,
+    spin_until_aborted,
+    start_worker,
+    wait_until,
+    wait_until_cut_off,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -457,6 +467,49 @@ def test_on_a_redis_broker_an_abort_of_a_parent_stops_its_running_child(
     middleware = next(m for m in redis_broker.middleware if isinstance(m, Abortable))
     assert middleware.wait_outcome(running, WAIT) is Outcome.ABORTED
     assert middleware.outcome_reason(running) == "redis"
+
+
+def test_a_child_that_starts_while_the_watcher_is_cut_off_asks_the_backend_about_its_parent(
+    stub_broker: StubBroker, private_redis: PrivateRedis
+) -> None:
+    backend = GatedBackend(
+        client=redis.Redis.from_url(private_redis.url), namespace="propagation-test:"
+    )
+    middleware = Abortable(backend=backend)
+    ran: list[str] = []
+    sent: list[dramatiq.Message[Any]] = []
+    worker = start_worker(stub_broker, middleware)
+    observer = redis.Redis.from_url(private_redis.url)
+    try:
+
+        @dramatiq.actor
+        def child() -> None:
+            ran.append("child")
+
+        @dramatiq.actor(abort_children=True)
+        def parent() -> None:
+            sent.append(child.send_with_options(delay=3 * QUEUED_FOR))
+
+        watcher = connected_watcher(middleware)
+        message = parent.send()
+        wait_until(lambda: sent, "the parent sent its child")
+        backend.subscriptions_allowed.clear()
+        observer.client_kill_filter(_type="pubsub")
+        wait_until_cut_off(watcher)
+        # Pushed to no watcher of this worker: the child learns of it by asking.
+        middleware.abort(message, mode=AbortMode.CANCEL)
+        (queued,) = sent
+        assert time.time() * 1000 < queued.options["eta"], "the child started before the abort"
+
+        assert middleware.wait_outcome(queued, WAIT) is Outcome.CANCELLED
+        stub_broker.join(child.queue_name)
+        worker.join()
+        assert ran == []
+    finally:
+        backend.subscriptions_allowed.set()
+        worker.stop()
+        observer.close()
+        backend.client.close()
 
 
 def test_a_bad_abort_children_value_is_refused_where_it_is_given(
