@@ -42,7 +42,9 @@ class Executions:
 
     Each worker thread registers the message it processes in a slot of
     its own, so that threads share nothing on their way through a message.
-    The watcher finds messages by scanning the slots.
+    The watcher finds messages by scanning the slots, and the descendants
+    of a message (see :mod:`dramatiq_abort.lineage`) in an index by
+    ancestor, which only the messages that carry an ancestry join.
 
     No lock is taken on the way through a message. The watcher and the
     thread that owns an execution each write their own field, then read
@@ -56,7 +58,10 @@ class Executions:
       reads ``execution.request``. Either the thread finds the request in
       the table, or the watcher's scan finds the slot; then either the
       thread finds ``execution.request`` (and cancels the message), or
-      the watcher finds the execution RUNNING (and interrupts it).
+      the watcher finds the execution RUNNING (and interrupts it). A
+      descendant joins the index by ancestor, then reads the table for its
+      ancestors, and the watcher looks the index up after it recorded a
+      request: the same argument holds for the requests of its ancestors.
     - An Abort never outlives its message. The watcher sets
       ``execution.interrupting``, then reads the state, interrupts only
       while it is RUNNING, then clears ``interrupting``. The thread sets
