@@ -198,6 +198,34 @@ def test_an_abort_reaches_grandchildren_through_children_that_pass_it_on(
     assert grand.options[ANCESTRY][1] == message.message_id
 
 
+def test_a_cancel_of_one_ancestor_never_weakens_the_abort_of_another(
+    stub_broker: StubBroker, abortable: Abortable, worker: dramatiq.Worker
+) -> None:
+    started, interrupted = threading.Event(), threading.Event()
+    sent: dict[str, dramatiq.Message[Any]] = {}
+
+    @dramatiq.actor(max_retries=0)
+    def grandchild() -> None:
+        spin_until_aborted(started.set, interrupted.set)
+
+    @dramatiq.actor(abort_children=True)
+    def child() -> None:
+        sent["grandchild"] = grandchild.send()
+
+    @dramatiq.actor(abort_children=True)
+    def parent() -> None:
+        sent["child"] = child.send()
+
+    message = parent.send()
+    assert started.wait(WAIT)
+    abort(message, abort_timeout=200, reason="abort the parent")
+    abort(sent["child"], mode=AbortMode.CANCEL, reason="cancel the child")
+
+    assert interrupted.wait(WAIT)
+    wait_stopped(abortable, sent["grandchild"].message_id, Outcome.ABORTED)
+    assert abortable.outcome_reason(sent["grandchild"]) == "abort the parent"
+
+
 def test_an_abort_of_a_parent_stops_every_later_step_of_a_pipeline_it_started(
     stub_broker: StubBroker, abortable: Abortable, worker: dramatiq.Worker
 ) -> None:
