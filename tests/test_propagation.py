@@ -540,6 +540,36 @@ def test_a_child_that_starts_while_the_watcher_is_cut_off_asks_the_backend_about
         backend.client.close()
 
 
+def test_on_a_redis_broker_an_abort_of_a_parent_stops_the_later_step_of_its_pipeline(
+    redis_broker: RedisBroker, redis_worker: dramatiq.Worker
+) -> None:
+    started = threading.Event()
+    pipelines: list[dramatiq.pipeline] = []
+    steps: list[str] = []
+
+    @dramatiq.actor(max_retries=0, pipe_ignore=True)
+    def step(name: str) -> None:
+        steps.append(name)
+        if name == "second":
+            spin_until_aborted(started.set, lambda: None)
+
+    @dramatiq.actor(abort_children=True, store_results=True)
+    def parent() -> None:
+        pipe = dramatiq.pipeline([step.message("first"), step.message("second")])
+        pipelines.append(pipe)
+        pipe.run()
+
+    message = parent.send()
+    message.get_result(block=True, timeout=int(WAIT * 1000))
+    assert started.wait(WAIT)
+    abort(message)
+
+    (pipe,) = pipelines
+    middleware = next(m for m in redis_broker.middleware if isinstance(m, Abortable))
+    assert middleware.wait_outcome(pipe.messages[1], WAIT) is Outcome.ABORTED
+    assert steps == ["first", "second"]
+
+
 def test_a_bad_abort_children_value_is_refused_where_it_is_given(
     stub_broker: StubBroker, abortable: Abortable
 ) -> None:
