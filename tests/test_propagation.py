@@ -17,7 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import GroupCallbacks
 from dramatiq.rate_limits.backends import StubBackend as StubRateLimiterBackend
 
-from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_many
+from dramatiq_abort import Abortable, AbortMode, EventBackend, Outcome, abort, abort_many
 from dramatiq_abort.backends import StubBackend
 from dramatiq_abort.errors import ActorOptionError, MessageOptionError
 from dramatiq_abort.lineage import ANCESTRY, MAX_DEPTH, ancestry_of, give_ancestry
@@ -422,12 +422,10 @@ def test_the_option_given_to_send_with_options_wins_over_the_actors(
 
 
 def test_the_middlewares_default_applies_to_actors_that_say_nothing(
-    stub_broker: StubBroker,
+    stub_broker: StubBroker, event_backend: EventBackend
 ) -> None:
-    middleware = Abortable(backend=StubBackend(), abort_children=True)
-    stub_broker.add_middleware(middleware)
-    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
-    worker.start()
+    middleware = Abortable(backend=event_backend, abort_children=True)
+    worker = start_worker(stub_broker, middleware)
     try:
         sent: list[dramatiq.Message[Any]] = []
 
