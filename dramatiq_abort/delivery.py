@@ -42,7 +42,9 @@ class Executions:
 
     Each worker thread registers the message it processes in a slot of
     its own, so that threads share nothing on their way through a message.
-    The watcher finds messages by scanning the slots.
+    The watcher finds messages by scanning the slots, and the descendants
+    of a message (see :mod:`dramatiq_abort.lineage`) in an index by
+    ancestor, which only the messages that carry an ancestry join.
 
     No lock is taken on the way through a message. The watcher and the
     thread that owns an execution each write their own field, then read
@@ -56,7 +58,10 @@ class Executions:
       reads ``execution.request``. Either the thread finds the request in
       the table, or the watcher's scan finds the slot; then either the
       thread finds ``execution.request`` (and cancels the message), or
-      the watcher finds the execution RUNNING (and interrupts it).
+      the watcher finds the execution RUNNING (and interrupts it). A
+      descendant joins the index by ancestor, then reads the table for its
+      ancestors, and the watcher looks the index up after it recorded a
+      request: the same argument holds for the requests of its ancestors.
     - An Abort never outlives its message. The watcher sets
       ``execution.interrupting``, then reads the state, interrupts only
       while it is RUNNING, then clears ``interrupting``. The thread sets
@@ -92,6 +97,11 @@ class Executions:
         self.switching = FastSwitching()
         #: Threads share one interrupter: it keeps nothing per message.
         self._thread_interrupter = ThreadInterrupter(internals, self.switching)
+        #: The executions registered with ancestors, by ancestor id: an
+        #: abort finds the descendants of its message without a scan.
+        #: Only messages that carry an ancestry take its lock.
+        self._by_ancestor: dict[str, list[Execution]] = {}
+        self._lineage_lock = threading.Lock()
 
     def running(self) -> list[Execution]:
         """The executions registered now, in a snapshot."""
@@ -112,6 +122,49 @@ class Executions:
             if execution.message_id in wanted:
                 found.setdefault(execution.message_id, []).append(execution)
         return found
+
+    def descendants(self, message_ids: Iterable[str]) -> dict[str, list[Execution]]:
+        """The executions running now that descend from each of
+        ``message_ids`` (see :meth:`descend`), by ancestor."""
+        if not self._by_ancestor:
+            return {}
+        slots = self._slots
+        found: dict[str, list[Execution]] = {}
+        with self._lineage_lock:
+            for message_id in message_ids:
+                # Only an execution still in its slot: its thread may have
+                # moved on to another message, which must not be hit.
+                family = [
+                    execution
+                    for execution in self._by_ancestor.get(message_id, ())
+                    if slots.get(execution.thread_id) is execution
+                ]
+                if family:
+                    found[message_id] = family
+        return found
+
+    def ancestor_ids(self) -> list[str]:
+        """The ids of the ancestors of the executions running now."""
+        with self._lineage_lock:
+            return list(self._by_ancestor)
+
+    def descend(self, execution: Execution, ancestors: tuple[str, ...]) -> None:
+        """Index ``execution``, which the calling thread began, under each
+        of ``ancestors``. As with :meth:`begin`, the caller then reads the
+        table of requests for them (see the class's docstring)."""
+        execution.ancestors = ancestors
+        with self._lineage_lock:
+            for ancestor in ancestors:
+                self._by_ancestor.setdefault(ancestor, []).append(execution)
+
+    def _undescend(self, execution: Execution) -> None:
+        with self._lineage_lock:
+            for ancestor in execution.ancestors:
+                family = self._by_ancestor.get(ancestor)
+                if family is not None and execution in family:
+                    family.remove(execution)
+                    if not family:
+                        del self._by_ancestor[ancestor]
 
     def current(self) -> Execution | None:
         """The execution of the calling thread (or asyncio task), if it is
@@ -153,6 +206,8 @@ class Executions:
         # A skipped message never ran: nothing can be interrupting it.
         execution.state = FINISHED
         self._slots[thread_id] = None
+        if execution.ancestors:
+            self._undescend(execution)
         return execution
 
     def wrap(

@@ -78,6 +78,7 @@ class Execution:
 
     __slots__ = (
         "abort_event",
+        "ancestors",
         "interrupted",
         "interrupter",
         "interrupting",
@@ -108,6 +109,9 @@ class Execution:
         #: How an Abort reaches its actor: chosen for its runtime before it runs.
         self.interrupter = interrupter
         self.state = STARTING
+        #: The messages whose abort reaches it as well as its own (see
+        #: :mod:`dramatiq_abort.lineage`), nearest first; set before it starts.
+        self.ancestors: tuple[str, ...] = ()
         #: The abort request that reached it while it ran: it holds until
         #: the message ends, however short its TTL.
         self.request: AbortRequest | None = None

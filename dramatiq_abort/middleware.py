@@ -19,7 +19,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
-from . import coroutines, listing, settings
+from . import coroutines, lineage, listing, settings
 from .backend import Event, EventBackend
 from .checks import (
     check_abort_timeout,
@@ -42,11 +42,12 @@ from .dramatiq_internals import (
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
 from .execution import Execution
+from .lineage import ANCESTRY
 from .listing import Listing
 from .metrics import AbortMetrics, worker_metrics
 from .mode import AbortMode
 from .outcome import Outcome
-from .requests import AbortRequest, AbortRequests
+from .requests import AbortRequest, AbortRequests, prevailing
 from .rules import AbortRules
 from .settings import UNSET, OrUnset
 from .watcher import Watcher
@@ -132,9 +133,9 @@ class Abortable(Middleware):
     an abort reaches a running message within milliseconds and starting
     a message costs no round trip.
 
-    It adds the ``abortable`` actor and message option; the value given to
-    ``send_with_options`` wins over the actor's, which wins over this
-    middleware's default.
+    It adds the ``abortable`` and ``abort_children`` actor and message
+    options; the value given to ``send_with_options`` wins over the
+    actor's, which wins over this middleware's default.
 
     Note: a running message is interrupted by an exception set in its
     thread, which is raised the next time the thread runs Python code: a
@@ -150,6 +151,12 @@ class Abortable(Middleware):
     :param backend: Where abort requests are recorded and pushed from.
     :param abortable: Whether actors are abortable unless they say
         otherwise; by default, ``True``.
+    :param abort_children: Whether an abort of a message reaches, unless its
+        actor says otherwise, the messages it enqueues while it runs (in its
+        worker thread or its coroutine), the later steps of the pipelines and
+        the callbacks of the groups it starts, and theirs in turn, down to
+        ``lineage.MAX_DEPTH`` generations. Only an abortable message passes
+        its abort on. By default, ``False``.
     :param abort_ttl: Default milliseconds an abort request stays valid for
         messages that have not started yet; by default, :data:`DEFAULT_ABORT_TTL`.
     :param boot_timeout: Longest a booting worker waits, in seconds, for
@@ -171,6 +178,7 @@ class Abortable(Middleware):
         *,
         backend: EventBackend | None = None,
         abortable: OrUnset[bool] = UNSET,
+        abort_children: OrUnset[bool] = UNSET,
         abort_ttl: OrUnset[int] = UNSET,
         boot_timeout: OrUnset[float] = UNSET,
         metrics: OrUnset[bool | None] = UNSET,
@@ -179,6 +187,7 @@ class Abortable(Middleware):
             name: value
             for name, value in (
                 ("abortable", abortable),
+                ("abort_children", abort_children),
                 ("abort_ttl", abort_ttl),
                 ("boot_timeout", boot_timeout),
                 ("metrics", metrics),
@@ -200,6 +209,7 @@ class Abortable(Middleware):
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.backend = backend
         self.abortable: bool = parameters.get("abortable", True)
+        self.abort_children: bool = parameters.get("abort_children", False)
         self.abort_ttl: int = parameters.get("abort_ttl", DEFAULT_ABORT_TTL)
         self.boot_timeout: float = parameters.get("boot_timeout", BOOT_TIMEOUT)
         #: Whether workers count metrics: see the ``metrics`` parameter.
@@ -219,7 +229,7 @@ class Abortable(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"abortable"}
+        return {"abortable", "abort_children"}
 
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
         """Whether ``message`` of ``actor`` may be aborted."""
@@ -236,25 +246,62 @@ class Abortable(Middleware):
             )
         return bool(actor.options.get("abortable", self.abortable))
 
+    def passes_aborts_on(self, broker: dramatiq.Broker, execution: Execution) -> bool:
+        """Whether an abort of the message of ``execution`` reaches the
+        messages it enqueues: the ``abort_children`` option of the message,
+        else of its actor, else this middleware's."""
+        passes = message_of(execution.message).options.get("abort_children")
+        if isinstance(passes, bool):
+            return passes
+        actor = broker.actors.get(execution.message.actor_name)
+        options = {} if actor is None else actor.options
+        return bool(options.get("abort_children", self.abort_children))
+
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
     ) -> None:
-        abortable = message.options.get("abortable")
-        if abortable is not None and not isinstance(abortable, bool):
-            # A MiddlewareError: the broker lets it through, and nothing is enqueued.
-            raise MessageOptionError(
-                f"abortable must be True or False, not {abortable!r:.100}"
-                f" (message {message.message_id!r} of actor {message.actor_name!r})"
-            )
+        options = message.options
+        for name in ("abortable", "abort_children"):
+            value = options.get(name)
+            if value is not None and not isinstance(value, bool):
+                # A MiddlewareError: the broker lets it through, and nothing is enqueued.
+                raise MessageOptionError(
+                    f"{name} must be True or False, not {value!r:.100}"
+                    f" (message {message.message_id!r} of actor {message.actor_name!r})"
+                )
+        if ANCESTRY in options:
+            try:
+                lineage.check_ancestry(options[ANCESTRY])
+            except ValueError as e:
+                raise MessageOptionError(
+                    f"{e} (message {message.message_id!r} of actor {message.actor_name!r}):"
+                    " leave that option to dramatiq-abort"
+                ) from None
+        # The message running in the calling thread or coroutine, as for
+        # abort_requested(); a retry re-enqueues that very message.
+        parent = self.executions.current()
+        if (
+            parent is not None
+            and parent.message_id != message.message_id
+            and self.passes_aborts_on(broker, parent)
+        ):
+            ancestry = lineage.ancestry_of(parent.message_id, parent.ancestors)
+            lineage.give_ancestry(options, ancestry, message.message_id)
 
     def before_declare_actor(
         self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
     ) -> None:
-        abortable = actor.options.get("abortable")
-        if abortable is not None and not isinstance(abortable, bool):
+        for name in ("abortable", "abort_children"):
+            value = actor.options.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise ActorOptionError(
+                    f"actor {actor.actor_name!r} sets {name}={value!r:.100}:"
+                    " it must be True or False"
+                )
+        if actor.options.get("abort_children") and actor.options.get("abortable") is False:
             raise ActorOptionError(
-                f"actor {actor.actor_name!r} sets abortable={abortable!r:.100}:"
-                " it must be True or False"
+                f"actor {actor.actor_name!r} sets abort_children=True and abortable=False:"
+                " only an abortable message passes its abort on; drop one of the two"
             )
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
@@ -348,7 +395,7 @@ class Abortable(Middleware):
         message_id = inner.message_id
         # Registered before the table is read (see Executions): a request
         # recorded after the read finds the message in its slot.
-        self.executions.begin(message, message_id)
+        execution = self.executions.begin(message, message_id)
         # The probe before the flag (see Watcher.in_flight). With no watcher
         # (no worker booted), the table stays empty.
         watcher = self._watcher
@@ -357,6 +404,10 @@ class Abortable(Middleware):
         requests = self.requests
         if requests.held(message_id) is not None and (request := requests.get(message_id)):
             self._cancel(broker, message, request)
+        # One lookup for a message that no abortable parent enqueued.
+        ancestry = inner.options.get(ANCESTRY)
+        if ancestry is not None:
+            self._begin_descendant(broker, message, execution, ancestry)
         # Rules (abort_where): one attribute read while none is in force,
         # after begin() as the table is (see Watcher._record).
         if self.rules.in_force:
@@ -591,6 +642,35 @@ class Abortable(Middleware):
         self.executions.end(message)
         self._stopped(broker, message, Outcome.CANCELLED, request)
 
+    def _begin_descendant(
+        self, broker: dramatiq.Broker, message: MessageProxy, execution: Execution, ancestry: object
+    ) -> None:
+        """Index ``execution`` under its ``ancestry`` (the option its message
+        carries), then cancel it if an abort of one of them is in force."""
+        try:
+            ancestors = lineage.check_ancestry(ancestry)
+        except ValueError as e:
+            # Sent by a process without this middleware, which would have refused it.
+            self.logger.warning(
+                "Message %r has a bad ancestry, ignored: no abort of another message reaches it"
+                " (%s).",
+                message.message_id,
+                e,
+            )
+            return
+        # Indexed before the table is read, as begin() registers it.
+        self.executions.descend(execution, ancestors)
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.synchronise_ancestors(ancestors)
+        found: AbortRequest | None = None
+        for ancestor in ancestors:
+            request = self.requests.get(ancestor)
+            if request is not None:
+                found = prevailing(found, request)
+        if found is not None:
+            self._cancel(broker, message, found.for_descendant(execution.message_id))
+
     def _cancel_by_rule(
         self, broker: dramatiq.Broker, message: MessageProxy, inner: dramatiq.Message[Any]
     ) -> None:
@@ -611,12 +691,18 @@ class Abortable(Middleware):
         skipped, with its result (if stored) a :class:`MessageAborted`
         failure that carries the request's reason."""
         reason = None if request is None else request.reason
+        ancestor = None if request is None else request.ancestor
+        because = "" if ancestor is None else f" with its ancestor {ancestor!r}"
         if reason is None:
-            self.logger.info("Message %r was %s.", message.message_id, outcome.value)
+            self.logger.info("Message %r was %s%s.", message.message_id, outcome.value, because)
         else:
             # repr: a reason cannot break the one line into several.
             self.logger.info(
-                "Message %r was %s (reason: %r).", message.message_id, outcome.value, reason
+                "Message %r was %s%s (reason: %r).",
+                message.message_id,
+                outcome.value,
+                because,
+                reason,
             )
         _own_skips.skipping.message_id = message.message_id
         error = MessageAborted(aborted(message.message_id, outcome.value, reason), reason=reason)

@@ -31,6 +31,13 @@ class AbortRequest(NamedTuple):
     sent_at: float
     #: Why the sender stopped the message, if it said.
     reason: str | None = None
+    #: The message the request was sent for, when it reached this one as
+    #: its descendant (see :mod:`dramatiq_abort.lineage`).
+    ancestor: str | None = None
+
+    def for_descendant(self, message_id: str) -> AbortRequest:
+        """This request, as it reaches ``message_id``, a descendant of its message."""
+        return self._replace(message_id=message_id, ancestor=self.ancestor or self.message_id)
 
 
 def prevailing(held: AbortRequest | None, received: AbortRequest) -> AbortRequest:

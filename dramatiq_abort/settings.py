@@ -40,6 +40,7 @@ BROKER_NAMESPACE = "dramatiq"
 #: which takes the value and the name an error gives it.
 PARAMETERS: dict[str, Callable[[object, str], object]] = {
     "abortable": lambda value, name: check_bool(name, value),
+    "abort_children": lambda value, name: check_bool(name, value),
     "abort_ttl": lambda value, name: check_milliseconds(name, value, positive=True),
     "boot_timeout": lambda value, name: check_seconds(name, value),
     "metrics": check_metrics,

@@ -142,6 +142,15 @@ class Watcher(threading.Thread):
         else:
             self._wait_received(live)
 
+    def synchronise_ancestors(self, ancestors: tuple[str, ...]) -> None:
+        """:meth:`synchronise` for the ``ancestors`` of a message about to
+        start, once its execution is indexed under them. Waiting for the
+        events on their way was done for the message itself; while no push
+        channel is live, the backend is asked about each ancestor."""
+        if self._live is None:
+            for ancestor in ancestors:
+                self._poll_cancel(ancestor)
+
     def _poll_cancel(self, message_id: str) -> None:
         try:
             event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
@@ -290,7 +299,8 @@ class Watcher(threading.Thread):
             self.requests.forget_expired(now)
             self.executions.switching.expire(now)
             try:
-                running = self.executions.running_ids()
+                # The ancestors too: their abort reaches their descendants here.
+                running = self.executions.running_ids() + self.executions.ancestor_ids()
                 if not running:
                     self._sleep(POLL_WAIT / 1000)
                     continue
@@ -330,10 +340,14 @@ class Watcher(threading.Thread):
         # Looked up only once every request and rule is recorded: a message
         # that registers after this finds them as it starts.
         if requests:
-            running = self.executions.find(request.message_id for request in requests)
+            ids = [request.message_id for request in requests]
+            running = self.executions.find(ids)
+            descendants = self.executions.descendants(ids)
             for request in requests:
                 for execution in running.get(request.message_id, ()):
                     self._deliver(execution, request, now)
+                for execution in descendants.get(request.message_id, ()):
+                    self._deliver(execution, request.for_descendant(execution.message_id), now)
         if rules:
             for execution in self.executions.running():
                 rule = next((rule for rule in rules if rule.matches(execution.message)), None)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -75,6 +76,20 @@ def connected_watcher(middleware: Abortable) -> Watcher:
     watcher = middleware._watcher
     assert watcher is not None and watcher.connected.is_set()
     return watcher
+
+
+class GatedBackend(RedisBackend):
+    """A RedisBackend whose push channel can be kept from reconnecting."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.subscriptions_allowed = threading.Event()
+        self.subscriptions_allowed.set()
+
+    def subscribe(self) -> Any:
+        if not self.subscriptions_allowed.is_set():
+            raise redis.ConnectionError("subscriptions are held back by the test")
+        return super().subscribe()
 
 
 def wait_until_cut_off(watcher: Watcher) -> None:

@@ -76,8 +76,9 @@ def test_public_names_match_the_documentation() -> None:
 def test_abortable_defaults() -> None:
     middleware = Abortable(backend=StubBackend())
     assert middleware.abortable is True
+    assert middleware.abort_children is False
     assert middleware.abort_ttl == 90_000
-    assert middleware.actor_options == {"abortable"}
+    assert middleware.actor_options == {"abortable", "abort_children"}
 
 
 def test_abort_without_middleware_on_the_broker_raises_runtime_error() -> None:

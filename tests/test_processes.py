@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -261,3 +262,28 @@ def test_a_listing_counts_the_messages_a_busy_worker_process_fetched_and_holds(
         assert app.middleware.wait_outcome(waiting["message_id"], WAIT) is Outcome.CANCELLED
     finally:
         app.close()
+
+
+def test_an_abort_of_a_finished_parent_from_the_cli_stops_its_children_in_every_process(
+    app: App,
+) -> None:
+    token = uuid.uuid4().hex
+    parent = app.app.fan_out.send(token, 2)
+    reported = app.report(token)
+    assert reported is not None and reported.startswith("sent ")
+    children = reported.split()[1:]
+    for number in range(2):
+        assert app.report(f"{token}.{number}") == "started"
+    # Not a child: it may wait behind them, and must run all the same.
+    bystander_token, bystander = app.send("spin")
+
+    app.abort_from_another_process(parent.message_id, "--reason", "parent stopped")
+
+    for number in range(2):
+        assert app.report(f"{token}.{number}") == "aborted"
+    for child in children:
+        assert app.middleware.wait_outcome(child, WAIT) is Outcome.ABORTED
+        assert app.middleware.outcome_reason(child) == "parent stopped"
+    assert app.report(bystander_token) == "started"
+    assert app.report(bystander_token, timeout=0.5) is None
+    stop_them(app, [bystander.message_id])

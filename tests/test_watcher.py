@@ -20,6 +20,7 @@ from dramatiq_abort.wire import Inquiry, inquiry_event
 
 from .support import (
     WAIT,
+    GatedBackend,
     PrivateRedis,
     assert_a_cancelled_message_never_runs,
     connected_watcher,
@@ -130,20 +131,6 @@ def test_the_watcher_survives_redis_restarts_and_aborts_again_after(
         assert watcher.is_alive()
     finally:
         worker.stop()
-
-
-class GatedBackend(RedisBackend):
-    """A RedisBackend whose push channel can be kept from reconnecting."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.subscriptions_allowed = threading.Event()
-        self.subscriptions_allowed.set()
-
-    def subscribe(self) -> Any:
-        if not self.subscriptions_allowed.is_set():
-            raise redis.ConnectionError("subscriptions are held back by the test")
-        return super().subscribe()
 
 
 def test_a_cancel_sent_while_the_watcher_reconnects_is_honoured(

@@ -75,3 +75,12 @@ def work(token: str, mode: str) -> None:
         report(token, "aborted")
         raise
     report(token, "finished")
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, abort_children=True)
+def fan_out(token: str, children: int) -> None:
+    """Send ``children`` ``spin`` messages of :func:`work`, which report as
+    ``token.0``, ``token.1``..., report ``sent`` and their ids, and end: an
+    abort of this message reaches them."""
+    sent = [work.send(f"{token}.{number}", "spin") for number in range(children)]
+    report(token, " ".join(["sent", *(message.message_id for message in sent)]))
