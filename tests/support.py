@@ -22,7 +22,7 @@ import redis
 from dramatiq.results.backends import RedisBackend as RedisResultBackend
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abort
-from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.watcher import Watcher
 
 #: How long a test waits for anything before it calls it a failure.
@@ -370,6 +370,16 @@ class NamespacedResults(RedisResultBackend):  # type: ignore[misc]
 
     def build_message_key(self, message: Any) -> str:
         return f"{self.namespace}:{super().build_message_key(message)}"
+
+
+def postgres_tables(backend: PostgresBackend) -> list[str]:
+    """The tables of ``backend``'s namespace that exist."""
+    with backend.pool.connection() as connection:
+        rows = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE %s ORDER BY tablename",
+            [backend.namespace.replace("_", "\\_") + "\\_%"],
+        ).fetchall()
+    return [name for (name,) in rows]
 
 
 def delete_namespace(client: Any, namespace: str) -> None:

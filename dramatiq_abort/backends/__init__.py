@@ -9,15 +9,18 @@ from ..backend import EventBackend
 from .stub import StubBackend
 
 if TYPE_CHECKING:
+    from .postgres import PostgresBackend
     from .redis import RedisBackend
 
-__all__ = ["RedisBackend", "StubBackend", "from_url"]
+__all__ = ["PostgresBackend", "RedisBackend", "StubBackend", "from_url"]
 
 #: The URL schemes :func:`from_url` knows, each with the backend it builds.
 SCHEMES = {
     "redis": "RedisBackend",
     "rediss": "RedisBackend",
     "unix": "RedisBackend",
+    "postgresql": "PostgresBackend",
+    "postgres": "PostgresBackend",
     "memory": "StubBackend",
 }
 
@@ -28,7 +31,9 @@ def from_url(url: str, **options: Any) -> EventBackend:
 
     ``redis://``, ``rediss://`` and ``unix://`` build a
     :class:`RedisBackend` (see :meth:`RedisBackend.from_url` for the URL's
-    options); ``memory://`` a :class:`StubBackend`, which only the
+    options); ``postgresql://`` and ``postgres://`` a
+    :class:`PostgresBackend` (which needs the ``postgres`` extra, psycopg
+    3); ``memory://`` a :class:`StubBackend`, which only the
     processes of one interpreter share. Any other scheme is refused with
     the list of those known; the error never repeats the URL, which may
     hold a password.
@@ -60,4 +65,12 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBackend
 
         return RedisBackend
+    if name == "PostgresBackend":
+        try:
+            from .postgres import PostgresBackend
+        except ImportError as e:
+            raise ImportError(
+                f"PostgresBackend needs psycopg 3 ({e}): install dramatiq-abort[postgres]"
+            ) from e
+        return PostgresBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
