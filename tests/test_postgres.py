@@ -1,0 +1,323 @@
+"""The PostgreSQL backend beyond the contract every backend passes (see
+test_backends.py): its URL and namespace, its tables and notifications,
+and dramatiq workers that abort through it, its connections killed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import psycopg
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from dramatiq_abort import Abortable, Event, Outcome, abort, running_messages
+from dramatiq_abort.backend import Subscription
+from dramatiq_abort.backends import from_url
+from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
+
+from .support import (
+    WAIT,
+    assert_a_cancelled_message_never_runs,
+    connected_watcher,
+    postgres_tables,
+    spin_until_aborted,
+    start_worker,
+    wait_until,
+    wait_until_cut_off,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextlib.contextmanager
+def backend_in(url: str, namespace: str, kind: Any = PostgresBackend) -> Iterator[Any]:
+    """A backend of class ``kind`` on ``namespace``, its tables dropped afterwards."""
+    backend = kind.from_url(url, namespace=namespace)
+    with contextlib.ExitStack() as steps:
+        steps.callback(backend.close)
+        steps.callback(backend.drop)
+        yield backend
+
+
+def received(subscription: Subscription, count: int) -> list[Event]:
+    """The first ``count`` events pushed to ``subscription``."""
+    events: list[Event] = []
+    while len(events) < count:
+        assert select.select([subscription.fileno()], [], [], WAIT)[0], f"{len(events)} came"
+        events.extend(timed.event for timed in subscription.receive())
+    return events
+
+
+def subscriber_pids(backend: PostgresBackend) -> list[int]:
+    """The server processes of the namespace's subscriptions."""
+    with backend.pool.connection() as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            [backend.application_name],
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def terminate(backend: PostgresBackend, pid: int) -> None:
+    """End the server process ``pid``, and with it its connection."""
+    with backend.pool.connection() as connection:
+        connection.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_from_url_builds_a_postgres_backend_for_both_schemes(
+    postgres_url: str, postgres_namespace: str
+) -> None:
+    for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1)):
+        backend = from_url(url, namespace=postgres_namespace)
+        assert isinstance(backend, PostgresBackend)
+        try:
+            assert backend.namespace == postgres_namespace
+            backend.notify([Event("abort:m", {})], ttl=60_000)
+            assert backend.poll("abort:m") == Event("abort:m", {})
+        finally:
+            backend.drop()
+            backend.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("postgresql://user:s3cret@host:port/db", "cannot be parsed"),
+        ("postgresql://user:s3cret%zz@host/db", "holds a password"),
+        ("mysql://user:s3cret@host/db", "must start with postgresql:// or postgres://"),
+        ("postgresql://host/db?no_such_option=1", "no_such_option"),
+    ],
+)
+def test_a_bad_url_is_refused_without_repeating_its_password(url: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error) as refused:
+        PostgresBackend.from_url(url)
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("namespace", ["dramatiq:aborts:", "Upper", "1st", "x" * 41, "", 7])
+def test_a_bad_namespace_is_refused_before_anything_is_written(
+    postgres_url: str, namespace: Any
+) -> None:
+    with pytest.raises(ValueError, match=r"namespace must be a lower-case SQL name.*not"):
+        PostgresBackend.from_url(postgres_url, namespace=namespace)
+
+
+def test_namespaces_do_not_see_each_other(postgres_url: str, postgres_namespace: str) -> None:
+    with contextlib.ExitStack() as steps:
+        ours = steps.enter_context(backend_in(postgres_url, postgres_namespace + "_a"))
+        theirs = steps.enter_context(backend_in(postgres_url, postgres_namespace + "_b"))
+        subscription = theirs.subscribe()
+        try:
+            ours.notify([Event("abort:shared-id", {})], ttl=60_000)
+            ours.record_outcome("shared-id", Outcome.ABORTED.value, 60_000, reason="ours")
+            assert theirs.poll("abort:shared-id") is None
+            assert theirs.recorded() == []
+            assert theirs.wait_outcome("shared-id", 0) is None
+            assert theirs.subscribers() == 1 and ours.subscribers() == 0
+            assert not select.select([subscription.fileno()], [], [], 0.05)[0]
+        finally:
+            subscription.close()
+
+
+def test_a_batch_larger_than_a_notification_arrives_whole(
+    postgres_backend: PostgresBackend,
+) -> None:
+    subscription = postgres_backend.subscribe()
+    try:
+        batch = [Event(f"abort:{number:05}-ü", {"abort_timeout": number}) for number in range(3000)]
+        assert len(str(batch)) > 10 * FRAGMENT_SIZE
+        postgres_backend.notify(batch, ttl=60_000)
+        assert received(subscription, len(batch)) == batch
+        assert subscription.receive() == []
+        assert len(postgres_backend.recorded()) == len(batch)
+    finally:
+        subscription.close()
+
+
+def test_malformed_notifications_and_records_are_skipped_with_a_warning(
+    postgres_backend: PostgresBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    subscription = postgres_backend.subscribe()
+    try:
+        postgres_backend.notify([Event("abort:good", {})], ttl=60_000)
+        assert received(subscription, 1) == [Event("abort:good", {})]
+        with postgres_backend.pool.connection() as connection:
+            for junk in ["not a fragment", "b 0 x {}", "c 5 2 {}", "d 0 1 not json"]:
+                connection.execute("SELECT pg_notify(%s, %s)", [postgres_backend.channel, junk])
+            connection.execute(
+                f"INSERT INTO {postgres_backend.namespace}_events VALUES"
+                " ('abort:bad', '[1, 2]', 60000, now() + interval '1 minute')"
+            )
+        with caplog.at_level(logging.WARNING):
+            postgres_backend.notify([Event("abort:after", {})], ttl=60_000)
+            assert received(subscription, 1) == [Event("abort:after", {})]
+            assert postgres_backend.poll("abort:bad") is None
+            assert {timed.event.key for timed in postgres_backend.recorded()} == {
+                "abort:good",
+                "abort:after",
+            }
+        assert sum("malformed" in record.message for record in caplog.records) == 6
+    finally:
+        subscription.close()
+
+
+def test_processes_that_start_together_create_the_tables_once(
+    postgres_url: str, postgres_namespace: str
+) -> None:
+    # One backend per thread: as many connections as processes booting at once.
+    starting = 8
+    ready = threading.Barrier(starting)
+    failures: list[BaseException] = []
+
+    def boot(backend: PostgresBackend, number: int) -> None:
+        try:
+            ready.wait(WAIT)
+            backend.notify([Event(f"abort:{number}", {})], ttl=60_000)
+        except BaseException as e:
+            failures.append(e)
+
+    with contextlib.ExitStack() as steps:
+        backends = [
+            steps.enter_context(backend_in(postgres_url, postgres_namespace))
+            for _ in range(starting)
+        ]
+        threads = [
+            threading.Thread(target=boot, args=(backend, number))
+            for number, backend in enumerate(backends)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        assert failures == []
+        assert len(backends[0].recorded()) == starting
+        assert postgres_tables(backends[0]) == [
+            f"{postgres_namespace}_{table}" for table in ("answers", "events", "outcomes", "states")
+        ]
+    assert postgres_tables(backends[0]) == []
+
+
+def test_subscribers_counts_the_open_subscriptions_of_the_namespace(
+    postgres_backend: PostgresBackend,
+) -> None:
+    assert postgres_backend.subscribers() == 0
+    first, second = postgres_backend.subscribe(), postgres_backend.subscribe()
+    try:
+        assert postgres_backend.subscribers() == 2
+        first.close()
+        wait_until(lambda: postgres_backend.subscribers() == 1, "a closed subscription ends")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced(
+    postgres_backend: PostgresBackend,
+) -> None:
+    postgres_backend.notify([Event("abort:m", {})], ttl=60_000)
+    with postgres_backend.pool.connection() as idle:
+        # Terminated from another connection of the pool.
+        terminate(postgres_backend, idle.info.backend_pid)
+    wait_until(
+        lambda: idle.closed or select.select([idle.fileno()], [], [], 0)[0],
+        "the server closes the connection",
+    )
+    assert postgres_backend.poll("abort:m") == Event("abort:m", {})
+    assert idle.closed
+
+
+def test_a_real_worker_aborts_a_running_message_and_cancels_a_queued_one(
+    stub_broker: StubBroker, postgres_backend: PostgresBackend
+) -> None:
+    middleware = Abortable(backend=postgres_backend)
+    started, interrupted = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @dramatiq.actor(max_retries=0)
+    def crunch(name: str) -> None:
+        ran.append(name)
+        spin_until_aborted(started.set, interrupted.set)
+
+    worker = start_worker(stub_broker, middleware)
+    try:
+        queued = crunch.send_with_options(args=("queued",), delay=200)
+        abort(queued.message_id, mode="cancel", reason="not needed")  # type: ignore[arg-type]
+        running = crunch.send("running")
+        assert started.wait(WAIT)
+        listed = running_messages(timeout=WAIT)
+        assert running.message_id in {message.message_id for message in listed.messages}
+        assert (listed.answered, listed.expected) == (1, 1)
+
+        abort(running.message_id, reason="deploy")
+        assert interrupted.wait(WAIT)
+        assert middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
+        assert middleware.outcome_reason(running.message_id) == "deploy"
+        assert middleware.wait_outcome(queued.message_id, WAIT) is Outcome.CANCELLED
+        assert middleware.outcome_reason(queued.message_id) == "not needed"
+        stub_broker.join(crunch.queue_name)
+        worker.join()
+        assert ran == ["running"]
+    finally:
+        worker.stop()
+
+
+class GatedBackend(PostgresBackend):
+    """A PostgresBackend whose subscriptions can be kept from reconnecting."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.subscriptions_allowed = threading.Event()
+        self.subscriptions_allowed.set()
+
+    def subscribe(self) -> Any:
+        if not self.subscriptions_allowed.is_set():
+            raise psycopg.OperationalError("subscriptions are held back by the test")
+        return super().subscribe()
+
+
+def test_a_watcher_whose_connection_is_killed_reconnects_and_catches_up(
+    stub_broker: StubBroker, postgres_url: str, postgres_namespace: str
+) -> None:
+    with backend_in(postgres_url, postgres_namespace, GatedBackend) as backend:
+        middleware = Abortable(backend=backend)
+        started, interrupted = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        @dramatiq.actor(max_retries=0)
+        def crunch() -> None:
+            spin_until_aborted(started.set, interrupted.set)
+
+        @dramatiq.actor
+        def job(name: str) -> None:
+            ran.append(name)
+
+        worker = start_worker(stub_broker, middleware)
+        try:
+            watcher = connected_watcher(middleware)
+            backend.subscriptions_allowed.clear()
+            (pid,) = subscriber_pids(backend)
+            terminate(backend, pid)
+            wait_until_cut_off(watcher)
+            # While no subscription listens, a cancel is seen by asking the
+            # backend as the message starts...
+            assert_a_cancelled_message_never_runs(stub_broker, worker, job, ran)
+            # ...and an abort reaches a running message only by the
+            # catch-up of the watcher as it reconnects.
+            running = crunch.send()
+            assert started.wait(WAIT)
+            abort(running.message_id)
+
+            backend.subscriptions_allowed.set()
+            assert interrupted.wait(WAIT)
+            assert watcher.connected.wait(WAIT)
+            assert subscriber_pids(backend) != [pid]
+            assert middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
+        finally:
+            backend.subscriptions_allowed.set()
+            worker.stop()
