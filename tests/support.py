@@ -247,6 +247,18 @@ class App:
         os.environ.update(self._previous)
 
 
+def run_on_both_processes(app: App) -> dict[str, int]:
+    """Two ``spin`` messages, one in each worker process: their ids and pids."""
+    sent = [app.send("spin") for _ in range(2)]
+    pids = {}
+    for token, message in sent:
+        reported = app.report_and_pid(token)
+        assert reported is not None and reported[0] == "started"
+        pids[message.message_id] = reported[1]
+    assert len(set(pids.values())) == 2
+    return pids
+
+
 def start_dramatiq(
     app: str, processes: int, threads: int, *, env: dict[str, str], stdout: Any, stderr: Any
 ) -> subprocess.Popen[bytes]:

@@ -14,18 +14,21 @@ from typing import Any
 import dramatiq
 import psycopg
 import pytest
+import redis
 from dramatiq.brokers.stub import StubBroker
 
-from dramatiq_abort import Abortable, Event, Outcome, abort, running_messages
+from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, running_messages
 from dramatiq_abort.backend import Subscription
 from dramatiq_abort.backends import from_url
 from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
 
 from .support import (
     WAIT,
+    App,
     assert_a_cancelled_message_never_runs,
     connected_watcher,
     postgres_tables,
+    run_on_both_processes,
     spin_until_aborted,
     start_worker,
     wait_until,
@@ -321,3 +324,42 @@ def test_a_watcher_whose_connection_is_killed_reconnects_and_catches_up(
         finally:
             backend.subscriptions_allowed.set()
             worker.stop()
+
+
+@pytest.mark.timeout(120)
+def test_worker_processes_cancel_abort_and_list_through_postgres(
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
+    postgres_backend: PostgresBackend,
+    postgres_url: str,
+) -> None:
+    # The broker and the reports on Redis, the aborts on PostgreSQL.
+    env = {
+        "APP_ABORT_URL": postgres_url,
+        "APP_ABORT_NAMESPACE": postgres_backend.namespace,
+        "dramatiq_queue_prefetch": "1",
+    }
+    app = App("redis", redis_url, namespace, env=env)
+    middleware = Abortable(backend=postgres_backend)
+    try:
+        token, _ = app.send("quick")
+        assert app.report(token, timeout=60) == "started"
+        wait_until(lambda: postgres_backend.subscribers() == 2, "both worker processes listen")
+
+        queued_token, queued = app.send("spin", delay=1000)
+        abort(queued.message_id, middleware=middleware, mode=AbortMode.CANCEL)
+        assert middleware.wait_outcome(queued.message_id, WAIT) is Outcome.CANCELLED
+        assert app.report(queued_token, timeout=0.2) is None
+
+        pids = run_on_both_processes(app)
+        listed = middleware.running_messages(queue=app.queue, timeout=WAIT)
+        assert (listed.answered, listed.expected) == (2, 2)
+        assert {message.message_id: message.pid for message in listed.messages} == pids
+
+        middleware.abort_many(list(pids), reason="deploy")
+        for message_id in pids:
+            assert middleware.wait_outcome(message_id, WAIT) is Outcome.ABORTED
+            assert middleware.outcome_reason(message_id) == "deploy"
+    finally:
+        app.close()
