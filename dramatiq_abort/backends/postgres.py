@@ -426,8 +426,9 @@ class PostgresBackend(EventBackend):
                 if event is not None:
                     return event
                 left = deadline - time.monotonic()
-                if left <= 0 or not listener.wait(left):
+                if left <= 0:
                     return None
+                listener.wait(left)
 
     def record_outcome(
         self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
