@@ -103,6 +103,15 @@ def test_a_bad_url_is_refused_without_repeating_its_password(url: str, error: st
     assert "s3cret" not in str(refused.value)
 
 
+def test_a_backend_and_its_errors_never_show_the_password_of_its_url() -> None:
+    # Port 1: nothing listens there, the connection is refused at once.
+    backend = PostgresBackend.from_url("postgresql://app:s3cret@127.0.0.1:1/db")
+    shown = repr(backend) + repr(vars(backend)) + repr(vars(backend.pool))
+    with pytest.raises(psycopg.OperationalError) as failed:
+        backend.poll("abort:m")
+    assert "s3cret" not in shown + str(failed.value)
+
+
 @pytest.mark.parametrize("namespace", ["dramatiq:aborts:", "Upper", "1st", "x" * 41, "", 7])
 def test_a_bad_namespace_is_refused_before_anything_is_written(
     postgres_url: str, namespace: Any

@@ -4,9 +4,9 @@ expire, and pushed to workers with LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
+import os
 import re
 import select
 import threading
@@ -267,7 +267,13 @@ class PostgresBackend(EventBackend):
             },
             "answers_reply_to": sql.Identifier(f"{namespace}_answers_reply_to"),
         }
-        self._schema = sql.SQL(_SCHEMA).format(**names)
+        #: Every table and index name, for the statements' placeholders.
+        self._names = names
+        #: Each statement, its names filled in, by its template.
+        self._statements: dict[str, sql.Composed] = {}
+        self._clean_ups = {
+            name: sql.SQL(_CLEAN_UP).format(table=table) for name, table in self.tables.items()
+        }
         self._lock_key = f"dramatiq-abort:{namespace}"
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -288,9 +294,12 @@ class PostgresBackend(EventBackend):
         options = _check_url_options(url)
         # The URL's own connect_timeout, if it has one, wins.
         timeout = options.get("connect_timeout", CONNECT_TIMEOUT)
-        return cls(
-            connect=functools.partial(psycopg.connect, url, connect_timeout=timeout), **kwargs
-        )
+
+        # A function rather than a partial, whose repr would show the URL.
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(url, connect_timeout=timeout)
+
+        return cls(connect=connect, **kwargs)
 
     def close(self) -> None:
         """Close the pool's idle connections. Subscriptions are closed by
@@ -305,6 +314,14 @@ class PostgresBackend(EventBackend):
                 sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(self.tables.values()))
             )
         self._schema_ready = False
+
+    def _sql(self, template: str) -> sql.Composed:
+        """``template`` with its placeholders (``{events}``...) filled in
+        with this namespace's names; composed once."""
+        statement = self._statements.get(template)
+        if statement is None:
+            statement = self._statements[template] = sql.SQL(template).format(**self._names)
+        return statement
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -333,7 +350,7 @@ class PostgresBackend(EventBackend):
                     connection.execute(
                         "SELECT pg_advisory_xact_lock(hashtext(%s))", [self._lock_key]
                     )
-                    connection.execute(self._schema)
+                    connection.execute(self._sql(_SCHEMA))
             self._schema_ready = True
 
     def _listener(self, channel: str, application_name: str | None = None) -> Listener:
@@ -350,7 +367,7 @@ class PostgresBackend(EventBackend):
         if now - self._cleaned_at.get(table, -CLEAN_UP_INTERVAL) < CLEAN_UP_INTERVAL:
             return
         self._cleaned_at[table] = now
-        connection.execute(sql.SQL(_CLEAN_UP).format(table=self.tables[table]))
+        connection.execute(self._clean_ups[table])
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         """Record and notify ``events``. PostgreSQL hands a notification to
@@ -372,7 +389,7 @@ class PostgresBackend(EventBackend):
         fragments = [f"{name} {i} {len(pieces)} {piece}" for i, piece in enumerate(pieces)]
         with self._connection() as connection:
             connection.execute(
-                sql.SQL(_NOTIFY).format(events=self.tables["events"]),
+                self._sql(_NOTIFY),
                 {
                     "ttl": ttl,
                     "keys": list(rows),
@@ -387,7 +404,8 @@ class PostgresBackend(EventBackend):
     def _wait_delivered(self, name: str) -> None:
         """Wait until every subscription of this process has received the
         batch ``name`` or has it on its socket, or ``DELIVERY_WAIT`` passed."""
-        waiting = list(self._subscriptions)
+        # Not those inherited from a parent process: they are its own.
+        waiting = [s for s in self._subscriptions if s.pid == os.getpid()]
         deadline = time.monotonic() + DELIVERY_WAIT
         while waiting:
             waiting = [subscription for subscription in waiting if not subscription.has(name)]
@@ -406,9 +424,10 @@ class PostgresBackend(EventBackend):
     def _read_event(self, connection: psycopg.Connection[Any], keys: list[str]) -> Event | None:
         """The first valid event among ``keys``, if any."""
         for key, params in connection.execute(
-            sql.SQL(
-                "SELECT key, params FROM {} WHERE key = ANY(%s::text[]) AND expires_at > now()"
-            ).format(self.tables["events"]),
+            self._sql(
+                "SELECT key, params FROM {events}"
+                " WHERE key = ANY(%s::text[]) AND expires_at > now()"
+            ),
             [keys],
         ):
             event = self._decode_event(key, params)
@@ -436,7 +455,7 @@ class PostgresBackend(EventBackend):
         ttl = check_milliseconds("ttl", ttl, positive=True)
         with self._connection() as connection:
             connection.execute(
-                sql.SQL(_RECORD_OUTCOME).format(outcomes=self.tables["outcomes"]),
+                self._sql(_RECORD_OUTCOME),
                 {
                     "message_id": message_id,
                     "outcome": outcome,
@@ -450,9 +469,9 @@ class PostgresBackend(EventBackend):
     def outcome_reason(self, message_id: str) -> str | None:
         with self._connection() as connection:
             row = connection.execute(
-                sql.SQL(
-                    "SELECT reason FROM {} WHERE message_id = %s AND expires_at > now()"
-                ).format(self.tables["outcomes"]),
+                self._sql(
+                    "SELECT reason FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
+                ),
                 [message_id],
             ).fetchone()
         return None if row is None else row[0]
@@ -477,8 +496,8 @@ class PostgresBackend(EventBackend):
 
     def _read_outcome(self, connection: psycopg.Connection[Any], message_id: str) -> str | None:
         row = connection.execute(
-            sql.SQL("SELECT outcome FROM {} WHERE message_id = %s AND expires_at > now()").format(
-                self.tables["outcomes"]
+            self._sql(
+                "SELECT outcome FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
             ),
             [message_id],
         ).fetchone()
@@ -488,7 +507,7 @@ class PostgresBackend(EventBackend):
         ttl = check_milliseconds("ttl", ttl, positive=True)
         with self._connection() as connection:
             connection.execute(
-                sql.SQL(_RECORD_STATE).format(states=self.tables["states"]),
+                self._sql(_RECORD_STATE),
                 {"message_id": message_id, "state": state, "ttl": ttl},
             )
             self._clean_up(connection, "states")
@@ -498,7 +517,7 @@ class PostgresBackend(EventBackend):
         cancel_key = event_key(message_id, AbortMode.CANCEL)
         with self._connection() as connection:
             row = connection.execute(
-                sql.SQL(_RECORDS).format(**self.tables),
+                self._sql(_RECORDS),
                 {"abort": abort_key, "cancel": cancel_key, "message_id": message_id},
             ).fetchone()
         assert row is not None
@@ -512,17 +531,18 @@ class PostgresBackend(EventBackend):
 
     def forget(self, message_id: str) -> None:
         with self._connection() as connection, connection.transaction():
-            for table in ("outcomes", "states"):
-                connection.execute(
-                    sql.SQL("DELETE FROM {} WHERE message_id = %s").format(self.tables[table]),
-                    [message_id],
-                )
+            connection.execute(
+                self._sql("DELETE FROM {outcomes} WHERE message_id = %s"), [message_id]
+            )
+            connection.execute(
+                self._sql("DELETE FROM {states} WHERE message_id = %s"), [message_id]
+            )
 
     def answer(self, reply_to: str, payload: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
         with self._connection() as connection:
             connection.execute(
-                sql.SQL(_ANSWER).format(answers=self.tables["answers"]),
+                self._sql(_ANSWER),
                 {
                     "reply_to": reply_to,
                     "payload": payload,
@@ -535,9 +555,9 @@ class PostgresBackend(EventBackend):
     def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
         answers: list[str] = []
         deadline = time.monotonic() + timeout
-        taken = sql.SQL(
-            "DELETE FROM {} WHERE reply_to = %s RETURNING id, payload, expires_at > now()"
-        ).format(self.tables["answers"])
+        taken = self._sql(
+            "DELETE FROM {answers} WHERE reply_to = %s RETURNING id, payload, expires_at > now()"
+        )
         with self._listener(self.answers_channel) as listener:
             try:
                 # Listening first, so an answer handed while looking is notified.
@@ -578,11 +598,11 @@ class PostgresBackend(EventBackend):
         """Every event still valid, with the milliseconds it has left."""
         with self._connection() as connection:
             rows = connection.execute(
-                sql.SQL(
+                self._sql(
                     "SELECT key, params, ttl,"
                     " ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint"
-                    " FROM {} WHERE expires_at > now()"
-                ).format(self.tables["events"])
+                    " FROM {events} WHERE expires_at > now()"
+                )
             ).fetchall()
         events = []
         for key, params, ttl, left in rows:
@@ -608,6 +628,8 @@ class PostgresSubscription(Subscription):
     def __init__(self, backend: PostgresBackend) -> None:
         self.backend = backend
         self._listener = backend._listener(backend.channel, backend.application_name)
+        #: The process that opened it.
+        self.pid = os.getpid()
         #: The names of the batches received lately, oldest first.
         self._seen: OrderedDict[str, None] = OrderedDict()
         backend._subscriptions.add(self)
@@ -633,7 +655,7 @@ class PostgresSubscription(Subscription):
             return True
         try:
             return bool(select.select([self.fileno()], [], [], 0)[0])
-        except (OSError, ValueError):
+        except (OSError, ValueError, psycopg.Error):
             # Closed meanwhile: nothing more will reach it.
             return True
 
