@@ -179,6 +179,59 @@ def test_malformed_notifications_and_records_are_skipped_with_a_warning(
         subscription.close()
 
 
+@pytest.mark.timeout(120)
+def test_a_subscription_opened_while_batches_stream_in_misses_none(
+    postgres_backend: PostgresBackend,
+) -> None:
+    # Two threads notify without pause, small batches and batches of many
+    # fragments, while subscriptions open and close: every event notified
+    # is in the catch-up of a subscription or pushed to it, whole.
+    notified: list[Event] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def stream(name: str) -> None:
+        number = 0
+        try:
+            while not stop.is_set():
+                size = 1 if number % 2 else 500
+                batch = [Event(f"abort:{name}-{number}-{i}", {"n": i}) for i in range(size)]
+                postgres_backend.notify(batch, ttl=60_000)
+                notified.extend(batch)
+                number += 1
+        except BaseException as e:
+            failures.append(e)
+
+    def wait_for_more(count: int) -> int:
+        """Wait until ``count`` events are notified; how many are now."""
+        wait_until(lambda: len(notified) >= count or failures, "more batches are notified")
+        assert failures == []
+        return len(notified)
+
+    streams = [threading.Thread(target=stream, args=(name,)) for name in "ab"]
+    for thread in streams:
+        thread.start()
+    try:
+        for _ in range(10):
+            wait_for_more(len(notified) + 1)
+            subscription = postgres_backend.subscribe()
+            try:
+                seen = {timed.event.key for timed in subscription.recorded()}
+                until = wait_for_more(len(notified) + 1000)
+                expected = {event.key for event in notified[:until]}
+                while not expected <= seen:
+                    missing = len(expected - seen)
+                    assert select.select([subscription.fileno()], [], [], WAIT)[0], missing
+                    seen.update(timed.event.key for timed in subscription.receive())
+            finally:
+                subscription.close()
+    finally:
+        stop.set()
+        for thread in streams:
+            thread.join(WAIT)
+    assert failures == []
+
+
 def test_processes_that_start_together_create_the_tables_once(
     postgres_url: str, postgres_namespace: str
 ) -> None:
