@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import select
 import threading
 from collections.abc import Iterator
@@ -295,6 +297,35 @@ def test_a_pooled_connection_killed_while_idle_is_replaced(
     )
     assert postgres_backend.poll("abort:m") == Event("abort:m", {})
     assert idle.closed
+
+
+def _poll_in_child(backend: PostgresBackend) -> None:
+    # Exits with 0 only when the child reads through a connection of its own.
+    with backend.pool.connection() as connection:
+        own = connection.info.backend_pid
+    ok = backend.poll("abort:m") == Event("abort:m", {}) and own not in PARENT_PIDS
+    os._exit(0 if ok else 1)
+
+
+#: The server processes of the parent's pooled connections, for the child.
+PARENT_PIDS: list[int] = []
+
+
+def test_a_forked_process_leaves_the_parents_connections_alone(
+    postgres_backend: PostgresBackend,
+) -> None:
+    postgres_backend.notify([Event("abort:m", {})], ttl=60_000)
+    with postgres_backend.pool.connection() as connection:
+        PARENT_PIDS[:] = [connection.info.backend_pid]
+    child = multiprocessing.get_context("fork").Process(
+        target=_poll_in_child, args=(postgres_backend,)
+    )
+    child.start()
+    child.join(WAIT)
+    assert child.exitcode == 0
+    with postgres_backend.pool.connection() as connection:
+        assert connection.info.backend_pid == PARENT_PIDS[0]
+        assert postgres_backend.poll("abort:m") == Event("abort:m", {})
 
 
 def test_a_real_worker_aborts_a_running_message_and_cancels_a_queued_one(

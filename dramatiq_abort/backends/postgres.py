@@ -362,12 +362,23 @@ class PostgresBackend(EventBackend):
 
     def _clean_up(self, connection: psycopg.Connection[Any], table: str) -> None:
         """Delete the expired rows of ``table`` if this process has not
-        lately."""
+        lately. Called once the write is committed: a failure is logged,
+        not raised, since what the caller asked for is done."""
         now = time.monotonic()
         if now - self._cleaned_at.get(table, -CLEAN_UP_INTERVAL) < CLEAN_UP_INTERVAL:
             return
         self._cleaned_at[table] = now
-        connection.execute(self._clean_ups[table])
+        try:
+            connection.execute(self._clean_ups[table])
+        except psycopg.Error as e:
+            logger.warning(
+                "Could not delete the expired rows of %s (%s: %s); trying again in %d s.",
+                f"{self.namespace}_{table}",
+                type(e).__name__,
+                e,
+                CLEAN_UP_INTERVAL,
+            )
+            logger.debug("The clean-up failed with:", exc_info=e)
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         """Record and notify ``events``. PostgreSQL hands a notification to

@@ -12,6 +12,7 @@ import os
 import select
 import socket
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
@@ -67,15 +68,26 @@ class Pool:
         self.connect = connect
         self.size = size
         self.timeout = timeout
-        self._slots = threading.BoundedSemaphore(size)
+        self._start_afresh()
+        # Weakly: a pool must not live for ever for its callback's sake.
+        pool = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _start_afresh(pool()))
+
+    def _start_afresh(self) -> None:
+        """No connection and every slot free. Also in a forked child: the
+        parent's connections are the parent's, not used and not closed
+        either, which would end them for the parent; and the slots and
+        the lock its other threads held are not held here."""
+        self._slots = threading.BoundedSemaphore(self.size)
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection[Any]] = []
-        self._pid = os.getpid()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection for the duration of the block."""
-        if not self._slots.acquire(timeout=self.timeout):
+        # The slot is given back to the semaphore it was taken from.
+        slots = self._slots
+        if not slots.acquire(timeout=self.timeout):
             raise PoolTimeout(
                 f"no connection to PostgreSQL came free within {self.timeout} s:"
                 f" all {self.size} of the pool are in use"
@@ -87,10 +99,11 @@ class Pool:
             finally:
                 self._give_back(connection)
         finally:
-            self._slots.release()
+            slots.release()
 
     def close(self) -> None:
-        """Close the idle connections; those in use are closed as they come back."""
+        """Close the idle connections. The pool stays usable: a later call
+        opens a connection again."""
         with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:
@@ -98,7 +111,6 @@ class Pool:
 
     def _take(self) -> psycopg.Connection[Any]:
         with self._lock:
-            self._forget_inherited()
             while self._idle:
                 connection = self._idle.pop()
                 if _healthy(connection):
@@ -111,15 +123,12 @@ class Pool:
             connection.close()
             return
         with self._lock:
-            self._forget_inherited()
             self._idle.append(connection)
 
-    def _forget_inherited(self) -> None:
-        # In a forked child, the parent's connections are the parent's: not
-        # used, and not closed either, which would end them for the parent.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._idle = []
+
+def _start_afresh(pool: Pool | None) -> None:
+    if pool is not None:
+        pool._start_afresh()
 
 
 def _healthy(connection: psycopg.Connection[Any]) -> bool:
