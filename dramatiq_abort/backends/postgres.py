@@ -173,6 +173,7 @@ DELETE FROM {table} WHERE ctid = ANY(ARRAY(
 
 
 def _check_namespace(namespace: object) -> str:
+    """Return ``namespace`` when it can name a backend's tables, else raise."""
     if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
         raise ValueError(
             f"namespace must be a lower-case SQL name of at most 40 characters"
@@ -195,7 +196,7 @@ def _check_url_options(url: str) -> dict[str, Any]:
 
 
 class PostgresBackend(EventBackend):
-    """An event backend for PostgreSQL 10 or later, on psycopg 3.
+    """An event backend for PostgreSQL 9.5 or later, on psycopg 3.
 
     Four tables hold what is recorded, each named after ``namespace``:
     ``<namespace>_events`` (abort requests, rules and inquiries, until
@@ -255,6 +256,7 @@ class PostgresBackend(EventBackend):
         self.answers_channel = f"{namespace}_answers"
         #: What ``pg_stat_activity`` shows of a subscription's connection.
         self.application_name = f"dramatiq-abort:{namespace}"
+        #: Each table, by its role.
         self.tables = {
             name: sql.Identifier(f"{namespace}_{name}")
             for name in ("events", "outcomes", "states", "answers")
