@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import select
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, running_
 from dramatiq_abort.backend import Subscription
 from dramatiq_abort.backends import from_url
 from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
+from dramatiq_abort.backends.redis_channels import KEEPALIVE
 
 from .support import (
     WAIT,
@@ -282,6 +284,19 @@ def test_subscribers_counts_the_open_subscriptions_of_the_namespace(
     finally:
         first.close()
         second.close()
+
+
+def test_a_subscription_probes_its_idle_connection(postgres_backend: PostgresBackend) -> None:
+    # It sends no statement while no abort comes: only TCP keepalive can
+    # tell that the server's host has gone without closing the connection.
+    subscription = postgres_backend.subscribe()
+    try:
+        with socket.socket(fileno=os.dup(subscription.fileno())) as sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE[0]
+    finally:
+        subscription.close()
 
 
 def test_a_pooled_connection_killed_while_idle_is_replaced(
