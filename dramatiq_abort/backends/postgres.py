@@ -47,8 +47,12 @@ CONNECT_TIMEOUT = 10
 #: character is a byte. A larger batch is sent in fragments, all notified
 #: in one transaction, that a subscription puts together again.
 FRAGMENT_SIZE = 7900
-#: Most fragments of one batch: 16 MB of JSON, more than a notification of
-#: this package carries (about 70 bytes an event).
+#: Most events pushed as one batch: a larger notify pushes several, in
+#: the same transaction.
+CHUNK_SIZE = 1000
+#: Most fragments of one batch that a subscription assembles: 16 MB of
+#: JSON, more than ``CHUNK_SIZE`` events of this package take (about 70
+#: bytes each, 8 kB at most with the longest reason and names).
 MAX_FRAGMENTS = 2000
 #: Batches a subscription holds incomplete at most; one of a hostile
 #: sender's is then dropped rather than memory exhausted.
@@ -396,10 +400,12 @@ class PostgresBackend(EventBackend):
         encoded = encode_params(events)
         # One row per key, the last one given, as a later notify replaces it.
         rows = {key: encoded[id(params)] for key, params in events}
-        batch = encode_batch(events, ttl, encoded)
-        pieces = [batch[i : i + FRAGMENT_SIZE] for i in range(0, len(batch), FRAGMENT_SIZE)]
-        name = uuid.uuid4().hex
-        fragments = [f"{name} {i} {len(pieces)} {piece}" for i, piece in enumerate(pieces)]
+        fragments: list[str] = []
+        for start in range(0, len(events), CHUNK_SIZE):
+            batch = encode_batch(events[start : start + CHUNK_SIZE], ttl, encoded)
+            pieces = [batch[i : i + FRAGMENT_SIZE] for i in range(0, len(batch), FRAGMENT_SIZE)]
+            name = uuid.uuid4().hex
+            fragments += [f"{name} {i} {len(pieces)} {piece}" for i, piece in enumerate(pieces)]
         with self._connection() as connection:
             connection.execute(
                 self._sql(_NOTIFY),
@@ -412,6 +418,7 @@ class PostgresBackend(EventBackend):
                 },
             )
             self._clean_up(connection, "events")
+        # Those of one transaction arrive in order: the last batch comes last.
         self._wait_delivered(name)
 
     def _wait_delivered(self, name: str) -> None:
