@@ -104,8 +104,20 @@ def namespace_on(url: str, label: str) -> Iterator[str]:
 
 
 def make_abortable(url: str, namespace: str) -> Abortable:
-    """An ``Abortable`` over a ``RedisBackend`` whose keys are under ``namespace``."""
+    """An ``Abortable`` over a ``RedisBackend`` whose keys are under
+    ``namespace``; for a ``postgresql://`` URL (this package only), over a
+    ``PostgresBackend`` whose tables are named after it."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from dramatiq_abort.backends.postgres import PostgresBackend
+
+        return Abortable(backend=PostgresBackend.from_url(url, namespace=sql_namespace(namespace)))
     return Abortable(backend=RedisBackend.from_url(url, namespace=namespace + "aborts:"))
+
+
+def sql_namespace(namespace: str) -> str:
+    """The namespace of a ``PostgresBackend`` for the key namespace
+    ``namespace``: a SQL name, unique as the key namespace is."""
+    return "dramatiq_abort_bench_" + namespace.rstrip(":").rsplit(":", 1)[-1]
 
 
 def make_broker(

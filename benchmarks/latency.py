@@ -10,6 +10,12 @@ in the worker, with 20 more abortable actors beside it that wait on I/O
 (sleeping in short slices, as most tasks spend their time), and with 20
 more that busy-loop in Python like the target.
 
+``--postgres-url URL`` measures instead the same cases with the abort
+backend on Redis and on PostgreSQL (this package only; the broker and the
+reports stay on Redis), in ``--rounds`` alternating rounds (a fresh
+worker process each): per backend and case, the median of the rounds'
+p50 and their spread (largest minus smallest), and the p99 of all samples.
+
 ``--switch-interval S`` (repeatable) measures instead the trade-off of a
 shorter ``sys.setswitchinterval()`` in the worker: the case with 20
 CPU-bound actors only, once per interval given, in ``--rounds``
@@ -20,6 +26,8 @@ to the first interval's in the same round.
     python benchmarks/latency.py --samples 40
     python benchmarks/latency.py --samples 20 --rounds 5 \\
         --switch-interval 0.005 --switch-interval 0.001
+    python benchmarks/latency.py --samples 20 --rounds 5 \\
+        --postgres-url postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -87,7 +95,9 @@ def work(args: argparse.Namespace) -> None:
     _namespace = args.namespace
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval[0])
-    broker, _ = common.make_broker(args.redis_url, args.namespace, abortable=True)
+    broker, _ = common.make_broker(
+        args.redis_url, args.namespace, abortable=True, backend_url=args.abort_url
+    )
     declare(broker)
     common.serve_worker(broker, args.threads, args.worker_timeout)
 
@@ -95,12 +105,15 @@ def work(args: argparse.Namespace) -> None:
 class Sampler:
     """The process that sends the messages and the aborts."""
 
-    def __init__(self, args: argparse.Namespace, namespace: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, namespace: str, abort_url: str | None = None
+    ) -> None:
+        """``abort_url``: where the aborts go, by default the Redis of ``args``."""
         self.client = redis.Redis.from_url(args.redis_url)
         self.namespace = namespace
         broker, _ = common.make_broker(args.redis_url, namespace, abortable=False)
         self.actor = declare(broker)
-        self.middleware: Abortable = common.make_abortable(args.redis_url, namespace)
+        self.middleware: Abortable = common.make_abortable(abort_url or args.redis_url, namespace)
         self.random = random.Random(args.seed)
         self.max_delay: float = args.max_delay
         self.timeout: float = args.timeout
@@ -190,9 +203,19 @@ def main() -> None:
         action="append",
         help="s: measure the CPU-bound case with this switch interval (repeatable)",
     )
-    option("--rounds", type=int, default=5, help="rounds with --switch-interval (default 5)")
+    option(
+        "--postgres-url",
+        help="measure with the abort backend on Redis and on this PostgreSQL, in turn",
+    )
+    option(
+        "--rounds",
+        type=int,
+        default=5,
+        help="rounds with --switch-interval or --postgres-url (default 5)",
+    )
     option("--worker", action="store_true", help=argparse.SUPPRESS)
     option("--namespace", help=argparse.SUPPRESS)
+    option("--abort-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         work(args)
@@ -200,6 +223,9 @@ def main() -> None:
     samples = args.samples or (10 if args.quick else 100)
     if args.switch_interval:
         compare_switch_intervals(args, samples)
+        return
+    if args.postgres_url:
+        compare_backends(args, samples)
         return
     with common.namespace_on(args.redis_url, "latency") as namespace:
         sampler = Sampler(args, namespace)
@@ -229,14 +255,63 @@ def main() -> None:
 
 
 def worker_arguments(
-    args: argparse.Namespace, namespace: str, switch_interval: float | None = None
+    args: argparse.Namespace,
+    namespace: str,
+    switch_interval: float | None = None,
+    abort_url: str | None = None,
 ) -> list[str]:
     """The command line of a worker process for ``args``."""
     arguments = ["--worker", "--redis-url", args.redis_url, "--namespace", namespace]
     arguments += ["--threads", str(args.threads), "--worker-timeout", str(args.worker_timeout)]
     if switch_interval is not None:
         arguments += ["--switch-interval", str(switch_interval)]
+    if abort_url is not None:
+        arguments += ["--abort-url", abort_url]
     return arguments
+
+
+def compare_backends(args: argparse.Namespace, samples: int) -> None:
+    """Each case with the aborts on Redis and on PostgreSQL, in alternating rounds."""
+    from dramatiq_abort.backends.postgres import PostgresBackend
+
+    urls = {"redis": args.redis_url, "postgres": args.postgres_url}
+    cases = ("idle", "busy_cpu") if args.threads > BUSY else ("idle",)
+    round_p50s: dict[str, list[float]] = {f"{name}_{case}": [] for name in urls for case in cases}
+    latencies: dict[str, list[float]] = {label: [] for label in round_p50s}
+    missed = 0
+    with common.namespace_on(args.redis_url, "latency") as namespace:
+        samplers = {name: Sampler(args, namespace, url) for name, url in urls.items()}
+        try:
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    arguments = worker_arguments(args, namespace, abort_url=url)
+                    with common.worker_process(__file__, arguments):
+                        for case in cases:
+                            sampler = samplers[name]
+                            found = (
+                                sampler.series(samples)
+                                if case == "idle"
+                                else sampler.busy_series("cpu", samples)
+                            )
+                            round_p50s[f"{name}_{case}"].append(found["p50"])
+                            latencies[f"{name}_{case}"] += found["latencies_ms"]
+                            missed += found["missed"]
+        finally:
+            backend = samplers["postgres"].middleware.backend
+            assert isinstance(backend, PostgresBackend)
+            backend.drop()
+            backend.close()
+    figures: dict[str, float | None] = {}
+    for label, p50s in round_p50s.items():
+        figures[f"{label}_p50_ms"] = statistics.median(p50s)
+        figures[f"{label}_p50_spread_ms"] = max(p50s) - min(p50s)
+        figures[f"{label}_p99_ms"] = common.percentile(latencies[label], 99)
+    details: dict[str, Any] = {"rounds": args.rounds, "samples_per_round": samples}
+    details["round_p50s_ms"] = {
+        label: [round(p, 2) for p in p50s] for label, p50s in round_p50s.items()
+    }
+    details["missed"] = missed
+    common.emit(figures, details)
 
 
 def compare_switch_intervals(args: argparse.Namespace, samples: int) -> None:

@@ -94,6 +94,36 @@ def shown_url(url: str) -> str:
     return repr(start + parts.path + ("?***" if parts.query else ""))
 
 
+#: The PostgreSQL URL that errors give as an example.
+EXAMPLE_POSTGRES_URL = "postgresql://user@localhost:5432/dbname"
+
+
+def check_postgres_url(url: object) -> str:
+    """Return ``url`` when it names a PostgreSQL database, else raise. Its
+    error never repeats the URL, which may hold a password."""
+    example = f"for example {EXAMPLE_POSTGRES_URL}"
+    if not isinstance(url, str):
+        raise TypeError(
+            f"url must be a PostgreSQL URL such as {EXAMPLE_POSTGRES_URL!r}, not {url!r:.100}"
+        )
+    try:
+        parts = urlsplit(url)
+        # Reading the port checks it: a port that is not a number raises.
+        parts.port  # noqa: B018
+    except ValueError:
+        raise ValueError(
+            f"the URL cannot be parsed: write it as"
+            f" postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE, {example}"
+        ) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "url must start with postgresql:// or postgres://"
+            + (f", not {parts.scheme}://" if parts.scheme else "")
+            + f" ({example})"
+        )
+    return url
+
+
 def check_mode(mode: object) -> AbortMode:
     """Accept an :class:`AbortMode` or its value (``"abort"``, ``"cancel"``)."""
     if isinstance(mode, AbortMode):

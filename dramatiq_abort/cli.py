@@ -415,6 +415,24 @@ def _run(args: argparse.Namespace) -> int:
         # the URL may hold; a traceback would say no more to an operator.
         print(f"dramatiq-abort: Redis error: {str(e).rstrip('.')}{_redis_hint(e)}", file=sys.stderr)
         return BACKEND_ERROR
+    except Exception as e:
+        if not _is_postgres_error(e):
+            raise
+        # libpq's words name the host, port, user and database, never the password.
+        first_line = " ".join(str(e).split("\n", 1)[0].split())
+        print(
+            f"dramatiq-abort: PostgreSQL error: {first_line.rstrip('.')}: check the host, port,"
+            f" user, password and database that --backend (or ${URL_VARIABLE}) gives",
+            file=sys.stderr,
+        )
+        return BACKEND_ERROR
+
+
+def _is_postgres_error(error: Exception) -> bool:
+    """Whether ``error`` is psycopg's, without importing psycopg where no
+    PostgreSQL backend was built."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, psycopg.Error)
 
 
 def _backend(args: argparse.Namespace) -> EventBackend:

@@ -1,18 +1,23 @@
 """Fixtures: brokers, backends and workers, each torn down after its test.
 
 Redis tests run against ``DRAMATIQ_ABORT_TEST_REDIS`` (default
-``redis://127.0.0.1:6379/15``), in a namespace of their own; they are
-skipped when no Redis answers, except under ``CI=true`` where that fails.
+``redis://127.0.0.1:6379/15``), in a namespace of their own; PostgreSQL
+tests against ``DRAMATIQ_ABORT_TEST_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1:5432/test``), in tables of their own.
+They are skipped when the server does not answer, except under
+``CI=true`` where that fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
+import psycopg
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -22,7 +27,7 @@ from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend as StubResultBackend
 
 from dramatiq_abort import Abortable, EventBackend
-from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.backends import PostgresBackend, RedisBackend, StubBackend
 
 from .support import (
     NamespacedResults,
@@ -36,6 +41,9 @@ from .support import (
 __all__ = ["PrivateRedis"]
 
 REDIS_URL = os.environ.get("DRAMATIQ_ABORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "DRAMATIQ_ABORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +56,31 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=2).close()
+    except psycopg.Error as e:
+        # Not the URL itself: it may hold a password.
+        unavailable(f"no PostgreSQL answers (set DRAMATIQ_ABORT_TEST_POSTGRES): {e}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_namespace() -> str:
+    return f"dramatiq_abort_test_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def postgres_backend(postgres_url: str, postgres_namespace: str) -> Iterator[PostgresBackend]:
+    """A PostgresBackend in tables of the test's own, dropped afterwards."""
+    backend = PostgresBackend.from_url(postgres_url, namespace=postgres_namespace)
+    with contextlib.ExitStack() as steps:
+        steps.callback(backend.close)
+        steps.callback(backend.drop)
+        yield backend
 
 
 @pytest.fixture
@@ -63,12 +96,15 @@ def redis_client(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["stub", "redis", "redis-plain-reads"])
+@pytest.fixture(params=["stub", "redis", "redis-plain-reads", "postgres"])
 def event_backend(request: pytest.FixtureRequest) -> EventBackend:
-    """Each backend in turn: the in-memory one, and Redis read through this
-    package's own reads and through redis-py's."""
+    """Each backend in turn: the in-memory one, Redis read through this
+    package's own reads and through redis-py's, and PostgreSQL."""
     if request.param == "stub":
         return StubBackend()
+    if request.param == "postgres":
+        backend: PostgresBackend = request.getfixturevalue("postgres_backend")
+        return backend
     client = request.getfixturevalue("redis_client")
     return RedisBackend(
         client=client,

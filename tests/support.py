@@ -23,7 +23,7 @@ import redis
 from dramatiq.results.backends import RedisBackend as RedisResultBackend
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abort
-from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.watcher import Watcher
 
 #: How long a test waits for anything before it calls it a failure.
@@ -262,6 +262,18 @@ class App:
         os.environ.update(self._previous)
 
 
+def run_on_both_processes(app: App) -> dict[str, int]:
+    """Two ``spin`` messages, one in each worker process: their ids and pids."""
+    sent = [app.send("spin") for _ in range(2)]
+    pids = {}
+    for token, message in sent:
+        reported = app.report_and_pid(token)
+        assert reported is not None and reported[0] == "started"
+        pids[message.message_id] = reported[1]
+    assert len(set(pids.values())) == 2
+    return pids
+
+
 def start_dramatiq(
     app: str, processes: int, threads: int, *, env: dict[str, str], stdout: Any, stderr: Any
 ) -> subprocess.Popen[bytes]:
@@ -385,6 +397,16 @@ class NamespacedResults(RedisResultBackend):  # type: ignore[misc]
 
     def build_message_key(self, message: Any) -> str:
         return f"{self.namespace}:{super().build_message_key(message)}"
+
+
+def postgres_tables(backend: PostgresBackend) -> list[str]:
+    """The tables of ``backend``'s namespace that exist."""
+    with backend.pool.connection() as connection:
+        rows = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE %s ORDER BY tablename",
+            [backend.namespace.replace("_", "\\_") + "\\_%"],
+        ).fetchall()
+    return [name for (name,) in rows]
 
 
 def delete_namespace(client: Any, namespace: str) -> None:

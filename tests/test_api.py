@@ -31,10 +31,10 @@ from dramatiq_abort import (
     wait_outcome,
 )
 from dramatiq_abort import middleware as middleware_module
-from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.backends import PostgresBackend, RedisBackend, StubBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 
-from .support import WAIT, start_worker
+from .support import WAIT, postgres_tables, start_worker
 
 
 def test_public_names_match_the_documentation() -> None:
@@ -164,6 +164,8 @@ def test_bad_input_names_the_value_and_writes_nothing(
     backend = abortable.backend
     if isinstance(backend, StubBackend):
         assert backend.recorded() == []
+    elif isinstance(backend, PostgresBackend):
+        assert postgres_tables(backend) == []
     else:
         assert isinstance(backend, RedisBackend)
         assert backend.recorded() == []

@@ -26,7 +26,7 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 
 from dramatiq_abort import Abortable, Event, __version__, abort
-from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
@@ -639,3 +639,35 @@ def test_the_default_reason_names_the_user_and_the_host(monkeypatch: pytest.Monk
     monkeypatch.setattr(getpass, "getuser", fails)
     monkeypatch.setattr(socket, "gethostname", fails)
     assert default_reason() == "unknown user@unknown host via dramatiq-abort"
+
+
+def test_abort_and_list_reach_a_postgresql_backend(
+    postgres_url: str,
+    postgres_backend: PostgresBackend,
+    postgres_namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backend_options = ["--backend", postgres_url, "--namespace", postgres_namespace]
+    assert main(["abort", "pg-id", "--reason", "bad input", *backend_options]) == 0
+    event = postgres_backend.poll("abort:pg-id")
+    assert event is not None and event.params["reason"] == "bad input"
+    capsys.readouterr()
+    assert main(["list", "--wait", "0.2", *backend_options]) == 0
+    assert f"No worker listens to namespace {postgres_namespace!r}" in capsys.readouterr().out
+
+
+def test_a_postgresql_that_cannot_be_reached_says_what_to_check_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    url = f"postgresql://someone:not-the-password@127.0.0.1:{closed_port}/test"
+    assert main(["abort", "an-id", "--backend", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dramatiq-abort: PostgreSQL error: ") and str(closed_port) in err
+    assert err.endswith(
+        "check the host, port, user, password and database that --backend"
+        f" (or ${URL_VARIABLE}) gives\n"
+    )
+    assert "not-the-password" not in err

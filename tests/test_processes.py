@@ -19,7 +19,7 @@ import redis
 
 from dramatiq_abort import Outcome
 
-from .support import ROOT, WAIT, App, require_rabbitmq, wait_until
+from .support import ROOT, WAIT, App, require_rabbitmq, run_on_both_processes, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,18 +65,6 @@ def test_cancel_abort_grace_and_no_op_across_processes(app: App) -> None:
     app.abort_from_another_process(done.message_id)
     # No worker runs it any more: nothing reports on it.
     assert app.middleware.wait_outcome(done.message_id, 0.5) is None
-
-
-def run_on_both_processes(app: App) -> dict[str, int]:
-    """Two ``spin`` messages, one in each worker process: their ids and pids."""
-    sent = [app.send("spin") for _ in range(2)]
-    pids = {}
-    for token, message in sent:
-        reported = app.report_and_pid(token)
-        assert reported is not None and reported[0] == "started"
-        pids[message.message_id] = reported[1]
-    assert len(set(pids.values())) == 2
-    return pids
 
 
 def stop_them(app: App, message_ids: list[str]) -> None:

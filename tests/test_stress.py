@@ -15,10 +15,10 @@ alive, and it processes one more message.
 Each run is made twice: with Python's switch interval, and with one of
 20 us, which preempts threads between almost any two bytecodes and so
 tries far more interleavings. Runs go over StubBroker + StubBackend,
-RedisBroker + RedisBackend, and RedisBroker + RedisBackend aborted from
-another process. The last test checks what the "no abort lost" guarantee
-rests on: once abort() has returned, the event is already readable on
-every subscription.
+StubBroker + PostgresBackend, RedisBroker + RedisBackend, and
+RedisBroker + RedisBackend aborted from another process. The last test
+checks what the "no abort lost" guarantee rests on: once abort() has
+returned, the event is already readable on every subscription.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultBackend, ResultFailure, ResultMissing, Results
 from dramatiq.results.backends import StubBackend as StubResultBackend
 
-from dramatiq_abort import Abort, Abortable, AbortMode, TimedEvent, abort
+from dramatiq_abort import Abort, Abortable, AbortMode, EventBackend, TimedEvent, abort
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from .stress_harness import (
@@ -421,12 +421,18 @@ def switch_interval(request: pytest.FixtureRequest) -> Iterator[None]:
         sys.setswitchinterval(default)
 
 
-@pytest.fixture
-def stub_stress_broker() -> Iterator[tuple[StubBroker, Abortable, StubResultBackend]]:
+@pytest.fixture(params=["stub", "postgres"])
+def stub_stress_broker(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[StubBroker, Abortable, StubResultBackend]]:
+    """A StubBroker with the in-memory backend, or with PostgreSQL's."""
     broker = StubBroker()
     results = StubResultBackend()
     broker.add_middleware(Results(backend=results))
-    middleware = Abortable(backend=StubBackend())
+    backend: EventBackend = (
+        StubBackend() if request.param == "stub" else request.getfixturevalue("postgres_backend")
+    )
+    middleware = Abortable(backend=backend)
     broker.add_middleware(middleware)
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)

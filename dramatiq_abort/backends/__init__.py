@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..backend import EventBackend
-from ..checks import check_redis_url
+from ..checks import check_postgres_url, check_redis_url
 from .stub import StubBackend
 
 if TYPE_CHECKING:
+    from .postgres import PostgresBackend
     from .redis import RedisBackend
 
-__all__ = ["RedisBackend", "StubBackend", "check_url", "from_url"]
+__all__ = ["PostgresBackend", "RedisBackend", "StubBackend", "check_url", "from_url"]
 
 #: The URL schemes :func:`from_url` knows, each with the backend it builds.
 SCHEMES = {
     "redis": "RedisBackend",
     "rediss": "RedisBackend",
     "unix": "RedisBackend",
+    "postgresql": "PostgresBackend",
+    "postgres": "PostgresBackend",
     "memory": "StubBackend",
 }
 
@@ -29,8 +32,11 @@ def check_url(url: object) -> str:
     hold a password."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str such as 'redis://localhost:6379/0', not {url!r:.100}")
-    if _backend_name(url) == "RedisBackend":
+    name = _backend_name(url)
+    if name == "RedisBackend":
         check_redis_url(url)
+    elif name == "PostgresBackend":
+        check_postgres_url(url)
     return url
 
 
@@ -40,9 +46,11 @@ def from_url(url: str, **options: Any) -> EventBackend:
 
     ``redis://``, ``rediss://`` and ``unix://`` build a
     :class:`RedisBackend` (see :meth:`RedisBackend.from_url` for the URL's
-    options); ``memory://`` a :class:`StubBackend`, which only the
-    threads of one process share. Any other scheme is refused with the
-    list of those known (see :func:`check_url`).
+    options); ``postgresql://`` and ``postgres://`` a
+    :class:`PostgresBackend` (which needs the ``postgres`` extra, psycopg
+    3); ``memory://`` a :class:`StubBackend`, which only the threads of
+    one process share. Any other scheme is refused with the list of those
+    known (see :func:`check_url`).
     """
     name = _backend_name(check_url(url))
     if name == "StubBackend":
@@ -73,4 +81,12 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBackend
 
         return RedisBackend
+    if name == "PostgresBackend":
+        try:
+            from .postgres import PostgresBackend
+        except ImportError as e:
+            raise ImportError(
+                f"PostgresBackend needs psycopg 3 ({e}): install dramatiq-abort[postgres]"
+            ) from e
+        return PostgresBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

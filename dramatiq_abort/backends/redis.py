@@ -20,6 +20,7 @@ from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEv
 from ..checks import check_milliseconds, check_redis_url
 from ..mode import AbortMode
 from ..wire import event_key
+from .pushed import decode_batch, encode_batch, encode_params
 from .redis_channels import KEEPALIVE, Channel, PubSubChannel, RawChannel, text
 
 # Where tests and users find it.
@@ -250,18 +251,11 @@ class RedisBackend(EventBackend):
         self.client.exists(self.index_key)
 
     def _notify_chunk(self, events: list[Event], ttl: int, client: Any) -> None:
-        # Events of one request share their parameters dict: each distinct
-        # dict is encoded once, not once per message.
-        encoded: dict[int, str] = {}
-        for _, params in events:
-            if id(params) not in encoded:
-                encoded[id(params)] = json.dumps(params)
+        encoded = encode_params(events)
         stored = [f'{{"ttl": {ttl}, "params": {encoded[id(params)]}}}' for _, params in events]
-        pairs = ", ".join(f"[{json.dumps(key)}, {encoded[id(params)]}]" for key, params in events)
-        pushed = f'{{"ttl": {ttl}, "events": [{pairs}]}}'
         self._notify(
             keys=[self.index_key, *(self.prefix + key for key, _ in events)],
-            args=[ttl, self.channel, pushed, *stored],
+            args=[ttl, self.channel, encode_batch(events, ttl, encoded), *stored],
             client=client,
         )
 
@@ -430,21 +424,7 @@ class RedisBackend(EventBackend):
     def decode_pushed(self, payload: Any) -> list[TimedEvent]:
         """The events of one published notification; malformed ones are
         logged and skipped."""
-        try:
-            data = json.loads(payload)
-            ttl = data["ttl"]
-            pairs = data["events"]
-            if not isinstance(ttl, int) or ttl <= 0 or not isinstance(pairs, list):
-                raise ValueError("bad ttl or events")
-            events = []
-            for key, params in pairs:
-                if not isinstance(key, str) or not isinstance(params, dict):
-                    raise ValueError(f"bad event {key!r}")
-                events.append(TimedEvent(Event(key, params), ttl, ttl))
-            return events
-        except (ValueError, TypeError, KeyError) as e:
-            logger.warning("Skipping a malformed abort notification (%s): %.200r", e, payload)
-            return []
+        return decode_batch(payload)
 
     def _decode_record(self, key: str, value: Any) -> tuple[Event, int] | None:
         if value is None:

@@ -14,12 +14,15 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
 from dramatiq_abort import Abort, Abortable, abort_requested
-from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.backends import from_url
 
 REDIS_URL = os.environ["APP_REDIS_URL"]
 #: The Redis of the abort backend; by default the one of the reports.
 ABORT_REDIS_URL = os.environ.get("APP_ABORT_REDIS_URL", REDIS_URL)
 NAMESPACE = os.environ["APP_NAMESPACE"]
+#: The abort backend, of any kind, when not a Redis: its URL and namespace.
+ABORT_URL = os.environ.get("APP_ABORT_URL", ABORT_REDIS_URL)
+ABORT_NAMESPACE = os.environ.get("APP_ABORT_NAMESPACE", NAMESPACE)
 QUEUE = os.environ["APP_QUEUE"]
 
 broker: dramatiq.Broker
@@ -41,9 +44,7 @@ if os.environ.get("APP_PROMETHEUS") == "1":
     from dramatiq.middleware.prometheus import Prometheus
 
     broker.add_middleware(Prometheus())
-broker.add_middleware(
-    Abortable(backend=RedisBackend.from_url(ABORT_REDIS_URL, namespace=NAMESPACE))
-)
+broker.add_middleware(Abortable(backend=from_url(ABORT_URL, namespace=ABORT_NAMESPACE)))
 dramatiq.set_broker(broker)
 
 _reports = redis.Redis.from_url(REDIS_URL)

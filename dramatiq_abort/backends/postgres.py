@@ -1,0 +1,730 @@
+"""The PostgreSQL event backend: abort events kept in tables until they
+expire, and pushed to workers with LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import select
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
+from ..checks import check_milliseconds, check_postgres_url
+from ..mode import AbortMode
+from ..wire import event_key
+from .postgres_connections import Connect, Listener, Pool
+from .pushed import decode_batch, encode_batch, encode_params
+
+__all__ = ["PostgresBackend", "PostgresSubscription"]
+
+DEFAULT_NAMESPACE = "dramatiq_aborts"
+#: A namespace: a lower-case SQL name, short enough that the longest name
+#: made from it (``<namespace>_outcomes_expiry``) fits PostgreSQL's 63 bytes.
+NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+#: Most connections of the pool that the callers' threads share, and how
+#: long a thread waits for one of them, in seconds.
+POOL_SIZE = 10
+POOL_TIMEOUT = 20
+#: Seconds ``from_url``'s connections wait for the server, unless the URL
+#: says otherwise.
+CONNECT_TIMEOUT = 10
+#: Characters of a batch's JSON carried by one notification: PostgreSQL
+#: refuses a payload of 8000 bytes or more, and the JSON is ASCII, so a
+#: character is a byte. A larger batch is sent in fragments, all notified
+#: in one transaction, that a subscription puts together again.
+FRAGMENT_SIZE = 7900
+#: Most events pushed as one batch: a larger notify pushes several, in
+#: the same transaction.
+CHUNK_SIZE = 1000
+#: Most fragments of one batch that a subscription assembles: 16 MB of
+#: JSON, more than ``CHUNK_SIZE`` events of this package take (about 70
+#: bytes each, 8 kB at most with the longest reason and names).
+MAX_FRAGMENTS = 2000
+#: Batches a subscription holds incomplete at most; one of a hostile
+#: sender's is then dropped rather than memory exhausted.
+MAX_INCOMPLETE = 100
+#: Longest wait, in seconds, of ``notify`` for the subscriptions of its
+#: own process to see the batch (see ``PostgresBackend.notify``).
+DELIVERY_WAIT = 1.0
+#: Names of the batches received lately that a subscription remembers.
+SEEN_BATCHES = 1000
+#: Seconds between two clean-ups of a table's expired rows by one process.
+CLEAN_UP_INTERVAL = 10.0
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {events} (
+    key text PRIMARY KEY,
+    params text NOT NULL,
+    ttl bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {events_expiry} ON {events} (expires_at);
+CREATE TABLE IF NOT EXISTS {outcomes} (
+    message_id text PRIMARY KEY,
+    outcome text NOT NULL,
+    reason text,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {outcomes_expiry} ON {outcomes} (expires_at);
+CREATE TABLE IF NOT EXISTS {states} (
+    message_id text PRIMARY KEY,
+    state text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {states_expiry} ON {states} (expires_at);
+CREATE TABLE IF NOT EXISTS {answers} (
+    id bigserial PRIMARY KEY,
+    reply_to text NOT NULL,
+    payload text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {answers_reply_to} ON {answers} (reply_to);
+CREATE INDEX IF NOT EXISTS {answers_expiry} ON {answers} (expires_at);
+"""
+
+#: When a row written now with a TTL of ``%(ttl)s`` milliseconds expires,
+#: by the server's clock.
+_EXPIRY = "now() + %(ttl)s::bigint * interval '1 millisecond'"
+
+# Record the batch and notify it in one statement, so one transaction: a
+# subscriber that catches up after it listens cannot miss an event. The
+# rows are written in key order, so that two batches that share messages
+# lock them in the same order and never deadlock.
+_NOTIFY = (
+    """
+WITH written AS (
+    INSERT INTO {events} (key, params, ttl, expires_at)
+    SELECT key, params, %(ttl)s::bigint, """
+    + _EXPIRY
+    + """
+    FROM unnest(%(keys)s::text[], %(params)s::text[]) AS batch(key, params)
+    ORDER BY key
+    ON CONFLICT (key) DO UPDATE
+    SET params = excluded.params, ttl = excluded.ttl, expires_at = excluded.expires_at
+)
+SELECT pg_notify(%(channel)s, fragment) FROM unnest(%(fragments)s::text[]) AS f(fragment)
+"""
+)
+
+_RECORD_OUTCOME = (
+    """
+WITH written AS (
+    INSERT INTO {outcomes} (message_id, outcome, reason, expires_at)
+    VALUES (%(message_id)s, %(outcome)s, %(reason)s, """
+    + _EXPIRY
+    + """)
+    ON CONFLICT (message_id) DO UPDATE
+    SET outcome = excluded.outcome, reason = excluded.reason, expires_at = excluded.expires_at
+)
+SELECT pg_notify(%(channel)s, %(message_id)s)
+"""
+)
+
+_RECORD_STATE = (
+    """
+INSERT INTO {states} (message_id, state, expires_at)
+VALUES (%(message_id)s, %(state)s, """
+    + _EXPIRY
+    + """)
+ON CONFLICT (message_id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at
+"""
+)
+
+_ANSWER = (
+    """
+WITH written AS (
+    INSERT INTO {answers} (reply_to, payload, expires_at)
+    VALUES (%(reply_to)s, %(payload)s, """
+    + _EXPIRY
+    + """)
+)
+SELECT pg_notify(%(channel)s, %(reply_to)s)
+"""
+)
+
+_RECORDS = """
+SELECT
+    (SELECT params FROM {events} WHERE key = %(abort)s AND expires_at > now()),
+    (SELECT params FROM {events} WHERE key = %(cancel)s AND expires_at > now()),
+    (SELECT outcome FROM {outcomes} WHERE message_id = %(message_id)s AND expires_at > now()),
+    (SELECT state FROM {states} WHERE message_id = %(message_id)s AND expires_at > now())
+"""
+
+# Expired rows are deleted apart from the writes, and skipped when another
+# transaction holds them: a clean-up never waits on a write, so the two
+# cannot deadlock.
+_CLEAN_UP = """
+DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {table} WHERE expires_at <= now() FOR UPDATE SKIP LOCKED
+))
+"""
+
+
+def _check_namespace(namespace: object) -> str:
+    """Return ``namespace`` when it can name a backend's tables, else raise."""
+    if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
+        raise ValueError(
+            f"namespace must be a lower-case SQL name of at most 40 characters"
+            f" (letters a-z, digits and _, not starting with a digit), such as"
+            f" {DEFAULT_NAMESPACE!r}, not {namespace!r:.100}"
+        )
+    return namespace
+
+
+def _check_url_options(url: str) -> dict[str, Any]:
+    """The options libpq reads in ``url``; its error repeats the URL's
+    faulty part, which may be the password, so it is shown only when the
+    URL holds none."""
+    try:
+        return conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:
+        with_password = urlsplit(url).password is not None
+        detail = "it holds a password, so libpq's error is not shown" if with_password else str(e)
+        raise ValueError(f"the PostgreSQL URL cannot be read ({detail})") from None
+
+
+class PostgresBackend(EventBackend):
+    """An event backend for PostgreSQL 9.5 or later, on psycopg 3.
+
+    Four tables hold what is recorded, each named after ``namespace``:
+    ``<namespace>_events`` (abort requests, rules and inquiries, until
+    they expire), ``_outcomes``, ``_states`` and ``_answers``. They are
+    created at first use, under an advisory lock, so that processes that
+    start together do not race. Every row expires by the server's clock.
+    Workers listen on the channel ``<namespace>_events``, one connection
+    per process, named ``dramatiq-abort:<namespace>`` for
+    :meth:`subscribers`; they issue no statement while nothing is aborted.
+
+    :param connect: What makes a connection: a callable with no argument
+        that returns a ``psycopg.Connection``. Each connection is then put
+        in autocommit mode. Defaults to ``psycopg.connect()``, which reads
+        libpq's environment variables (``PGHOST``, ``PGDATABASE``...).
+        For a URL, use :meth:`from_url`.
+    :param namespace: What the tables and channels are named after.
+        Applications that share a database but not their messages use
+        different namespaces.
+    :param pool_size: Most connections that the threads of one process
+        use at once, besides each process's subscription; a thread waits
+        up to ``POOL_TIMEOUT`` seconds for a free one.
+    """
+
+    pushes = True
+    records_outcomes = True
+    records_reasons = True
+    stores_states = True
+    carries_answers = True
+
+    def __init__(
+        self,
+        *,
+        connect: Connect | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        self.namespace = _check_namespace(namespace)
+        if connect is not None and not callable(connect):
+            hint = (
+                ": for a URL, use PostgresBackend.from_url(url)" if isinstance(connect, str) else ""
+            )
+            raise TypeError(
+                f"connect must be a callable that returns a psycopg.Connection,"
+                f" not {type(connect).__name__}{hint}"
+            )
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size <= 0:
+            raise ValueError(
+                f"pool_size must be a positive number of connections, not {pool_size!r}"
+            )
+        self.connect: Connect = connect if connect is not None else psycopg.connect
+        self.pool = Pool(self.connect, pool_size, POOL_TIMEOUT)
+        #: The channel every batch of events is notified on.
+        self.channel = f"{namespace}_events"
+        #: The channel on which a recorded outcome names its message.
+        self.outcomes_channel = f"{namespace}_outcomes"
+        #: The channel on which an answer names its reply address.
+        self.answers_channel = f"{namespace}_answers"
+        #: What ``pg_stat_activity`` shows of a subscription's connection.
+        self.application_name = f"dramatiq-abort:{namespace}"
+        #: Each table, by its role.
+        self.tables = {
+            name: sql.Identifier(f"{namespace}_{name}")
+            for name in ("events", "outcomes", "states", "answers")
+        }
+        names = {
+            **self.tables,
+            **{
+                f"{name}_expiry": sql.Identifier(f"{namespace}_{name}_expiry")
+                for name in ("events", "outcomes", "states", "answers")
+            },
+            "answers_reply_to": sql.Identifier(f"{namespace}_answers_reply_to"),
+        }
+        #: Every table and index name, for the statements' placeholders.
+        self._names = names
+        #: Each statement, its names filled in, by its template.
+        self._statements: dict[str, sql.Composed] = {}
+        self._clean_ups = {
+            name: sql.SQL(_CLEAN_UP).format(table=table) for name, table in self.tables.items()
+        }
+        self._lock_key = f"dramatiq-abort:{namespace}"
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._cleaned_at: dict[str, float] = {}
+        #: The subscriptions open in this process, and what they wait on.
+        self._subscriptions: weakref.WeakSet[PostgresSubscription] = weakref.WeakSet()
+        self._received = threading.Condition()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> PostgresBackend:
+        """Build the backend on connections to ``url``
+        (``postgresql://[user[:password]@]host[:port]/database``, with
+        libpq's options in the query string, such as ``?sslmode=require``).
+        Extra arguments go to the constructor. The URL is checked before
+        anything connects; its errors never repeat its password.
+        """
+        url = check_postgres_url(url)
+        options = _check_url_options(url)
+        # The URL's own connect_timeout, if it has one, wins.
+        timeout = options.get("connect_timeout", CONNECT_TIMEOUT)
+
+        # A function rather than a partial, whose repr would show the URL.
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(url, connect_timeout=timeout)
+
+        return cls(connect=connect, **kwargs)
+
+    def close(self) -> None:
+        """Close the pool's idle connections. Subscriptions are closed by
+        their owners."""
+        self.pool.close()
+
+    def drop(self) -> None:
+        """Drop the namespace's tables, and what they hold."""
+        with self.pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self._lock_key])
+            connection.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(self.tables.values()))
+            )
+        self._schema_ready = False
+
+    def _sql(self, template: str) -> sql.Composed:
+        """``template`` with its placeholders (``{events}``...) filled in
+        with this namespace's names; composed once."""
+        statement = self._statements.get(template)
+        if statement is None:
+            statement = self._statements[template] = sql.SQL(template).format(**self._names)
+        return statement
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, once the tables exist."""
+        with self.pool.connection() as connection:
+            self._create_tables(connection)
+            yield connection
+
+    def _create_tables(self, connection: psycopg.Connection[Any]) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            # Looked up first: CREATE ... IF NOT EXISTS needs the right to
+            # create, which a user of tables made by another may not have.
+            missing = connection.execute(
+                "SELECT count(*) FROM unnest(%s::text[]) AS t(name)"
+                " WHERE to_regclass(name) IS NULL",
+                [[f"{self.namespace}_{name}" for name in self.tables]],
+            ).fetchone()
+            if missing is not None and missing[0]:
+                with connection.transaction():
+                    # Processes that start together wait for each other here
+                    # instead of failing on each other's CREATE.
+                    connection.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", [self._lock_key]
+                    )
+                    connection.execute(self._sql(_SCHEMA))
+            self._schema_ready = True
+
+    def _listener(self, channel: str, application_name: str | None = None) -> Listener:
+        """A connection of its own listening on ``channel``, once the tables exist."""
+        if not self._schema_ready:
+            with self._connection():
+                pass
+        return Listener(self.connect, [channel], application_name)
+
+    def _clean_up(self, connection: psycopg.Connection[Any], table: str) -> None:
+        """Delete the expired rows of ``table`` if this process has not
+        lately. Called once the write is committed: a failure is logged,
+        not raised, since what the caller asked for is done."""
+        now = time.monotonic()
+        if now - self._cleaned_at.get(table, -CLEAN_UP_INTERVAL) < CLEAN_UP_INTERVAL:
+            return
+        self._cleaned_at[table] = now
+        try:
+            connection.execute(self._clean_ups[table])
+        except psycopg.Error as e:
+            logger.warning(
+                "Could not delete the expired rows of %s (%s: %s); trying again in %d s.",
+                f"{self.namespace}_{table}",
+                type(e).__name__,
+                e,
+                CLEAN_UP_INTERVAL,
+            )
+            logger.debug("The clean-up failed with:", exc_info=e)
+
+    def notify(self, events: Iterable[Event], ttl: int) -> None:
+        """Record and notify ``events``. PostgreSQL hands a notification to
+        the listening connections a moment after the commit; so that the
+        messages running in this process see the events once this returns
+        (as they would with Redis), it waits, at most ``DELIVERY_WAIT``
+        seconds, until they reached each subscription of this process.
+        Other processes receive them within the server's delivery time."""
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        events = list(events)
+        if not events:
+            return
+        encoded = encode_params(events)
+        # One row per key, the last one given, as a later notify replaces it.
+        rows = {key: encoded[id(params)] for key, params in events}
+        fragments: list[str] = []
+        for start in range(0, len(events), CHUNK_SIZE):
+            batch = encode_batch(events[start : start + CHUNK_SIZE], ttl, encoded)
+            pieces = [batch[i : i + FRAGMENT_SIZE] for i in range(0, len(batch), FRAGMENT_SIZE)]
+            name = uuid.uuid4().hex
+            fragments += [f"{name} {i} {len(pieces)} {piece}" for i, piece in enumerate(pieces)]
+        with self._connection() as connection:
+            connection.execute(
+                self._sql(_NOTIFY),
+                {
+                    "ttl": ttl,
+                    "keys": list(rows),
+                    "params": list(rows.values()),
+                    "channel": self.channel,
+                    "fragments": fragments,
+                },
+            )
+            self._clean_up(connection, "events")
+        # Those of one transaction arrive in order: the last batch comes last.
+        self._wait_delivered(name)
+
+    def _wait_delivered(self, name: str) -> None:
+        """Wait until every subscription of this process has received the
+        batch ``name`` or has it on its socket, or ``DELIVERY_WAIT`` passed."""
+        # Not those inherited from a parent process: they are its own.
+        waiting = [s for s in self._subscriptions if s.pid == os.getpid()]
+        deadline = time.monotonic() + DELIVERY_WAIT
+        while waiting:
+            waiting = [subscription for subscription in waiting if not subscription.has(name)]
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                return
+            with self._received:
+                # Woken by a receive(); the sockets are looked at anew
+                # every millisecond.
+                self._received.wait(min(left, 0.001))
+
+    def poll(self, key: str) -> Event | None:
+        with self._connection() as connection:
+            return self._read_event(connection, [key])
+
+    def _read_event(self, connection: psycopg.Connection[Any], keys: list[str]) -> Event | None:
+        """The first valid event among ``keys``, if any."""
+        for key, params in connection.execute(
+            self._sql(
+                "SELECT key, params FROM {events}"
+                " WHERE key = ANY(%s::text[]) AND expires_at > now()"
+            ),
+            [keys],
+        ):
+            event = self._decode_event(key, params)
+            if event is not None:
+                return event
+        return None
+
+    def wait_many(self, keys: Iterable[str], timeout: int) -> Event | None:
+        wanted = list(keys)
+        deadline = time.monotonic() + timeout / 1000
+        with self._listener(self.channel) as listener:
+            # Listening first, so an event notified while looking is pushed.
+            while True:
+                event = self._read_event(listener.connection, wanted)
+                if event is not None:
+                    return event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                listener.wait(left)
+
+    def record_outcome(
+        self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
+    ) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        with self._connection() as connection:
+            connection.execute(
+                self._sql(_RECORD_OUTCOME),
+                {
+                    "message_id": message_id,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "ttl": ttl,
+                    "channel": self.outcomes_channel,
+                },
+            )
+            self._clean_up(connection, "outcomes")
+
+    def outcome_reason(self, message_id: str) -> str | None:
+        with self._connection() as connection:
+            row = connection.execute(
+                self._sql(
+                    "SELECT reason FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
+                ),
+                [message_id],
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
+        if timeout is not None and timeout <= 0:
+            with self._connection() as connection:
+                return self._read_outcome(connection, message_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._listener(self.outcomes_channel) as listener:
+            # Listening first, so an outcome recorded while looking is notified.
+            while True:
+                outcome = self._read_outcome(listener.connection, message_id)
+                if outcome is not None:
+                    return outcome
+                while True:
+                    left = 1.0 if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    if any(payload == message_id for _, payload in listener.wait(left)):
+                        break
+
+    def _read_outcome(self, connection: psycopg.Connection[Any], message_id: str) -> str | None:
+        row = connection.execute(
+            self._sql(
+                "SELECT outcome FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
+            ),
+            [message_id],
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_state(self, message_id: str, state: str, ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        with self._connection() as connection:
+            connection.execute(
+                self._sql(_RECORD_STATE),
+                {"message_id": message_id, "state": state, "ttl": ttl},
+            )
+            self._clean_up(connection, "states")
+
+    def records(self, message_id: str) -> MessageRecords:
+        abort_key = event_key(message_id, AbortMode.ABORT)
+        cancel_key = event_key(message_id, AbortMode.CANCEL)
+        with self._connection() as connection:
+            row = connection.execute(
+                self._sql(_RECORDS),
+                {"abort": abort_key, "cancel": cancel_key, "message_id": message_id},
+            ).fetchone()
+        assert row is not None
+        abort, cancel, outcome, state = row
+        return MessageRecords(
+            None if abort is None else self._decode_event(abort_key, abort),
+            None if cancel is None else self._decode_event(cancel_key, cancel),
+            outcome,
+            state,
+        )
+
+    def forget(self, message_id: str) -> None:
+        with self._connection() as connection, connection.transaction():
+            connection.execute(
+                self._sql("DELETE FROM {outcomes} WHERE message_id = %s"), [message_id]
+            )
+            connection.execute(
+                self._sql("DELETE FROM {states} WHERE message_id = %s"), [message_id]
+            )
+
+    def answer(self, reply_to: str, payload: str, ttl: int) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
+        with self._connection() as connection:
+            connection.execute(
+                self._sql(_ANSWER),
+                {
+                    "reply_to": reply_to,
+                    "payload": payload,
+                    "ttl": ttl,
+                    "channel": self.answers_channel,
+                },
+            )
+            self._clean_up(connection, "answers")
+
+    def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
+        answers: list[str] = []
+        deadline = time.monotonic() + timeout
+        taken = self._sql(
+            "DELETE FROM {answers} WHERE reply_to = %s RETURNING id, payload, expires_at > now()"
+        )
+        with self._listener(self.answers_channel) as listener:
+            try:
+                # Listening first, so an answer handed while looking is notified.
+                while expected is None or len(answers) < expected:
+                    rows = listener.connection.execute(taken, [reply_to]).fetchall()
+                    answers.extend(payload for _, payload, valid in sorted(rows) if valid)
+                    if expected is not None and len(answers) >= expected:
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    listener.wait(left)
+            finally:
+                # What came after the last look is dropped too.
+                with self._connection() as connection:
+                    connection.execute(taken, [reply_to])
+        return answers
+
+    def subscribers(self) -> int | None:
+        """How many connections of this database bear the name of this
+        namespace's subscriptions (``pg_stat_activity``); ``None`` when
+        the server cannot be asked."""
+        try:
+            with self.pool.connection() as connection:
+                row = connection.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = %s",
+                    [self.application_name],
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        return None if row is None else int(row[0])
+
+    def subscribe(self) -> PostgresSubscription:
+        return PostgresSubscription(self)
+
+    def recorded(self) -> list[TimedEvent]:
+        """Every event still valid, with the milliseconds it has left."""
+        with self._connection() as connection:
+            rows = connection.execute(
+                self._sql(
+                    "SELECT key, params, ttl,"
+                    " ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint"
+                    " FROM {events} WHERE expires_at > now()"
+                )
+            ).fetchall()
+        events = []
+        for key, params, ttl, left in rows:
+            event = self._decode_event(key, params)
+            if event is not None:
+                events.append(TimedEvent(event, max(1, int(left)), int(ttl)))
+        return events
+
+    def _decode_event(self, key: str, params: str) -> Event | None:
+        try:
+            decoded = json.loads(params)
+            if not isinstance(decoded, dict):
+                raise ValueError("the parameters are not an object")
+        except ValueError as e:
+            logger.warning("Skipping malformed abort record %r (%s): %.200r", key, e, params)
+            return None
+        return Event(key, decoded)
+
+
+class PostgresSubscription(Subscription):
+    """A worker's connection listening on the backend's events channel."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self._listener = backend._listener(backend.channel, backend.application_name)
+        #: The process that opened it.
+        self.pid = os.getpid()
+        #: The names of the batches received lately, oldest first.
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        backend._subscriptions.add(self)
+        #: Batch name -> its fragments received so far (``None`` for those
+        #: still to come) and how many those are.
+        self._incomplete: dict[str, tuple[list[str | None], int]] = {}
+
+    @property
+    def backend_pid(self) -> int:
+        """The process id of the server's end of the subscription."""
+        return self._listener.connection.info.backend_pid
+
+    def fileno(self) -> int:
+        return self._listener.fileno()
+
+    def recorded(self) -> list[TimedEvent]:
+        return self.backend.recorded()
+
+    def has(self, name: str) -> bool:
+        """Whether the batch ``name`` was received, or something waits on
+        the socket (it, or what came before it)."""
+        if name in self._seen:
+            return True
+        try:
+            return bool(select.select([self.fileno()], [], [], 0)[0])
+        except (OSError, ValueError, psycopg.Error):
+            # Closed meanwhile: nothing more will reach it.
+            return True
+
+    def receive(self) -> list[TimedEvent]:
+        events: list[TimedEvent] = []
+        names = []
+        for _, payload in self._listener.ready():
+            name, batch = self._assemble(payload)
+            if batch is not None:
+                events.extend(decode_batch(batch))
+                names.append(name)
+        if names:
+            with self.backend._received:
+                for name in names:
+                    self._seen[name] = None
+                while len(self._seen) > SEEN_BATCHES:
+                    self._seen.popitem(last=False)
+                self.backend._received.notify_all()
+        return events
+
+    def _assemble(self, payload: str) -> tuple[str, str | None]:
+        """The batch's name, and the whole batch once ``payload`` was its
+        last fragment missing."""
+        try:
+            name, index_text, count_text, piece = payload.split(" ", 3)
+            index, count = int(index_text), int(count_text)
+            if not 0 <= index < count <= MAX_FRAGMENTS:
+                raise ValueError(f"fragment {index} of {count}")
+        except ValueError as e:
+            logger.warning("Skipping a malformed abort notification (%s): %.200r", e, payload)
+            return "", None
+        if count == 1:
+            return name, piece
+        if name not in self._incomplete and len(self._incomplete) >= MAX_INCOMPLETE:
+            dropped = next(iter(self._incomplete))
+            del self._incomplete[dropped]
+            logger.warning("Dropping the incomplete abort notification %r.", dropped)
+        pieces, missing = self._incomplete.get(name, ([None] * count, count))
+        if len(pieces) != count or pieces[index] is not None:
+            logger.warning("Skipping a malformed abort notification: %.200r", payload)
+            return name, None
+        pieces[index] = piece
+        missing -= 1
+        if missing:
+            self._incomplete[name] = (pieces, missing)
+            return name, None
+        self._incomplete.pop(name, None)
+        return name, "".join(piece or "" for piece in pieces)
+
+    def close(self) -> None:
+        self.backend._subscriptions.discard(self)
+        self._listener.close()
