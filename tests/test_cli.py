@@ -302,7 +302,7 @@ def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "demo needs no server. abort and list need the Redis of the workers'" in help_text
+    assert "demo needs no server. abort, list and web need the Redis of the workers'" in help_text
     assert f"--redis URL, or ${REDIS_URL_VARIABLE}" in help_text
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
