@@ -25,6 +25,9 @@
       tbody.addEventListener("click", onStop);
       $("where").addEventListener("submit", onWhere);
     } else {
+      // Not merely hidden: a read-only page has nothing to press.
+      $("controls").remove();
+      document.querySelector("th.action").remove();
       $("read-only").hidden = false;
     }
     refresh();
@@ -52,7 +55,14 @@
     return data;
   }
 
+  // One listing at a time; the next one after the refresh period, or at
+  // once when an outcome came in since the last one was asked.
+  let timer = null;
+  let asking = false;
+  let again = false;
+
   async function refresh() {
+    asking = true;
     try {
       show(await api("/api/messages"));
     } catch (e) {
@@ -60,7 +70,18 @@
       status.textContent = `Listing failed: ${e.message}. Trying again in ${config.refresh} s.`;
       status.className = "warning";
     }
-    setTimeout(refresh, config.refresh * 1000);
+    asking = false;
+    timer = setTimeout(refresh, again ? 0 : config.refresh * 1000);
+    again = false;
+  }
+
+  function refreshSoon() {
+    if (asking) {
+      again = true;
+    } else {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 0);
+    }
   }
 
   function show(listed) {
@@ -252,6 +273,7 @@
         span.dataset.outcome = reported.outcome;
         span.textContent = reported.outcome
           + (reported.reason === null ? "" : `, reason \u201c${reported.reason}\u201d`);
+        refreshSoon();
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, OUTCOME_POLL_MS));
