@@ -7,6 +7,7 @@ import argparse
 import datetime
 import getpass
 import json
+import logging
 import math
 import os
 import socket
@@ -617,27 +618,21 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _web(args: argparse.Namespace) -> int:
-    import logging
-
     from .backends.redis import RedisBackend
     from .middleware import Abortable
     from .web import serve
 
     backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
-    # A Redis the URL does not reach fails here, in one line, before the
-    # page could show only errors.
+    middleware = Abortable(backend=backend)
+    # A read that writes nothing: a Redis the URL does not reach fails
+    # here, in one line, rather than in every listing the page asks for.
+    middleware.outcome(str(uuid.uuid4()))
     if backend.subscribers() == 0:
         _no_worker_listens(args.namespace)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    serve(
-        Abortable(backend=backend),
-        args.host,
-        args.port,
-        allow_abort=args.allow_abort,
-        refresh=args.refresh,
-    )
+    serve(middleware, args.host, args.port, allow_abort=args.allow_abort, refresh=args.refresh)
     return 0
 
 

@@ -38,7 +38,7 @@ from dramatiq_abort.web import TOKEN_HEADER, WebServer
 from dramatiq_abort.wire import is_inquiry
 
 from .support import ROOT, WAIT, recorded, unavailable, wait_until
-from .test_cli import assert_refused
+from .test_cli import assert_refused, status_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -607,3 +607,11 @@ def test_the_command_refuses_a_port_in_use(
             redis_client,
             namespace,
         )
+
+
+def test_the_command_stops_at_once_when_its_redis_cannot_be_reached(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["web", "--redis", f"redis://127.0.0.1:{free_port()}/0", "--port", "0"]
+    assert status_of(argv) == 1
+    assert "dramatiq-abort: Redis error: " in capsys.readouterr().err
