@@ -113,7 +113,6 @@ class WebServer(ThreadingHTTPServer):
                 f"cannot listen on {host!r} port {port}: {e.strerror or e}; give another"
                 " --host or --port"
             ) from None
-        self.host = host
         #: The host names a request may give in its Host header, besides IP
         #: addresses: any other is a name someone else's DNS points here.
         self.names = {"localhost", host.lower()}
@@ -245,25 +244,30 @@ class Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> tuple[bytes, str]:
         path = urlsplit(self.path).path
-        if path not in ("/api/abort", "/api/abort-where"):
+        write = {"/api/abort": self._abort, "/api/abort-where": self._abort_where}.get(path)
+        if write is None:
             raise Refused(HTTPStatus.NOT_FOUND, f"nothing at {path!r:.100}")
         if not self.server.allow_abort:
             raise Refused(HTTPStatus.FORBIDDEN, READ_ONLY)
         self._check_origin()
-        given = self._body()
+        return _json(write(self._body()))
+
+    def _abort(self, given: dict[str, Any]) -> dict[str, Any]:
+        """An abort request for one message."""
+        _no_other_fields(given, {"message_id", "mode", "reason"})
+        message_id = _checked("message_id", check_message_id, given.get("message_id"))
+        mode, reason = _mode_and_reason(given)
         middleware = self.server.middleware
-        if path == "/api/abort":
-            _no_other_fields(given, {"message_id", "mode", "reason"})
-            message_id = _checked("message_id", check_message_id, given.get("message_id"))
-            mode, reason = _mode_and_reason(given)
-            self._backend_call(
-                "send the abort",
-                lambda: middleware.abort(message_id, mode=mode, reason=reason),
-            )
-            logger.info(
-                "Sent %s for message %r from the page (reason: %r).", mode.value, message_id, reason
-            )
-            return _json({"message_id": message_id, "mode": mode.value, "reason": reason})
+        self._backend_call(
+            "send the abort", lambda: middleware.abort(message_id, mode=mode, reason=reason)
+        )
+        logger.info(
+            "Sent %s for message %r from the page (reason: %r).", mode.value, message_id, reason
+        )
+        return {"message_id": message_id, "mode": mode.value, "reason": reason}
+
+    def _abort_where(self, given: dict[str, Any]) -> dict[str, Any]:
+        """A rule for the messages of an actor, a queue or both, sent until now."""
         _no_other_fields(given, {"actor", "queue", "mode", "reason"})
         actor = _checked("actor", lambda value: check_name("actor", value), given.get("actor"))
         queue = _checked("queue", lambda value: check_name("queue", value), given.get("queue"))
@@ -274,6 +278,7 @@ class Handler(BaseHTTPRequestHandler):
                 "actor",
             )
         mode, reason = _mode_and_reason(given)
+        middleware = self.server.middleware
         rule_id = self._backend_call(
             "record the rule",
             lambda: middleware.abort_where(actor=actor, queue=queue, mode=mode, reason=reason),
@@ -286,15 +291,13 @@ class Handler(BaseHTTPRequestHandler):
             queue,
             reason,
         )
-        return _json(
-            {
-                "rule_id": rule_id,
-                "actor": actor,
-                "queue": queue,
-                "mode": mode.value,
-                "reason": reason,
-            }
-        )
+        return {
+            "rule_id": rule_id,
+            "actor": actor,
+            "queue": queue,
+            "mode": mode.value,
+            "reason": reason,
+        }
 
     def _check_origin(self) -> None:
         """Refuse a write that lacks the token, or that a page of another

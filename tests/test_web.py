@@ -200,8 +200,12 @@ def outcome_shown(browser: WebDriver, message_id: str) -> WebElement:
 
 
 def test_the_page_lists_a_running_message_and_its_button_aborts_it_with_the_reason_typed(
-    browser: WebDriver, holding: Holding, backend: RedisBackend
+    browser: WebDriver,
+    holding: Holding,
+    backend: RedisBackend,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="dramatiq_abort.web")
     message = holding.export.send("first")
     holding.wait_started("first")
     with serving(backend, allow_abort=True) as server:
@@ -237,6 +241,10 @@ def test_the_page_lists_a_running_message_and_its_button_aborts_it_with_the_reas
             200,
             {"message_id": message.message_id, "outcome": "aborted", "reason": REASON},
         )
+    # The server says what it sent, once.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
+        f"Sent abort for message {message.message_id!r} from the page (reason: {REASON!r})."
+    ]
 
 
 def test_the_page_refreshes_on_its_own_and_shows_a_message_sent_after_it_opened(
@@ -310,6 +318,24 @@ def test_a_read_only_page_has_no_button_and_a_write_gets_403_saying_how_to_allow
             assert "dramatiq-abort web --allow-abort" in error["error"]
     assert sent(backend) == []
     assert holding.aborted == []
+
+
+def test_the_page_says_when_the_listing_fails_and_why(browser: WebDriver) -> None:
+    # A Redis where none listens: every listing fails.
+    unreachable = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with serving(unreachable, allow_abort=False) as server:
+            browser.get(server.url)
+            WebDriverWait(browser, WAIT).until(
+                lambda b: "Listing failed" in b.find_element(By.ID, "status").text
+            )
+            text = browser.find_element(By.ID, "status").text
+            assert "failed to list what runs: ConnectionError" in text
+            assert "Trying again in 60 s" in text
+            status, error = request(server, "GET", "/api/messages")
+            assert status == 502 and "ConnectionError" in error["error"]
+    finally:
+        unreachable.client.close()
 
 
 class AnotherSite(BaseHTTPRequestHandler):
