@@ -305,6 +305,7 @@ def test_a_read_only_page_has_no_button_and_a_write_gets_403_saying_how_to_allow
         browser.get(server.url)
         row_of(browser, message.message_id)
         assert browser.find_elements(By.TAG_NAME, "button") == []
+        assert "1 of 1 worker processes answered" in browser.find_element(By.ID, "status").text
         assert browser.find_elements(By.ID, "reason") == []
         assert "--allow-abort" in browser.find_element(By.ID, "read-only").text
         assert browser.find_element(By.ID, "access").text == "read-only"

@@ -120,8 +120,10 @@
       }
     }
     $("empty").hidden = listed.messages.length > 0;
-    options("actors", listed.messages.map((message) => message.actor));
-    options("queues", listed.messages.map((message) => message.queue));
+    if (config.allowAbort) {
+      options("actors", listed.messages.map((message) => message.actor));
+      options("queues", listed.messages.map((message) => message.queue));
+    }
   }
 
   function newRow(message) {
