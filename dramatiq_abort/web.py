@@ -148,6 +148,9 @@ class Handler(BaseHTTPRequestHandler):
     """One request to a :class:`WebServer`."""
 
     server: WebServer
+    #: Seconds a connection may stay silent: a browser opens some ahead of
+    #: need, and each holds a thread.
+    timeout = 60
 
     def version_string(self) -> str:
         # Neither this package's version nor Python's: nothing for a probe to match.
