@@ -261,6 +261,18 @@ def test_the_page_refreshes_on_its_own_and_shows_a_message_sent_after_it_opened(
         )
 
 
+def test_the_page_shows_a_delayed_message_that_a_worker_holds_and_when_it_is_due(
+    browser: WebDriver, holding: Holding, backend: RedisBackend
+) -> None:
+    delayed = holding.rebuild.send_with_options(args=("later",), delay=600_000)
+    with serving(backend, allow_abort=True, refresh=1) as server:
+        browser.get(server.url)
+        row = row_of(browser, delayed.message_id)
+        state = row.find_elements(By.TAG_NAME, "td")[3].text
+        assert state.startswith("delayed, due in 9 min") or state == "delayed, due in 10 min 0 s"
+        assert row.find_elements(By.TAG_NAME, "td")[2].text == "default"
+
+
 def test_the_page_stops_the_messages_of_an_actor_and_leaves_the_others(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:
