@@ -24,7 +24,7 @@ from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_
 from .listing import DELAYED, FOREVER, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
-from .web import DEFAULT_REFRESH, MIN_REFRESH
+from .web import DEFAULT_REFRESH, MIN_REFRESH, serve
 
 #: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
@@ -620,7 +620,6 @@ def _list(args: argparse.Namespace) -> int:
 def _web(args: argparse.Namespace) -> int:
     from .backends.redis import RedisBackend
     from .middleware import Abortable
-    from .web import serve
 
     backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
     middleware = Abortable(backend=backend)

@@ -34,6 +34,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from dramatiq_abort import Abort, Abortable, Event
 from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.cli import REDIS_URL_VARIABLE
 from dramatiq_abort.web import TOKEN_HEADER, WebServer
 from dramatiq_abort.wire import is_inquiry
 
@@ -655,3 +656,14 @@ def test_the_command_stops_at_once_when_its_redis_cannot_be_reached(
     argv = ["web", "--redis", f"redis://127.0.0.1:{free_port()}/0", "--port", "0"]
     assert status_of(argv) == 1
     assert "dramatiq-abort: Redis error: " in capsys.readouterr().err
+
+
+def test_the_command_requires_the_workers_redis(
+    redis_client: redis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(REDIS_URL_VARIABLE, raising=False)
+    says = f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set"
+    assert_refused(["web", "--port", "0"], says, capsys, redis_client, namespace)
