@@ -72,6 +72,28 @@ def check_redis_url(url: object) -> str:
     return url
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error may show it: its password, and its query string,
+    which may hold one, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    if "://" not in url and "@" in url:
+        # Not parsed as a URL with a user: what follows a colon may be a password.
+        return "(a str holding '@' that is no URL)"
+    if "://" in url:
+        start = f"{parts.scheme}://{netloc}"
+    else:
+        start = f"{parts.scheme}:" if parts.scheme else ""
+    return repr(start + parts.path + ("?***" if parts.query else ""))
+
+
 def check_mode(mode: object) -> AbortMode:
     """Accept an :class:`AbortMode` or its value (``"abort"``, ``"cancel"``)."""
     if isinstance(mode, AbortMode):

@@ -20,17 +20,21 @@ from typing import Any
 import redis
 
 from . import __version__
+from .backend import EventBackend
+from .backends import check_url
 from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
 from .listing import DELAYED, FOREVER, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
+from .settings import URL_VARIABLE
 from .web import DEFAULT_REFRESH, MIN_REFRESH, serve
 
-#: Where ``dramatiq-abort abort`` finds the Redis URL when ``--redis`` is not given.
+#: The variable's name before backends other than Redis: still read, after
+#: :data:`URL_VARIABLE`.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
-#: Exit statuses: a Redis error (the request may not have been recorded);
+#: Exit statuses: a backend error (the request may not have been recorded);
 #: bad arguments (nothing was sent); interrupted by Ctrl-C (128 + SIGINT).
-REDIS_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
+BACKEND_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
 
 
 # The checks below run while the arguments are parsed, so that an error
@@ -39,11 +43,32 @@ REDIS_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
 
 
 def _redis_url(text: str) -> str:
-    """``--redis``: a URL that names a Redis (see ``check_redis_url``)."""
+    """``demo --redis``: a URL that names a Redis (see ``check_redis_url``)."""
     try:
         return check_redis_url(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _backend_url(text: str) -> str:
+    """``--backend``: a URL that names the workers' backend (see
+    ``backends.check_url``); not ``memory://``, which no other process shares."""
+    try:
+        url = check_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if url.lower().startswith("memory:"):
+        raise argparse.ArgumentTypeError(
+            "memory:// lives inside one process, so no worker shares it: give the URL"
+            " of the workers' backend, such as redis://localhost:6379/0"
+        )
+    return url
+
+
+def _default_url() -> str | None:
+    """The backend URL of the environment, if any: the variable that
+    ``Abortable()`` without a backend reads too, else the older one."""
+    return os.environ.get(URL_VARIABLE) or os.environ.get(REDIS_URL_VARIABLE) or None
 
 
 def _milliseconds_or_inf(text: str) -> float:
@@ -119,7 +144,7 @@ def _namespace(text: str) -> str:
     """``--namespace``: not blank."""
     if not text.strip():
         raise argparse.ArgumentTypeError(
-            f"{text!r} is blank: give the namespace of the workers' RedisBackend, or leave"
+            f"{text!r} is blank: give the namespace of the workers' backend, or leave"
             " --namespace out for the default"
         )
     return text
@@ -228,9 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dramatiq-abort",
         description="Cancel queued and abort running dramatiq messages.",
-        epilog="demo needs no server. abort, list and web need the Redis of the workers'"
-        f" RedisBackend: --redis URL, or ${REDIS_URL_VARIABLE}. 'dramatiq-abort COMMAND"
-        " --help' tells more.",
+        epilog="demo needs no server. abort, list and web need the workers' backend:"
+        f" --backend URL, or ${URL_VARIABLE}. 'dramatiq-abort COMMAND --help' tells more.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort,list,web}")
@@ -259,7 +283,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Record one abort request for every ID, or, given --actor or --queue"
         " instead of IDs, one rule that stops the matching messages sent before --sent-before,"
         " queued, delayed or running. Every argument is checked first: on a bad one nothing is"
-        " sent (exit status 2). Exit status 1: a Redis error.",
+        " sent (exit status 2). Exit status 1: a backend error.",
     )
     send.set_defaults(command_parser=send)
     send.add_argument(
@@ -331,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Ask every worker process which abortable messages it runs, and which it"
         " fetched and holds until a thread is free or until their ETA, and wait for"
         " their answers. A worker that does not answer in time is not listed: the last line"
-        " says how many answered. Exit status 2: bad arguments; 1: a Redis error.",
+        " says how many answered. Exit status 2: bad arguments; 1: a backend error.",
     )
     ask.set_defaults(command_parser=ask)
     _add_backend_arguments(ask)
@@ -396,23 +420,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--redis`` and ``--namespace``: where the workers' backend is."""
-    from .backends.redis import DEFAULT_NAMESPACE
-
+    """``--backend`` and ``--namespace``: where the workers' backend is."""
     parser.add_argument(
+        "--backend",
         "--redis",
-        type=_redis_url,
+        dest="url",
+        type=_backend_url,
         metavar="URL",
-        default=os.environ.get(REDIS_URL_VARIABLE),
-        help=f"Redis the workers listen to; required unless ${REDIS_URL_VARIABLE} is set, which"
-        " keeps a password out of the process list",
+        default=_default_url(),
+        help="the backend the workers listen to, such as redis://host:6379/0 (--redis is the"
+        f" same option); required unless ${URL_VARIABLE} is set, which keeps a password out"
+        " of the process list",
     )
     parser.add_argument(
         "--namespace",
         type=_namespace,
         metavar="NS",
-        default=DEFAULT_NAMESPACE,
-        help="the key namespace of the workers' RedisBackend (default: %(default)s)",
+        help="the namespace of the workers' backend (default: the backend's own)",
     )
 
 
@@ -425,8 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.message_ids += unknown
     elif unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("abort", "list", "web") and not args.redis:
-        args.command_parser.error(f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set")
+    if args.command in ("abort", "list", "web") and not args.url:
+        args.command_parser.error(f"--backend URL is required, unless ${URL_VARIABLE} is set")
     if args.command == "abort":
         filtered = args.actor is not None or args.queue is not None
         if filtered == bool(args.message_ids):
@@ -456,14 +480,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.redis is None:
-        from .demo import main as demo
+    from .demo import main as demo
 
+    if args.command == "demo" and args.redis is None:
         return demo(None)
     try:
         if args.command == "demo":
-            from .demo import main as demo
-
             return demo(args.redis)
         if args.command == "list":
             return _list(args)
@@ -477,13 +499,21 @@ def _run(args: argparse.Namespace) -> int:
         # The client's words name the host and port, never the password that
         # the URL may hold; a traceback would say no more to an operator.
         print(f"dramatiq-abort: Redis error: {str(e).rstrip('.')}{_redis_hint(e)}", file=sys.stderr)
-        return REDIS_ERROR
+        return BACKEND_ERROR
+
+
+def _backend(args: argparse.Namespace) -> EventBackend:
+    """The workers' backend that ``--backend`` and ``--namespace`` name."""
+    from .backends import from_url
+
+    options = {} if args.namespace is None else {"namespace": args.namespace}
+    return from_url(args.url, **options)
 
 
 def _redis_hint(error: Exception) -> str:
     """What to check after ``error``, for the errors an operator's URL
     causes; nothing for the others, whose words say enough."""
-    where = f"--redis (or ${REDIS_URL_VARIABLE})"
+    where = f"--backend (or ${URL_VARIABLE})"
     if isinstance(error, redis.AuthenticationError):
         return f": check the user and password that {where} gives"
     if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
@@ -492,10 +522,9 @@ def _redis_hint(error: Exception) -> str:
 
 
 def _abort(args: argparse.Namespace) -> int:
-    from .backends.redis import RedisBackend
     from .middleware import Abortable
 
-    backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
+    backend = _backend(args)
     middleware = Abortable(backend=backend)
     mode = AbortMode(args.mode)
     if args.message_ids:
@@ -534,7 +563,7 @@ def _abort(args: argparse.Namespace) -> int:
             f" (--ttl). Reason: {args.reason!r}."
         )
     if backend.subscribers() == 0:
-        _no_worker_listens(args.namespace)
+        _no_worker_listens(args)
     return 0
 
 
@@ -583,24 +612,25 @@ def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
         " are not counted: the rule would cancel them as they start."
     )
     if listed.expected == 0 and not listed.answered:
-        _no_worker_listens(args.namespace)
+        _no_worker_listens(args)
     return 0
 
 
-def _no_worker_listens(namespace: str) -> None:
-    # The likeliest mistake: a namespace or Redis that no worker uses.
+def _no_worker_listens(args: argparse.Namespace) -> None:
+    # The likeliest mistake: a namespace or backend that no worker uses.
+    namespace = (
+        "the default namespace" if args.namespace is None else f"namespace {args.namespace!r}"
+    )
     print(
-        f"No worker listens to namespace {namespace!r} on this Redis now: if workers"
-        " run, check --namespace and the URL against their RedisBackend."
+        f"No worker listens to {namespace} of this backend now: if workers run, check"
+        " --namespace and the URL against those of their backend."
     )
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .backends.redis import RedisBackend
     from .middleware import Abortable
 
-    backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
-    listed = Abortable(backend=backend).running_messages(
+    listed = Abortable(backend=_backend(args)).running_messages(
         actor=args.actor, queue=args.queue, args=args.args, timeout=args.wait
     )
     if args.json:
@@ -611,23 +641,22 @@ def _list(args: argparse.Namespace) -> int:
     elif listed.answered:
         print("No matching abortable message runs in the worker processes that answered.")
     if listed.expected == 0 and not listed.answered:
-        _no_worker_listens(args.namespace)
+        _no_worker_listens(args)
     else:
         print(_answered(listed, args.wait) + ".")
     return 0
 
 
 def _web(args: argparse.Namespace) -> int:
-    from .backends.redis import RedisBackend
     from .middleware import Abortable
 
-    backend = RedisBackend.from_url(args.redis, namespace=args.namespace)
+    backend = _backend(args)
     middleware = Abortable(backend=backend)
-    # A read that writes nothing: a Redis the URL does not reach fails
+    # A read that writes nothing: a backend the URL does not reach fails
     # here, in one line, rather than in every listing the page asks for.
     middleware.outcome(str(uuid.uuid4()))
     if backend.subscribers() == 0:
-        _no_worker_listens(args.namespace)
+        _no_worker_listens(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

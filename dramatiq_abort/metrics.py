@@ -127,15 +127,15 @@ _process_metrics: AbortMetrics | None = None
 _lock = threading.Lock()
 
 
-def check_metrics(metrics: object) -> bool | None:
-    """Accept ``True``, ``False`` or ``None`` for ``Abortable(metrics=...)``;
-    ``True`` only when prometheus_client is installed."""
+def check_metrics(metrics: object, name: str = "metrics") -> bool | None:
+    """Accept ``True``, ``False`` or ``None`` for ``Abortable(metrics=...)``
+    (or the setting ``name``); ``True`` only when prometheus_client is installed."""
     if metrics is not None and not isinstance(metrics, bool):
-        raise TypeError(f"metrics must be True, False or None, not {metrics!r:.100}")
+        raise TypeError(f"{name} must be True, False or None, not {metrics!r:.100}")
     # find_spec, not an import: see AbortMetrics.
     if metrics and importlib.util.find_spec("prometheus_client") is None:
         raise ImportError(
-            "metrics=True needs prometheus_client:"
+            f"{name}=True needs prometheus_client:"
             " install it with pip install 'dramatiq-abort[metrics]'"
         )
     return metrics

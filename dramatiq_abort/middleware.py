@@ -19,11 +19,10 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
-from . import coroutines, listing
+from . import coroutines, listing, settings
 from .backend import Event, EventBackend
 from .checks import (
     check_abort_timeout,
-    check_bool,
     check_message_id,
     check_milliseconds,
     check_mode,
@@ -31,6 +30,7 @@ from .checks import (
     check_reason,
     check_seconds,
     check_sent_before,
+    shown_url,
 )
 from .delivery import Executions
 from .dramatiq_internals import (
@@ -43,11 +43,12 @@ from .dramatiq_internals import (
 from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
 from .execution import Execution
 from .listing import Listing
-from .metrics import AbortMetrics, check_metrics, worker_metrics
+from .metrics import AbortMetrics, worker_metrics
 from .mode import AbortMode
 from .outcome import Outcome
 from .requests import AbortRequest, AbortRequests
 from .rules import AbortRules
+from .settings import UNSET, OrUnset
 from .watcher import Watcher
 from .wire import events_for, rule_event
 
@@ -139,42 +140,70 @@ class Abortable(Middleware):
     thread, which is raised the next time the thread runs Python code: a
     blocking system call finishes first.
 
+    With no ``backend``, it is configured as :mod:`dramatiq_abort.settings`
+    says: by Django's ``DRAMATIQ_ABORT`` setting, else the environment
+    variable ``DRAMATIQ_ABORT_URL``, else the Redis of django_dramatiq's
+    RedisBroker; so django_dramatiq can build it from its dotted path. The
+    parameters given win over the setting's; a parameter neither gives
+    takes its default. With a ``backend``, nothing is read.
+
     :param backend: Where abort requests are recorded and pushed from.
-    :param abortable: Whether actors are abortable unless they say otherwise.
+    :param abortable: Whether actors are abortable unless they say
+        otherwise; by default, ``True``.
     :param abort_ttl: Default milliseconds an abort request stays valid for
-        messages that have not started yet.
+        messages that have not started yet; by default, :data:`DEFAULT_ABORT_TTL`.
     :param boot_timeout: Longest a booting worker waits, in seconds, for
         this process's watcher to reach the backend; after it the worker
         takes messages anyway, with a warning, and the watcher keeps trying.
+        By default, :data:`BOOT_TIMEOUT`.
     :param metrics: Whether workers count Prometheus metrics of aborts
-        (see :mod:`dramatiq_abort.metrics`): ``None``, when the broker has
-        dramatiq's ``Prometheus`` middleware, which then exposes them with
-        its own; ``True``, in any case, in prometheus_client's default
+        (see :mod:`dramatiq_abort.metrics`): ``None``, the default, when the
+        broker has dramatiq's ``Prometheus`` middleware, which then exposes
+        them with its own; ``True``, in any case, in prometheus_client's default
         registry when the broker has no ``Prometheus``; ``False``, never.
         ``True`` raises ``ImportError`` when prometheus_client is not installed.
+    :raises TypeError, ValueError: on a bad parameter or setting, naming it;
+        ``TypeError`` when there is no ``backend`` and nothing configures one.
     """
 
     def __init__(
         self,
         *,
-        backend: EventBackend,
-        abortable: bool = True,
-        abort_ttl: int = DEFAULT_ABORT_TTL,
-        boot_timeout: float = BOOT_TIMEOUT,
-        metrics: bool | None = None,
+        backend: EventBackend | None = None,
+        abortable: OrUnset[bool] = UNSET,
+        abort_ttl: OrUnset[int] = UNSET,
+        boot_timeout: OrUnset[float] = UNSET,
+        metrics: OrUnset[bool | None] = UNSET,
     ) -> None:
-        if not isinstance(backend, EventBackend):
+        given = {
+            name: value
+            for name, value in (
+                ("abortable", abortable),
+                ("abort_ttl", abort_ttl),
+                ("boot_timeout", boot_timeout),
+                ("metrics", metrics),
+            )
+            if value is not UNSET
+        }
+        parameters = settings.check_parameters(given)
+        if backend is None:
+            configuration = settings.configuration()
+            parameters = {**configuration.parameters, **parameters}
+            backend = configuration.backend()
+        elif not isinstance(backend, EventBackend):
+            # A URL given here may hold a password.
+            shown = shown_url(backend) if isinstance(backend, str) else f"{backend!r:.100}"
             raise TypeError(
-                f"backend must be an EventBackend, such as backends.RedisBackend.from_url(url),"
-                f" not {backend!r:.100}"
+                f"backend must be an EventBackend, such as backends.from_url(url),"
+                f" or None to build it from the settings, not {shown}"
             )
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.backend = backend
-        self.abortable = check_bool("abortable", abortable)
-        self.abort_ttl = check_milliseconds("abort_ttl", abort_ttl, positive=True)
-        self.boot_timeout = check_seconds("boot_timeout", boot_timeout)
+        self.abortable: bool = parameters.get("abortable", True)
+        self.abort_ttl: int = parameters.get("abort_ttl", DEFAULT_ABORT_TTL)
+        self.boot_timeout: float = parameters.get("boot_timeout", BOOT_TIMEOUT)
         #: Whether workers count metrics: see the ``metrics`` parameter.
-        self.count_metrics = check_metrics(metrics)
+        self.count_metrics: bool | None = parameters.get("metrics")
         #: The metrics workers of this process count in, once one booted with them.
         self.metrics: AbortMetrics | None = None
         self.requests = AbortRequests(self.logger)

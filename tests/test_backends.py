@@ -61,6 +61,8 @@ def test_wait_many_wakes_on_a_later_notify_and_times_out(event_backend: EventBac
         )
     finally:
         timer.cancel()
+        # notify() may still be in its last command: the fixture closes its client next.
+        timer.join(WAIT)
 
 
 def test_a_subscription_gets_every_event_pushed_and_catches_up_on_recorded_ones(

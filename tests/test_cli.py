@@ -30,6 +30,7 @@ from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
+from dramatiq_abort.settings import URL_VARIABLE
 
 from .support import ROOT, WAIT, start_worker
 
@@ -151,7 +152,7 @@ def test_abort_records_an_id_that_is_not_a_uuid_and_says_it_may_be_a_mistake(
         # redis-py would read this path as no database, and write to database 0.
         (
             ["--redis", "redis://127.0.0.1:6379/cache"],
-            "argument --redis: the URL's database 'cache' is not a number",
+            "argument --backend/--redis: the URL's database 'cache' is not a number",
         ),
     ],
     ids=["negative-timeout", "zero-ttl", "fractional-ttl", "blank-reason", "long-reason", "db"],
@@ -171,20 +172,37 @@ def test_abort_rejects_bad_values_naming_the_option_and_sends_nothing(
 def test_abort_requires_a_redis_url(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv(URL_VARIABLE, raising=False)
     monkeypatch.delenv(REDIS_URL_VARIABLE, raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["abort", "some-id"])
     assert exit_info.value.code == 2
-    assert "--redis" in capsys.readouterr().err
+    assert f"--backend URL is required, unless ${URL_VARIABLE} is set" in capsys.readouterr().err
 
 
-def test_abort_takes_the_redis_url_from_the_environment(
-    redis_url: str, redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("variable", [URL_VARIABLE, REDIS_URL_VARIABLE])
+def test_abort_takes_the_backend_url_from_the_environment(
+    variable: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(REDIS_URL_VARIABLE, redis_url)
+    monkeypatch.delenv(URL_VARIABLE, raising=False)
+    monkeypatch.setenv(variable, redis_url)
     assert main(["abort", "id-from-env", "--namespace", namespace]) == 0
     backend = RedisBackend(client=redis_client, namespace=namespace)
     assert backend.poll("abort:id-from-env") is not None
+
+
+def test_backend_and_redis_are_one_option(
+    redis_url: str, redis_client: redis.Redis, namespace: str
+) -> None:
+    assert main(["abort", "by-backend", "--backend", redis_url, "--namespace", namespace]) == 0
+    assert main(["abort", "by-redis", "--redis", redis_url, "--namespace", namespace]) == 0
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    assert backend.poll("abort:by-backend") is not None
+    assert backend.poll("abort:by-redis") is not None
 
 
 @pytest.mark.parametrize(
@@ -227,7 +245,9 @@ def test_a_timeout_of_inf_asks_and_never_forces(
             1,
             "dramatiq-abort: Redis error: Redis Cluster: ",
         ),
-        (["abort", "an-id", "--redis", "notaurl"], 2, "url must start with redis://"),
+        (["abort", "an-id", "--redis", "notaurl"], 2, "URL must start with one of redis://"),
+        (["list", "--backend", "memory://"], 2, "memory:// lives inside one process"),
+        (["list", "--backend", "mysql://u:secret@h/x"], 2, "not mysql://"),
         (["demo", "--redis", "notaurl"], 2, "url must start with redis://"),
         (["demo", "--redis", "http://user:secret@h/0"], 2, "not http://"),
         (["abort", "an-id", "--timeout", "soon"], 2, "'soon' is neither a whole number"),
@@ -272,8 +292,7 @@ def test_a_redis_that_cannot_be_reached_or_refuses_the_password_says_what_to_che
     err = capsys.readouterr().err
     assert err.startswith("dramatiq-abort: Redis error: ") and f"127.0.0.1:{closed_port}" in err
     assert err.endswith(
-        f": check that Redis runs at the host and port that --redis (or ${REDIS_URL_VARIABLE})"
-        " names\n"
+        f": check that Redis runs at the host and port that --backend (or ${URL_VARIABLE}) names\n"
     )
 
     # The suite's Redis has no such user: it refuses before any command.
@@ -281,7 +300,7 @@ def test_a_redis_that_cannot_be_reached_or_refuses_the_password_says_what_to_che
     url = f"redis://someone:not-the-password@{server.hostname}:{server.port}{server.path}"
     assert main(["abort", "an-id", "--redis", url]) == 1
     err = capsys.readouterr().err
-    assert "check the user and password that --redis" in err
+    assert "check the user and password that --backend" in err
     assert "not-the-password" not in err
 
 
@@ -292,9 +311,10 @@ def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["abort", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "[--redis URL]" in help_text
-    assert f"required unless ${REDIS_URL_VARIABLE} is set" in help_text
-    assert "(default: dramatiq:aborts:)" in help_text
+    assert "[--backend URL]" in help_text
+    assert "(--redis is the same option)" in help_text
+    assert f"required unless ${URL_VARIABLE} is set" in help_text
+    assert "(default: the backend's own)" in help_text
     assert "(default: 90000)" in help_text
     assert "'inf' asks it to stop and never forces it (default: 0)" in help_text
     assert "[--namespace NS]" in help_text
@@ -302,8 +322,8 @@ def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "demo needs no server. abort, list and web need the Redis of the workers'" in help_text
-    assert f"--redis URL, or ${REDIS_URL_VARIABLE}" in help_text
+    assert "demo needs no server. abort, list and web need the workers' backend" in help_text
+    assert f"--backend URL, or ${URL_VARIABLE}" in help_text
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -339,7 +359,7 @@ def test_ctrl_c_ends_the_command_with_one_line_and_status_130() -> None:
             if command.poll() is None:
                 command.kill()
                 command.communicate()
-    assert command.returncode == 130
+    assert command.returncode == 130, err
     assert out == ""
     assert err == "dramatiq-abort: interrupted; the request may have been recorded\n"
 
@@ -349,7 +369,7 @@ def test_abort_says_when_no_worker_listens_to_the_namespace(
 ) -> None:
     argv = ["abort", "an-id", "--redis", redis_url, "--namespace", namespace]
     assert main(argv) == 0
-    assert f"No worker listens to namespace {namespace!r} on this Redis now" in (
+    assert f"No worker listens to namespace {namespace!r} of this backend now" in (
         capsys.readouterr().out
     )
     # A worker process's subscription, as its watcher holds it.
@@ -480,8 +500,8 @@ def test_list_says_when_no_worker_listens_and_a_worker_that_does_not_answer(
     argv = ["list", "--redis", redis_url, "--namespace", namespace, "--wait", "0.2"]
     assert main(argv) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"No worker listens to namespace {namespace!r} on this Redis now: if workers run,"
-        " check --namespace and the URL against their RedisBackend."
+        f"No worker listens to namespace {namespace!r} of this backend now: if workers run,"
+        " check --namespace and the URL against those of their backend."
     ]
     # A worker process's subscription that nobody reads: a stuck worker.
     subscription = RedisBackend(client=redis_client, namespace=namespace).subscribe()

@@ -35,6 +35,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from dramatiq_abort import Abort, Abortable, Event
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.cli import REDIS_URL_VARIABLE
+from dramatiq_abort.settings import URL_VARIABLE
 from dramatiq_abort.web import TOKEN_HEADER, WebServer
 from dramatiq_abort.wire import is_inquiry
 
@@ -554,7 +555,7 @@ def test_the_command_serves_the_page_read_only_and_stops_on_ctrl_c(
             "web",
             "--port",
             str(port),
-            "--redis",
+            "--backend",
             redis_url,
             "--namespace",
             namespace,
@@ -629,7 +630,7 @@ def test_the_command_refuses_bad_options_in_one_line_and_starts_nothing(
     extra: list[str],
     says: str,
 ) -> None:
-    argv = ["web", "--redis", redis_url, "--namespace", namespace, "--port", "0", *extra]
+    argv = ["web", "--backend", redis_url, "--namespace", namespace, "--port", "0", *extra]
     assert_refused(argv, says, capsys, redis_client, namespace)
 
 
@@ -640,7 +641,7 @@ def test_the_command_refuses_a_port_in_use(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        argv = ["web", "--redis", redis_url, "--namespace", namespace, "--port", str(port)]
+        argv = ["web", "--backend", redis_url, "--namespace", namespace, "--port", str(port)]
         assert_refused(
             argv,
             f"cannot listen on '127.0.0.1' port {port}: Address already in use",
@@ -653,17 +654,18 @@ def test_the_command_refuses_a_port_in_use(
 def test_the_command_stops_at_once_when_its_redis_cannot_be_reached(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    argv = ["web", "--redis", f"redis://127.0.0.1:{free_port()}/0", "--port", "0"]
+    argv = ["web", "--backend", f"redis://127.0.0.1:{free_port()}/0", "--port", "0"]
     assert status_of(argv) == 1
     assert "dramatiq-abort: Redis error: " in capsys.readouterr().err
 
 
-def test_the_command_requires_the_workers_redis(
+def test_the_command_requires_the_workers_backend(
     redis_client: redis.Redis,
     namespace: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv(URL_VARIABLE, raising=False)
     monkeypatch.delenv(REDIS_URL_VARIABLE, raising=False)
-    says = f"--redis URL is required, unless ${REDIS_URL_VARIABLE} is set"
+    says = f"--backend URL is required, unless ${URL_VARIABLE} is set"
     assert_refused(["web", "--port", "0"], says, capsys, redis_client, namespace)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ..backend import EventBackend
+from ..checks import check_redis_url
 from .stub import StubBackend
 
 if TYPE_CHECKING:
     from .redis import RedisBackend
 
-__all__ = ["RedisBackend", "StubBackend", "from_url"]
+__all__ = ["RedisBackend", "StubBackend", "check_url", "from_url"]
 
 #: The URL schemes :func:`from_url` knows, each with the backend it builds.
 SCHEMES = {
@@ -22,6 +22,18 @@ SCHEMES = {
 }
 
 
+def check_url(url: object) -> str:
+    """Return ``url`` when its scheme names a backend that :func:`from_url`
+    builds, and the backend's own check of its URLs accepts it; else raise
+    ``TypeError`` or ``ValueError``, without repeating the URL, which may
+    hold a password."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str such as 'redis://localhost:6379/0', not {url!r:.100}")
+    if _backend_name(url) == "RedisBackend":
+        check_redis_url(url)
+    return url
+
+
 def from_url(url: str, **options: Any) -> EventBackend:
     """The event backend that ``url`` names, built with ``options`` (such as
     ``namespace=``) passed to its constructor.
@@ -29,16 +41,22 @@ def from_url(url: str, **options: Any) -> EventBackend:
     ``redis://``, ``rediss://`` and ``unix://`` build a
     :class:`RedisBackend` (see :meth:`RedisBackend.from_url` for the URL's
     options); ``memory://`` a :class:`StubBackend`, which only the
-    processes of one interpreter share. Any other scheme is refused with
-    the list of those known; the error never repeats the URL, which may
-    hold a password.
+    threads of one process share. Any other scheme is refused with the
+    list of those known (see :func:`check_url`).
     """
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str such as 'redis://localhost:6379/0', not {url!r:.100}")
-    try:
-        scheme = urlsplit(url).scheme
-    except ValueError:
-        scheme = ""
+    name = _backend_name(check_url(url))
+    if name == "StubBackend":
+        if options:
+            raise TypeError(f"memory:// takes no options, not {', '.join(sorted(options))}")
+        return StubBackend()
+    backend: EventBackend = __getattr__(name).from_url(url, **options)
+    return backend
+
+
+def _backend_name(url: str) -> str:
+    """The name of the backend class that ``url``'s scheme stands for."""
+    # Read apart from the rest, which the backend's own check parses.
+    scheme = url.partition("://")[0] if "://" in url else ""
     name = SCHEMES.get(scheme.lower())
     if name is None:
         known = ", ".join(f"{s}://" for s in SCHEMES)
@@ -46,12 +64,7 @@ def from_url(url: str, **options: Any) -> EventBackend:
             f"the backend URL must start with one of {known}"
             + (f", not {scheme}://" if scheme else "")
         )
-    if name == "StubBackend":
-        if options:
-            raise TypeError(f"memory:// takes no options, not {', '.join(sorted(options))}")
-        return StubBackend()
-    backend: EventBackend = __getattr__(name).from_url(url, **options)
-    return backend
+    return name
 
 
 def __getattr__(name: str) -> Any:

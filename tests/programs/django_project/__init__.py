@@ -1,0 +1,2 @@
+"""A Django project, and its one app, that tests/test_django.py runs under
+django_dramatiq's ``rundramatiq`` command."""
