@@ -30,7 +30,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from dramatiq_abort import Abort, Abortable, Event
 from dramatiq_abort.backends import RedisBackend
@@ -274,6 +274,43 @@ def test_the_page_shows_a_delayed_message_that_a_worker_holds_and_when_it_is_due
         state = row.find_elements(By.TAG_NAME, "td")[3].text
         assert state.startswith("delayed, due in 9 min") or state == "delayed, due in 10 min 0 s"
         assert row.find_elements(By.TAG_NAME, "td")[2].text == "default"
+
+
+def test_in_cancel_mode_the_page_cancels_a_message_waiting_for_a_thread_before_it_starts(
+    browser: WebDriver, holding: Holding, backend: RedisBackend
+) -> None:
+    names = [f"running {number}" for number in range(4)]
+    running = [holding.export.send(name) for name in names]
+    holding.wait_started(*names)
+    # The worker's four threads are busy: it holds the fifth message.
+    waiting = holding.export.send("waiting")
+    with serving(backend, allow_abort=True, refresh=1) as server:
+        browser.get(server.url)
+        row = row_of(browser, waiting.message_id)
+        WebDriverWait(browser, WAIT).until(
+            lambda b: row.find_elements(By.TAG_NAME, "td")[3].text == "waiting for a thread"
+        )
+        Select(browser.find_element(By.ID, "mode")).select_by_value("cancel")
+        browser.find_element(By.ID, "reason").send_keys(REASON)
+        button = row.find_element(By.CSS_SELECTOR, "button.stop")
+        assert button.text == "Cancel"
+        button.click()
+        # A cancel leaves a running message alone.
+        row_of(browser, running[0].message_id).find_element(By.CSS_SELECTOR, "button").click()
+        log = browser.find_element(By.ID, "log")
+        WebDriverWait(browser, WAIT).until(lambda b: log.text.count("cancel sent for") == 2)
+        # The worker reads the cancels before the listing's inquiry: in order.
+        status, listing = request(server, "GET", "/api/messages")
+        assert status == 200
+        by_id = {message["message_id"]: message for message in listing["messages"]}
+        assert not by_id[running[0].message_id]["abort_requested"]
+
+        holding.release.set()
+        shown = outcome_shown(browser, waiting.message_id)
+        assert shown.get_attribute("data-outcome") == "cancelled"
+        assert REASON in shown.text
+    assert "waiting" not in holding.started
+    assert holding.aborted == []
 
 
 def test_the_page_stops_the_messages_of_an_actor_and_leaves_the_others(
