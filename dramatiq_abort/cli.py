@@ -385,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
         " process runs or holds, and refreshes itself; with --allow-abort it also aborts or"
         " cancels a message, or the messages of an actor or queue, each with a reason. It"
         " listens on this machine only unless --host says otherwise, and every write must"
-        " carry the token that only the page has. Exit status 2: bad arguments; 1: a Redis"
+        " carry the token that only the page has. Exit status 2: bad arguments; 1: a backend"
         " error at start.",
     )
     web.set_defaults(command_parser=web)
