@@ -1,5 +1,5 @@
-"""The ``dramatiq-abort`` command: ``demo`` to see aborts at work, ``abort``
-and ``list`` for operators."""
+"""The ``dramatiq-abort`` command: ``demo`` to see aborts at work, ``abort``,
+``list`` and ``web`` for operators."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import datetime
 import getpass
 import json
+import logging
 import math
 import os
 import socket
@@ -26,6 +27,7 @@ from .listing import DELAYED, FOREVER, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
 from .settings import URL_VARIABLE
+from .web import DEFAULT_REFRESH, MIN_REFRESH, serve
 
 #: The variable's name before backends other than Redis: still read, after
 #: :data:`URL_VARIABLE`.
@@ -192,6 +194,48 @@ def _moment(text: str) -> float:
     return moment
 
 
+def _host(text: str) -> str:
+    """``--host``: a name or address this machine resolves."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: give an address such as 127.0.0.1")
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an address nor a host name this machine resolves: give"
+            " 127.0.0.1 to serve this machine only"
+        ) from None
+    return text
+
+
+def _port(text: str) -> int:
+    """``--port``: a TCP port, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a TCP port: give a whole number from 1 to 65535, or 0 for any free"
+            " one"
+        )
+    return port
+
+
+def _refresh(text: str) -> float:
+    """``--refresh``: a finite number of seconds, at least ``MIN_REFRESH``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= MIN_REFRESH):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds of at least {MIN_REFRESH:g}: each refresh"
+            " asks every worker process"
+        )
+    return seconds
+
+
 def default_reason() -> str:
     """``--reason`` when it is not given: who ran the command, and where."""
     try:
@@ -209,11 +253,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dramatiq-abort",
         description="Cancel queued and abort running dramatiq messages.",
-        epilog="demo needs no server. abort and list need the workers' backend:"
+        epilog="demo needs no server. abort, list and web need the workers' backend:"
         f" --backend URL, or ${URL_VARIABLE}. 'dramatiq-abort COMMAND --help' tells more.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort,list}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,abort,list,web}")
 
     demo = commands.add_parser(
         "demo",
@@ -333,6 +377,45 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait for the workers' answers (default: %(default)s)",
     )
+
+    web = commands.add_parser(
+        "web",
+        help="serve a page of what every worker process runs, with abort buttons if allowed",
+        description="Serve one page that lists, as list does, the messages every worker"
+        " process runs or holds, and refreshes itself; with --allow-abort it also aborts or"
+        " cancels a message, or the messages of an actor or queue, each with a reason. It"
+        " listens on this machine only unless --host says otherwise, and every write must"
+        " carry the token that only the page has. Exit status 2: bad arguments; 1: a backend"
+        " error at start.",
+    )
+    web.set_defaults(command_parser=web)
+    _add_backend_arguments(web)
+    web.add_argument(
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="the address to listen on; anything but a loopback address lets other machines"
+        " see the page (default: %(default)s)",
+    )
+    web.add_argument(
+        "--port",
+        type=_port,
+        default=8000,
+        help="the TCP port to listen on, 0 for any free one (default: %(default)s)",
+    )
+    web.add_argument(
+        "--allow-abort",
+        action="store_true",
+        help="show abort buttons and accept aborts from the page; without it the page is read-only",
+    )
+    web.add_argument(
+        "--refresh",
+        type=_refresh,
+        default=DEFAULT_REFRESH,
+        metavar="SECONDS",
+        help=f"seconds between two listings the page asks for, at least {MIN_REFRESH:g}"
+        " (default: %(default)s)",
+    )
     return parser
 
 
@@ -366,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.message_ids += unknown
     elif unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("abort", "list") and not args.url:
+    if args.command in ("abort", "list", "web") and not args.url:
         args.command_parser.error(f"--backend URL is required, unless ${URL_VARIABLE} is set")
     if args.command == "abort":
         filtered = args.actor is not None or args.queue is not None
@@ -406,6 +489,8 @@ def _run(args: argparse.Namespace) -> int:
             return demo(args.redis)
         if args.command == "list":
             return _list(args)
+        if args.command == "web":
+            return _web(args)
         return _abort(args)
     except (TypeError, ValueError) as e:
         print(f"dramatiq-abort: {e}", file=sys.stderr)
@@ -577,6 +662,23 @@ def _list(args: argparse.Namespace) -> int:
         _no_worker_listens(args)
     else:
         print(_answered(listed, args.wait) + ".")
+    return 0
+
+
+def _web(args: argparse.Namespace) -> int:
+    from .middleware import Abortable
+
+    backend = _backend(args)
+    middleware = Abortable(backend=backend)
+    # A read that writes nothing: a backend the URL does not reach fails
+    # here, in one line, rather than in every listing the page asks for.
+    middleware.outcome(str(uuid.uuid4()))
+    if backend.subscribers() == 0:
+        _no_worker_listens(args)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    serve(middleware, args.host, args.port, allow_abort=args.allow_abort, refresh=args.refresh)
     return 0
 
 

@@ -322,7 +322,7 @@ def test_usage_version_and_defaults_are_shown(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "demo needs no server. abort and list need the workers' backend" in help_text
+    assert "demo needs no server. abort, list and web need the workers' backend" in help_text
     assert f"--backend URL, or ${URL_VARIABLE}" in help_text
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
