@@ -23,7 +23,7 @@ from . import __version__
 from .backend import EventBackend
 from .backends import check_url
 from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
-from .listing import DELAYED, FOREVER, RUNNING, Listing, RunningMessage
+from .listing import DELAYED, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
 from .settings import URL_VARIABLE
@@ -652,7 +652,7 @@ def _list(args: argparse.Namespace) -> int:
         actor=args.actor, queue=args.queue, args=args.args, timeout=args.wait
     )
     if args.json:
-        print(json.dumps(_as_json(listed, args.args), indent=2))
+        print(json.dumps(listed.as_json(args.args), indent=2))
         return 0
     if listed.messages:
         print(_table(listed.messages, args.args, time.time()))
@@ -692,23 +692,6 @@ def _answered(listed: Listing, wait: float) -> str:
     if missing > 0:
         text += f"; {missing} did not within {wait:g} s: what they run is not listed"
     return text
-
-
-def _as_json(listed: Listing, with_args: bool) -> dict[str, Any]:
-    messages = []
-    for message in listed.messages:
-        entry = message._asdict()
-        if message.grace_left == math.inf:
-            entry["grace_left"] = FOREVER
-        if not with_args:
-            del entry["args"]
-        messages.append(entry)
-    return {
-        "answered": listed.answered,
-        "expected": listed.expected,
-        "workers": [f"{host}:{pid}" for host, pid in listed.workers],
-        "messages": messages,
-    }
 
 
 def _effect(args: argparse.Namespace) -> str:

@@ -109,6 +109,25 @@ class Listing(NamedTuple):
         """Whether every worker process known to listen answered."""
         return self.expected is not None and self.answered >= self.expected
 
+    def as_json(self, with_args: bool = False) -> dict[str, Any]:
+        """The listing as ``dramatiq-abort list --json`` prints it: a grace
+        that never ends is :data:`FOREVER`, each worker ``host:pid``, and a
+        message's arguments only ``with_args``."""
+        messages = []
+        for message in self.messages:
+            entry = message._asdict()
+            if message.grace_left == math.inf:
+                entry["grace_left"] = FOREVER
+            if not with_args:
+                del entry["args"]
+            messages.append(entry)
+        return {
+            "answered": self.answered,
+            "expected": self.expected,
+            "workers": [f"{host}:{pid}" for host, pid in self.workers],
+            "messages": messages,
+        }
+
 
 def check_inquiry(actor: object, queue: object, sent_before: object, args: object) -> Inquiry:
     """The inquiry these filters make, with a new reply address; raises

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .checks import check_message_id, check_mode, check_name, check_reason
+from .listing import Listing
 from .middleware import LISTING_WAIT, Abortable
 from .mode import AbortMode
 
@@ -221,13 +222,11 @@ class Handler(BaseHTTPRequestHandler):
         raise Refused(HTTPStatus.NOT_FOUND, f"nothing at {parts.path!r:.100}")
 
     def _listing(self) -> dict[str, Any]:
-        from .cli import _as_json
-
-        listed = self._backend_call(
+        listed: Listing = self._backend_call(
             "list what runs",
             lambda: self.server.middleware.running_messages(timeout=self.server.wait),
         )
-        listing = _as_json(listed, False)
+        listing = listed.as_json()
         listing.update(complete=listed.complete, now=time.time(), wait=self.server.wait)
         return listing
 

@@ -24,6 +24,7 @@ from dramatiq.results.backends import RedisBackend as RedisResultBackend
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abort
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
+from dramatiq_abort.cli import main
 from dramatiq_abort.watcher import Watcher
 
 #: How long a test waits for anything before it calls it a failure.
@@ -414,3 +415,26 @@ def delete_namespace(client: Any, namespace: str) -> None:
     keys = list(client.scan_iter(match=namespace + "*"))
     if keys:
         client.delete(*keys)
+
+
+def status_of(argv: list[str]) -> int:
+    """The exit status of the command: what ``main`` returns, or the code
+    of argparse's exit on a bad argument."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(str(e.code))
+
+
+def assert_refused(
+    argv: list[str],
+    says: str,
+    capsys: pytest.CaptureFixture[str],
+    redis_client: redis.Redis,
+    namespace: str,
+) -> None:
+    """The command exits with status 2, its error says ``says``, and it
+    wrote nothing under ``namespace``."""
+    assert status_of(argv) == 2
+    assert says in capsys.readouterr().err
+    assert list(redis_client.scan_iter(match=namespace + "*")) == []

@@ -32,32 +32,9 @@ from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
-from .support import ROOT, WAIT, start_worker
+from .support import ROOT, WAIT, assert_refused, start_worker
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def status_of(argv: list[str]) -> int:
-    """The exit status of the command: what ``main`` returns, or the code
-    of argparse's exit on a bad argument."""
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return int(str(e.code))
-
-
-def assert_refused(
-    argv: list[str],
-    says: str,
-    capsys: pytest.CaptureFixture[str],
-    redis_client: redis.Redis,
-    namespace: str,
-) -> None:
-    """The command exits with status 2, its error says ``says``, and it
-    wrote nothing under ``namespace``."""
-    assert status_of(argv) == 2
-    assert says in capsys.readouterr().err
-    assert list(redis_client.scan_iter(match=namespace + "*")) == []
 
 
 def test_the_demo_runs_in_memory_as_a_console_script() -> None:

@@ -39,8 +39,15 @@ from dramatiq_abort.settings import URL_VARIABLE
 from dramatiq_abort.web import TOKEN_HEADER, WebServer
 from dramatiq_abort.wire import is_inquiry
 
-from .support import ROOT, WAIT, recorded, unavailable, wait_until
-from .test_cli import assert_refused, status_of
+from .support import (
+    ROOT,
+    WAIT,
+    assert_refused,
+    recorded,
+    status_of,
+    unavailable,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
