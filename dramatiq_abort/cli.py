@@ -150,13 +150,19 @@ def _namespace(text: str) -> str:
     return text
 
 
-def _positive_seconds(text: str) -> float:
-    """``--wait``: a finite number of seconds greater than 0."""
+def _finite_seconds(text: str) -> float:
+    """``text`` as a number of seconds; NaN when it is none, or not finite."""
     try:
         seconds = float(text)
     except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
+        return math.nan
+    return seconds if math.isfinite(seconds) else math.nan
+
+
+def _positive_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds greater than 0."""
+    seconds = _finite_seconds(text)
+    if not seconds > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds greater than 0")
     return seconds
 
@@ -224,11 +230,8 @@ def _port(text: str) -> int:
 
 def _refresh(text: str) -> float:
     """``--refresh``: a finite number of seconds, at least ``MIN_REFRESH``."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= MIN_REFRESH):
+    seconds = _finite_seconds(text)
+    if not seconds >= MIN_REFRESH:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number of seconds of at least {MIN_REFRESH:g}: each refresh"
             " asks every worker process"

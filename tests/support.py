@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import dramatiq
+import psycopg
 import pytest
 import redis
 from dramatiq.results.backends import RedisBackend as RedisResultBackend
@@ -79,8 +80,13 @@ def connected_watcher(middleware: Abortable) -> Watcher:
     return watcher
 
 
-class GatedBackend(RedisBackend):
-    """A RedisBackend whose push channel can be kept from reconnecting."""
+class _Gated(EventBackend):
+    """A backend whose push channel can be kept from reconnecting: while
+    :attr:`subscriptions_allowed` is clear, ``subscribe()`` fails as its
+    client does when the server cannot be reached."""
+
+    #: What ``subscribe()`` raises while held back: the client's own error.
+    held_back_error: type[Exception] = ConnectionError
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -89,8 +95,20 @@ class GatedBackend(RedisBackend):
 
     def subscribe(self) -> Any:
         if not self.subscriptions_allowed.is_set():
-            raise redis.ConnectionError("subscriptions are held back by the test")
+            raise self.held_back_error("subscriptions are held back by the test")
         return super().subscribe()
+
+
+class GatedBackend(_Gated, RedisBackend):
+    """A RedisBackend whose push channel can be kept from reconnecting."""
+
+    held_back_error = redis.ConnectionError
+
+
+class GatedPostgresBackend(_Gated, PostgresBackend):
+    """A PostgresBackend whose push channel can be kept from reconnecting."""
+
+    held_back_error = psycopg.OperationalError
 
 
 def wait_until_cut_off(watcher: Watcher) -> None:

@@ -29,6 +29,7 @@ from dramatiq_abort.backends.redis_channels import KEEPALIVE
 from .support import (
     WAIT,
     App,
+    GatedPostgresBackend,
     assert_a_cancelled_message_never_runs,
     connected_watcher,
     postgres_tables,
@@ -378,24 +379,10 @@ def test_a_real_worker_aborts_a_running_message_and_cancels_a_queued_one(
         worker.stop()
 
 
-class GatedBackend(PostgresBackend):
-    """A PostgresBackend whose subscriptions can be kept from reconnecting."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.subscriptions_allowed = threading.Event()
-        self.subscriptions_allowed.set()
-
-    def subscribe(self) -> Any:
-        if not self.subscriptions_allowed.is_set():
-            raise psycopg.OperationalError("subscriptions are held back by the test")
-        return super().subscribe()
-
-
 def test_a_watcher_whose_connection_is_killed_reconnects_and_catches_up(
     stub_broker: StubBroker, postgres_url: str, postgres_namespace: str
 ) -> None:
-    with backend_in(postgres_url, postgres_namespace, GatedBackend) as backend:
+    with backend_in(postgres_url, postgres_namespace, GatedPostgresBackend) as backend:
         middleware = Abortable(backend=backend)
         started, interrupted = threading.Event(), threading.Event()
         ran: list[str] = []
