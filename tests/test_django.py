@@ -146,6 +146,7 @@ def test_the_setting_configures_the_abortable_that_django_dramatiq_builds(
             "BACKEND": "memory://",
             "MIDDLEWARE_OPTIONS": {
                 "abortable": False,
+                "abort_children": True,
                 "abort_ttl": 5000,
                 "boot_timeout": 0.5,
                 "metrics": False,
@@ -154,8 +155,9 @@ def test_the_setting_configures_the_abortable_that_django_dramatiq_builds(
     ) as broker:
         middleware = middleware_of(broker, Abortable)
         assert middleware is not None and isinstance(middleware.backend, StubBackend)
-        assert middleware.abortable is False and middleware.abort_ttl == 5000
-        assert middleware.boot_timeout == 0.5 and middleware.count_metrics is False
+        assert middleware.abortable is False and middleware.abort_children is True
+        assert middleware.abort_ttl == 5000 and middleware.boot_timeout == 0.5
+        assert middleware.count_metrics is False
 
 
 def test_the_arguments_of_django_dramatiqs_middleware_kwargs_win_over_the_setting(
@@ -322,7 +324,7 @@ def test_the_environment_variable_wins_over_the_brokers_redis_and_the_setting_ov
             {"BACKEND": "memory://", "MIDDLEWARE_OPTIONS": {"ttl": 1000}},
             ValueError,
             "DRAMATIQ_ABORT['MIDDLEWARE_OPTIONS'] has the unknown key 'ttl': the keys are"
-            " abortable, abort_ttl, boot_timeout, metrics",
+            " abortable, abort_children, abort_ttl, boot_timeout, metrics",
         ),
         (
             {"BACKEND": "memory://", "MIDDLEWARE_OPTIONS": {"abortable": "false"}},
