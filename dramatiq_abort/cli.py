@@ -495,7 +495,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "web":
             return _web(args)
         return _abort(args)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ImportError) as e:
+        # An ImportError: the backend's client library, an extra, is missing.
         print(f"dramatiq-abort: {e}", file=sys.stderr)
         return BAD_ARGUMENTS
     except redis.RedisError as e:

@@ -32,7 +32,7 @@ from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
-from .support import ROOT, WAIT, assert_refused, start_worker
+from .support import ROOT, WAIT, assert_refused, start_worker, status_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -648,3 +648,15 @@ def test_a_postgresql_that_cannot_be_reached_says_what_to_check_without_the_pass
         f" (or ${URL_VARIABLE}) gives\n"
     )
     assert "not-the-password" not in err
+
+
+def test_a_postgresql_url_without_psycopg_says_which_extra_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As after a plain install: the import of psycopg fails.
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setitem(sys.modules, "dramatiq_abort.backends.postgres", None)
+    assert status_of(["list", "--backend", "postgresql://postgres@127.0.0.1/test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dramatiq-abort: PostgresBackend needs psycopg 3")
+    assert err.endswith("install dramatiq-abort[postgres]\n") and err.count("\n") == 1
