@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Mapping
 from typing import Literal, overload
 from urllib.parse import unquote, urlsplit
 
@@ -256,3 +257,29 @@ def check_name(name: str, value: object) -> str | None:
     if not value.strip():
         raise ValueError(f"{name} must not be empty: {value!r}")
     return _check_length(name, value, MAX_NAME_LENGTH)
+
+
+#: The parameters of a request that :func:`check_marks` keeps for the
+#: middleware itself.
+RESERVED_MARKS = frozenset({"abort_timeout", "reason"})
+
+
+def check_marks(marks: object) -> dict[str, bool | int | str] | None:
+    """Return ``marks`` (a request's extra parameters, see
+    ``Abortable.abort_many``) when each is a name of its own with a bool,
+    int or str value, else raise."""
+    if marks is None:
+        return None
+    if not isinstance(marks, Mapping):
+        raise TypeError(f"marks must be a dict of names to values, not {marks!r:.100}")
+    checked: dict[str, bool | int | str] = {}
+    for name, value in marks.items():
+        if not isinstance(name, str) or not name or name in RESERVED_MARKS:
+            raise ValueError(
+                f"marks cannot use the name {name!r:.100}: give names of your own, other than"
+                f" {', '.join(sorted(RESERVED_MARKS))}"
+            )
+        if not isinstance(value, (bool, int, str)):
+            raise TypeError(f"marks[{name!r}] must be a bool, int or str, not {value!r:.100}")
+        checked[name] = value
+    return checked

@@ -23,6 +23,7 @@ from . import coroutines, lineage, listing, settings
 from .backend import Event, EventBackend
 from .checks import (
     check_abort_timeout,
+    check_marks,
     check_message_id,
     check_milliseconds,
     check_mode,
@@ -449,6 +450,7 @@ class Abortable(Middleware):
         abort_timeout: float = 0,
         *,
         reason: str | None = None,
+        marks: dict[str, bool | int | str] | None = None,
     ) -> None:
         """Send the same abort request for every id of ``message_ids`` in
         one write. Every argument is checked before anything is sent.
@@ -456,6 +458,11 @@ class Abortable(Middleware):
         Messages may be given instead of ids: the request then lives at least
         until ``abort_ttl`` after the latest of their ETAs, so that a message
         delayed for longer than the TTL is still cancelled.
+
+        ``marks`` are kept with the request for a layer on top of the
+        middleware (compat marks Celery's revoke with them), and read back
+        in the request's parameters by ``EventBackend.records()``; workers
+        ignore them.
         """
         if isinstance(message_ids, str):
             raise TypeError(f"message_ids must be an iterable of ids, not the str {message_ids!r}")
@@ -474,9 +481,10 @@ class Abortable(Middleware):
             ttl += max(0, int(max(etas) - time.time() * 1000))
         timeout = check_abort_timeout(abort_timeout)
         reason = check_reason(reason)
+        checked_marks = check_marks(marks)
         if not ids:
             return
-        self._send(events_for(ids, mode, timeout, reason), ttl)
+        self._send(events_for(ids, mode, timeout, reason, checked_marks), ttl)
 
     def abort_where(
         self,

@@ -13,7 +13,7 @@ Keys are built and read here only."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .backend import Event
@@ -92,15 +92,20 @@ def _timeout_param(abort_timeout: float) -> int | None:
 
 
 def events_for(
-    message_ids: Iterable[str], mode: AbortMode, abort_timeout: float, reason: str | None = None
+    message_ids: Iterable[str],
+    mode: AbortMode,
+    abort_timeout: float,
+    reason: str | None = None,
+    marks: Mapping[str, Any] | None = None,
 ) -> list[Event]:
-    """The events that carry one abort request for each of ``message_ids``.
+    """The events that carry one abort request for each of ``message_ids``,
+    each with ``marks`` among its parameters (see ``Abortable.abort_many``).
 
     Events of the same kind share one parameters dict (do not change it),
     so that a backend can encode it once.
     """
-    cancel: dict[str, Any] = {}
-    abort: dict[str, Any] = {"abort_timeout": _timeout_param(abort_timeout)}
+    cancel: dict[str, Any] = {**(marks or {})}
+    abort: dict[str, Any] = {**cancel, "abort_timeout": _timeout_param(abort_timeout)}
     if reason is not None:
         cancel["reason"] = abort["reason"] = reason
     events = []

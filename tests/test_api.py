@@ -336,3 +336,19 @@ def test_abort_takes_the_message_a_worker_runs_and_names_a_bad_list(
 def test_without_an_abortable_the_error_says_how_to_add_one(stub_broker: StubBroker) -> None:
     with pytest.raises(RuntimeError, match=r"broker.add_middleware\(Abortable\(backend=...\)\)"):
         abort("some-id")
+
+
+def test_marks_are_kept_with_the_request_and_reserved_names_are_refused(
+    abortable: Abortable,
+) -> None:
+    abortable.abort_many(["marked"], mode=AbortMode.ABORT, marks={"revoked": True, "by": "ops"})
+    records = abortable.backend.records("marked")
+    assert records.abort is not None and records.cancel is not None
+    for event in (records.abort, records.cancel):
+        assert (event.params["revoked"], event.params["by"]) == (True, "ops")
+    assert records.abort.params["abort_timeout"] == 0
+    with pytest.raises(ValueError, match="marks cannot use the name 'reason'"):
+        abortable.abort_many(["other"], marks={"reason": "sneaked in"})
+    with pytest.raises(TypeError, match=r"marks\['when'\] must be a bool, int or str"):
+        abortable.abort_many(["other"], marks={"when": 1.5})  # type: ignore[dict-item]
+    assert abortable.backend.records("other").abort is None

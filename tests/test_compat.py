@@ -260,7 +260,7 @@ AbortableResult({result.id!r}).revoke(terminate=True)
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=WAIT * 3)
     assert interrupted.wait(WAIT)
-    assert AbortableResult(result.id).state == ABORTED
+    assert AbortableResult(result.id).state == REVOKED
 
 
 def test_groups_and_pipelines_abort_in_one_call(

@@ -127,10 +127,33 @@ def test_revoke_with_terminate_stops_a_running_task(app: Any) -> None:
     result = crunch.delay()
     assert started.wait(WAIT)
     result.revoke(terminate=True, signal="SIGKILL")
+    assert result.state == states.REVOKED
     wait_until(result.ready, "the task is stopped")
     assert not result.successful()
-    # Celery reads REVOKED here: see "What differs" in the migration guide.
-    assert result.state == ABORTED
+    # As in Celery: a revoke, not an abort, whatever stopped the task.
+    assert result.state == states.REVOKED
+    with pytest.raises(TaskRevokedError, match="revoked"):
+        result.get(timeout=WAIT)
+
+
+def test_a_terminated_task_reads_revoked_and_an_aborted_one_aborted(app: Any) -> None:
+    started: list[str] = []
+
+    @shared_task(base=AbortableTask, bind=True)
+    def crunch(self: Any) -> None:
+        started.append(self.request.id)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            pass
+
+    revoked, aborted = crunch.delay(), crunch.delay()
+    wait_until(lambda: len(started) == 2, "both tasks start")
+    # Views that kept only the id, as after a redirect.
+    AbortableAsyncResult(revoked.id).revoke(terminate=True)
+    AbortableAsyncResult(aborted.id).abort(timeout=0)  # forced now, as a terminate is
+    for result in (revoked, aborted):
+        wait_until(result.ready, "both tasks are stopped")
+    assert (revoked.state, aborted.state) == (states.REVOKED, ABORTED)
 
 
 # Progress and state

@@ -7,10 +7,10 @@ import datetime
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..checks import check_bool, check_seconds
+from ..checks import check_seconds
 from ..listing import DELAYED, RUNNING, WAITING, Listing, RunningMessage
 from ..middleware import abortable_of
-from ..mode import AbortMode
+from . import records
 
 if TYPE_CHECKING:
     from .app import Celery
@@ -59,9 +59,8 @@ class Control:
                 " request; leave destination out"
             )
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        mode = AbortMode.ABORT if check_bool("terminate", terminate) else AbortMode.CANCEL
         # One write for every id, each checked before it.
-        abortable_of(self.app.broker).abort_many(ids, mode=mode, reason=reason)
+        records.revoke_tasks(abortable_of(self.app.broker), ids, terminate, reason)
 
     def inspect(self, destination: Any = None, timeout: float = INSPECT_TIMEOUT) -> Inspect:
         """What every worker process runs and holds: see :class:`Inspect`."""

@@ -8,9 +8,36 @@ import json
 import logging
 import sys
 import traceback
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..backend import Event
+from ..checks import check_bool
+from ..mode import AbortMode
+
+if TYPE_CHECKING:
+    from ..middleware import Abortable
 
 logger = logging.getLogger(__name__)
+
+#: Kept with the request that a revoke sends, so that its task reads
+#: ``REVOKED``, as in Celery, rather than ``ABORTED``.
+REVOKE_MARKS: dict[str, bool | int | str] = {"revoked": True}
+
+
+def revoke_tasks(
+    abortable: Abortable, tasks: Iterable[Any], terminate: object, reason: str | None
+) -> None:
+    """Celery's revoke of ``tasks`` (ids or messages), in one write: a
+    task that has not started never starts; with ``terminate``, a running
+    one is aborted now."""
+    mode = AbortMode.ABORT if check_bool("terminate", terminate) else AbortMode.CANCEL
+    abortable.abort_many(tasks, mode=mode, reason=reason, marks=REVOKE_MARKS)
+
+
+def is_revoke(request: Event | None) -> bool:
+    """Whether ``request``, an abort event read back, was sent by a revoke."""
+    return request is not None and request.params.get("revoked") is True
 
 
 class TaskRecord(NamedTuple):

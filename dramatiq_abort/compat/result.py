@@ -18,7 +18,6 @@ from ..backend import MessageRecords
 from ..checks import check_message_id, check_seconds
 from ..dramatiq_internals import delete_result, middleware_of
 from ..middleware import Abortable, abortable_of
-from ..mode import AbortMode
 from ..outcome import Outcome
 from . import records
 from .exceptions import TaskAborted, TimeoutError
@@ -224,9 +223,8 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         """Cancel the task if it has not started; with ``terminate=True``,
         also raise ``Abort`` in it now if it runs (whatever ``signal``).
         ``wait``, ``timeout`` (seconds) and ``reason`` work as with :meth:`abort`."""
-        mode = AbortMode.ABORT if terminate else AbortMode.CANCEL
         limit = None if timeout is None else check_seconds("timeout", timeout)
-        self.abortable.abort(self.message, mode=mode, reason=reason)
+        records.revoke_tasks(self.abortable, [self.message], terminate, reason)
         return self._stopped(limit) if wait else None
 
     # Reading state
@@ -349,7 +347,13 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def _status(self, found: MessageRecords) -> Status:
         record = records.decode(found.state)
         requested = (
-            ABORTED if found.abort is not None else REVOKED if found.cancel is not None else None
+            REVOKED
+            if records.is_revoke(found.abort)
+            else ABORTED
+            if found.abort is not None
+            else REVOKED
+            if found.cancel is not None
+            else None
         )
         aborted = found.abort is not None or found.outcome == Outcome.ABORTED.value
         if record is not None and record.ended:
@@ -508,9 +512,11 @@ class AbortableGroupResult:
 
     def revoke(self, terminate: bool = False, *, reason: str | None = None) -> None:
         """:meth:`AbortableResult.revoke` for every task, in one write."""
-        mode = AbortMode.ABORT if terminate else AbortMode.CANCEL
-        abortable_of(self.broker).abort_many(
-            [result.message for result in self.results], mode=mode, reason=reason
+        records.revoke_tasks(
+            abortable_of(self.broker),
+            [result.message for result in self.results],
+            terminate,
+            reason,
         )
 
 
