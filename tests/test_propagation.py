@@ -72,6 +72,16 @@ def wait_stopped(abortable: Abortable, message_id: str, outcome: Outcome) -> Non
     assert abortable.wait_outcome(message_id, WAIT) is outcome
 
 
+def abort_once_ended(
+    parent: dramatiq.Message[Any], child_started: threading.Event, **options: Any
+) -> None:
+    """Let ``parent`` run to its end, wait until the child it left starts,
+    then abort ``parent`` with ``options``."""
+    parent.get_result(block=True, timeout=int(WAIT * 1000))
+    assert child_started.wait(WAIT)
+    abort(parent, **options)
+
+
 def test_an_abort_of_a_parent_stops_its_running_child_with_the_parents_reason(
     stub_broker: StubBroker,
     abortable: Abortable,
@@ -188,9 +198,7 @@ def test_an_abort_reaches_grandchildren_through_children_that_pass_it_on(
         child.send()
 
     message = parent.send()
-    message.get_result(block=True, timeout=int(WAIT * 1000))
-    assert started.wait(WAIT)
-    abort(message)
+    abort_once_ended(message, started)
 
     assert interrupted.wait(WAIT)
     (grand,) = sent
@@ -249,10 +257,8 @@ def test_an_abort_of_a_parent_stops_every_later_step_of_a_pipeline_it_started(
 
     stub_broker.add_middleware(dramatiq.middleware.CurrentMessage())
     message = parent.send()
-    message.get_result(block=True, timeout=int(WAIT * 1000))
     # The second step runs after the first, enqueued by the worker that ran it.
-    assert started.wait(WAIT)
-    abort(message)
+    abort_once_ended(message, started)
 
     assert interrupted.wait(WAIT)
     wait_stopped(abortable, step_ids["second"], Outcome.ABORTED)
@@ -348,10 +354,8 @@ def test_an_abort_of_a_parent_stops_the_completion_callback_of_its_group(
         group.run()
 
     message = parent.send()
-    message.get_result(block=True, timeout=int(WAIT * 1000))
     # Enqueued by the worker that ran the last member of the group.
-    assert started.wait(WAIT)
-    abort(message)
+    abort_once_ended(message, started)
 
     assert interrupted.wait(WAIT)
     (callback,) = callbacks
@@ -461,9 +465,7 @@ def test_an_async_parent_passes_its_abort_on_to_the_child_its_coroutine_sent(
         sent.append(child.send())
 
     message = parent.send()
-    message.get_result(block=True, timeout=int(WAIT * 1000))
-    assert started.wait(WAIT)
-    abort(message)
+    abort_once_ended(message, started)
 
     assert interrupted.wait(WAIT)
     (running,) = sent
@@ -485,9 +487,7 @@ def test_on_a_redis_broker_an_abort_of_a_parent_stops_its_running_child(
         sent.append(child.send())
 
     message = parent.send()
-    message.get_result(block=True, timeout=int(WAIT * 1000))
-    assert started.wait(WAIT)
-    abort(message, reason="redis")
+    abort_once_ended(message, started, reason="redis")
 
     (running,) = sent
     middleware = next(m for m in redis_broker.middleware if isinstance(m, Abortable))
@@ -558,9 +558,7 @@ def test_on_a_redis_broker_an_abort_of_a_parent_stops_the_later_step_of_its_pipe
         pipe.run()
 
     message = parent.send()
-    message.get_result(block=True, timeout=int(WAIT * 1000))
-    assert started.wait(WAIT)
-    abort(message)
+    abort_once_ended(message, started)
 
     (pipe,) = pipelines
     middleware = next(m for m in redis_broker.middleware if isinstance(m, Abortable))
