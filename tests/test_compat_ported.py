@@ -156,6 +156,32 @@ def test_a_terminated_task_reads_revoked_and_an_aborted_one_aborted(app: Any) ->
     assert (revoked.state, aborted.state) == (states.REVOKED, ABORTED)
 
 
+def test_revoking_a_fan_out_task_with_abort_children_stops_the_tasks_it_sent(app: Any) -> None:
+    # The one option Celery lacks: the fan-out task sends its chunks, ends,
+    # and a revoke of it still stops them.
+    started: list[str] = []
+
+    @shared_task(bind=True)
+    def process_chunk(self: Any, chunk: int) -> None:
+        started.append(self.request.id)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            pass
+
+    @shared_task(abort_children=True)
+    def process_all(chunks: int) -> list[str]:
+        return [process_chunk.delay(chunk).id for chunk in range(chunks)]
+
+    parent = process_all.delay(2)
+    chunk_ids = parent.get(timeout=WAIT)
+    wait_until(lambda: len(started) == 2, "both chunks start")
+    parent.revoke(terminate=True, reason="wrong input")
+    for chunk_id in chunk_ids:
+        chunk = AsyncResult(chunk_id)
+        wait_until(chunk.ready, "the chunk is stopped")
+        assert chunk.state == ABORTED and not chunk.successful()
+
+
 # Progress and state
 
 
