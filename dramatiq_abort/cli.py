@@ -21,7 +21,7 @@ import redis
 
 from . import __version__
 from .backend import EventBackend
-from .backends import check_url
+from .backends import backend_name, check_url
 from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
 from .listing import DELAYED, RUNNING, Listing, RunningMessage
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
@@ -57,7 +57,7 @@ def _backend_url(text: str) -> str:
         url = check_url(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if url.lower().startswith("memory:"):
+    if backend_name(url) == "StubBackend":
         raise argparse.ArgumentTypeError(
             "memory:// lives inside one process, so no worker shares it: give the URL"
             " of the workers' backend, such as redis://localhost:6379/0"
@@ -483,13 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .demo import main as demo
-
     if args.command == "demo" and args.redis is None:
-        return demo(None)
+        return _demo(None)
     try:
         if args.command == "demo":
-            return demo(args.redis)
+            return _demo(args.redis)
         if args.command == "list":
             return _list(args)
         if args.command == "web":
@@ -522,6 +520,12 @@ def _is_postgres_error(error: Exception) -> bool:
     PostgreSQL backend was built."""
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(error, psycopg.Error)
+
+
+def _demo(redis_url: str | None) -> int:
+    from .demo import main
+
+    return main(redis_url)
 
 
 def _backend(args: argparse.Namespace) -> EventBackend:

@@ -180,7 +180,9 @@ def _checked(setting: object) -> dict[str, Any]:
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(f"{where} has the key {name!r:.100}, which names no argument")
         checked[key] = dict(options)
-    checked[MIDDLEWARE_OPTIONS] = check_parameters(checked[MIDDLEWARE_OPTIONS], where)
+    checked[MIDDLEWARE_OPTIONS] = check_parameters(
+        checked[MIDDLEWARE_OPTIONS], f"{SETTING}[{MIDDLEWARE_OPTIONS!r}]"
+    )
     return checked
 
 

@@ -17,7 +17,14 @@ from importlib import resources
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .checks import check_message_id, check_mode, check_name, check_reason
+from .checks import (
+    check_bool,
+    check_message_id,
+    check_mode,
+    check_name,
+    check_reason,
+    check_seconds,
+)
 from .listing import Listing
 from .middleware import LISTING_WAIT, Abortable
 from .mode import AbortMode
@@ -98,10 +105,21 @@ class WebServer(ThreadingHTTPServer):
         refresh: float = DEFAULT_REFRESH,
         wait: float = LISTING_WAIT,
     ) -> None:
+        # Checked before anything listens: a string "false" would allow writes.
+        self.allow_abort = check_bool("allow_abort", allow_abort)
+        self.refresh = check_seconds("refresh", refresh)
+        if self.refresh < MIN_REFRESH:
+            raise ValueError(
+                f"refresh must be at least {MIN_REFRESH:g} s, not {refresh!r}: each refresh"
+                " asks every worker process"
+            )
+        self.wait = check_seconds("wait", wait)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            # getaddrinfo() would take 70000 for 4464.
+            raise ValueError(
+                f"port must be a TCP port from 0 (any free one) to 65535, not {port!r}"
+            )
         self.middleware = middleware
-        self.allow_abort = allow_abort
-        self.refresh = refresh
-        self.wait = wait
         #: What every write must carry: given to the page only, never in a cookie,
         #: so that a request another site makes the browser send lacks it.
         self.token = secrets.token_urlsafe(32)
@@ -334,7 +352,11 @@ class Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            raise Refused(HTTPStatus.LENGTH_REQUIRED, "give the body's Content-Length") from None
+            raise Refused(
+                HTTPStatus.LENGTH_REQUIRED,
+                "give the body's Content-Length as a number of bytes, not"
+                f" {self.headers.get('Content-Length')!r:.40}",
+            ) from None
         if not 0 <= length <= MAX_BODY:
             raise Refused(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -361,11 +383,13 @@ class Handler(BaseHTTPRequestHandler):
         except NotImplementedError as e:
             raise Refused(HTTPStatus.NOT_IMPLEMENTED, str(e)) from None
         except Exception as e:
-            # A Redis error names the host and port, never the URL's password.
+            # The details (host, port, user) stay in the server's log: the
+            # page, which other machines may reach, gets the error's kind.
             logger.warning("Failed to %s (%s: %.200s).", what, type(e).__name__, e)
             logger.debug("The backend failed with:", exc_info=e)
             raise Refused(
-                HTTPStatus.BAD_GATEWAY, f"failed to {what}: {type(e).__name__}: {e}"
+                HTTPStatus.BAD_GATEWAY,
+                f"failed to {what}: {type(e).__name__}; the server's log says more",
             ) from None
 
 

@@ -7,8 +7,10 @@ import contextlib
 import http.client
 import json
 import logging
+import math
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -33,7 +35,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from dramatiq_abort import Abort, Abortable, Event
-from dramatiq_abort.backends import RedisBackend
+from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.cli import REDIS_URL_VARIABLE
 from dramatiq_abort.settings import URL_VARIABLE
 from dramatiq_abort.web import TOKEN_HEADER, WebServer
@@ -714,3 +716,21 @@ def test_the_command_requires_the_workers_backend(
     monkeypatch.delenv(REDIS_URL_VARIABLE, raising=False)
     says = f"--backend URL is required, unless ${URL_VARIABLE} is set"
     assert_refused(["web", "--port", "0"], says, capsys, redis_client, namespace)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "says"),
+    [
+        ({"allow_abort": "false"}, TypeError, "allow_abort must be True or False, not 'false'"),
+        ({"port": 70000}, ValueError, "port must be a TCP port from 0"),
+        ({"refresh": 0}, ValueError, "refresh must be at least 1 s, not 0"),
+        ({"refresh": math.nan}, ValueError, "refresh must be finite"),
+        ({"wait": -1}, ValueError, "wait must be finite and 0 or more, not -1"),
+    ],
+)
+def test_the_server_refuses_bad_options_before_it_listens(
+    options: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    # A string "false" would be true, and the page would show its buttons.
+    with pytest.raises(error, match=re.escape(says)):
+        WebServer(Abortable(backend=StubBackend()), **{"host": "127.0.0.1", "port": 0, **options})

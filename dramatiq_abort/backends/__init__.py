@@ -12,7 +12,14 @@ if TYPE_CHECKING:
     from .postgres import PostgresBackend
     from .redis import RedisBackend
 
-__all__ = ["PostgresBackend", "RedisBackend", "StubBackend", "check_url", "from_url"]
+__all__ = [
+    "PostgresBackend",
+    "RedisBackend",
+    "StubBackend",
+    "backend_name",
+    "check_url",
+    "from_url",
+]
 
 #: The URL schemes :func:`from_url` knows, each with the backend it builds.
 SCHEMES = {
@@ -32,7 +39,7 @@ def check_url(url: object) -> str:
     hold a password."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str such as 'redis://localhost:6379/0', not {url!r:.100}")
-    name = _backend_name(url)
+    name = backend_name(url)
     if name == "RedisBackend":
         check_redis_url(url)
     elif name == "PostgresBackend":
@@ -52,7 +59,7 @@ def from_url(url: str, **options: Any) -> EventBackend:
     one process share. Any other scheme is refused with the list of those
     known (see :func:`check_url`).
     """
-    name = _backend_name(check_url(url))
+    name = backend_name(check_url(url))
     if name == "StubBackend":
         if options:
             raise TypeError(f"memory:// takes no options, not {', '.join(sorted(options))}")
@@ -61,7 +68,7 @@ def from_url(url: str, **options: Any) -> EventBackend:
     return backend
 
 
-def _backend_name(url: str) -> str:
+def backend_name(url: str) -> str:
     """The name of the backend class that ``url``'s scheme stands for."""
     # Read apart from the rest, which the backend's own check parses.
     scheme = url.partition("://")[0] if "://" in url else ""

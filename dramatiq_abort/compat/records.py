@@ -37,7 +37,9 @@ def revoke_tasks(
 
 def is_revoke(request: Event | None) -> bool:
     """Whether ``request``, an abort event read back, was sent by a revoke."""
-    return request is not None and request.params.get("revoked") is True
+    return request is not None and all(
+        request.params.get(name) == value for name, value in REVOKE_MARKS.items()
+    )
 
 
 class TaskRecord(NamedTuple):
