@@ -50,7 +50,11 @@ def check_redis_url(url: object) -> str:
     """
     example = f"for example {EXAMPLE_REDIS_URL}"
     if not isinstance(url, str):
-        raise TypeError(f"url must be a Redis URL such as {EXAMPLE_REDIS_URL!r}, not {url!r:.100}")
+        # Not repeated: bytes or a URL-like object may hold a password too.
+        raise TypeError(
+            f"url must be a Redis URL, a str such as {EXAMPLE_REDIS_URL!r},"
+            f" not a {type(url).__name__}"
+        )
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -105,12 +109,17 @@ def check_postgres_url(url: object) -> str:
     example = f"for example {EXAMPLE_POSTGRES_URL}"
     if not isinstance(url, str):
         raise TypeError(
-            f"url must be a PostgreSQL URL such as {EXAMPLE_POSTGRES_URL!r}, not {url!r:.100}"
+            f"url must be a PostgreSQL URL, a str such as {EXAMPLE_POSTGRES_URL!r},"
+            f" not a {type(url).__name__}"
         )
     try:
         parts = urlsplit(url)
-        # Reading the port checks it: a port that is not a number raises.
-        parts.port  # noqa: B018
+        # libpq takes several hosts, each with its port: urlsplit cannot
+        # read those ports, and libpq reads a port only as it connects.
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            port = "" if host.endswith("]") else host.rpartition(":")[2] if ":" in host else ""
+            if port and not port.isdecimal():
+                raise ValueError(port)
     except ValueError:
         raise ValueError(
             f"the URL cannot be parsed: write it as"
@@ -259,6 +268,8 @@ def check_name(name: str, value: object) -> str | None:
     return _check_length(name, value, MAX_NAME_LENGTH)
 
 
+#: Most marks one request carries (see :func:`check_marks`).
+MAX_MARKS = 16
 #: The parameters of a request that :func:`check_marks` keeps for the
 #: middleware itself.
 RESERVED_MARKS = frozenset({"abort_timeout", "reason"})
@@ -272,6 +283,9 @@ def check_marks(marks: object) -> dict[str, bool | int | str] | None:
         return None
     if not isinstance(marks, Mapping):
         raise TypeError(f"marks must be a dict of names to values, not {marks!r:.100}")
+    if len(marks) > MAX_MARKS:
+        # Every event of a request repeats them, and each is pushed to every worker.
+        raise ValueError(f"marks must be at most {MAX_MARKS}, not {len(marks):,}")
     checked: dict[str, bool | int | str] = {}
     for name, value in marks.items():
         if not isinstance(name, str) or not name or name in RESERVED_MARKS:
@@ -281,5 +295,8 @@ def check_marks(marks: object) -> dict[str, bool | int | str] | None:
             )
         if not isinstance(value, (bool, int, str)):
             raise TypeError(f"marks[{name!r}] must be a bool, int or str, not {value!r:.100}")
+        if isinstance(value, str):
+            _check_length(f"marks[{name!r}]", value, MAX_REASON_LENGTH)
+        _check_length("a name of marks", name, MAX_NAME_LENGTH)
         checked[name] = value
     return checked

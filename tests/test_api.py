@@ -255,7 +255,7 @@ def test_wait_outcome_names_a_bad_timeout(
 
 
 def test_redis_backend_names_a_bad_url_or_client() -> None:
-    with pytest.raises(TypeError, match=r"url must be a Redis URL .* not None"):
+    with pytest.raises(TypeError, match=r"url must be a Redis URL, a str .* not a NoneType"):
         RedisBackend.from_url(None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="url must start with redis://, rediss:// or unix://"):
         RedisBackend.from_url("localhost:6379")
@@ -351,4 +351,8 @@ def test_marks_are_kept_with_the_request_and_reserved_names_are_refused(
         abortable.abort_many(["other"], marks={"reason": "sneaked in"})
     with pytest.raises(TypeError, match=r"marks\['when'\] must be a bool, int or str"):
         abortable.abort_many(["other"], marks={"when": 1.5})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"marks\['note'\] must be at most 1,000 characters"):
+        abortable.abort_many(["other"], marks={"note": "x" * 1001})
+    with pytest.raises(ValueError, match="marks must be at most 16, not 17"):
+        abortable.abort_many(["other"], marks={f"m{n}": n for n in range(17)})
     assert abortable.backend.records("other").abort is None

@@ -38,7 +38,10 @@ def check_url(url: object) -> str:
     ``TypeError`` or ``ValueError``, without repeating the URL, which may
     hold a password."""
     if not isinstance(url, str):
-        raise TypeError(f"url must be a str such as 'redis://localhost:6379/0', not {url!r:.100}")
+        # Not repeated: bytes may hold a password too.
+        raise TypeError(
+            f"url must be a str such as 'redis://localhost:6379/0', not a {type(url).__name__}"
+        )
     name = backend_name(url)
     if name == "RedisBackend":
         check_redis_url(url)

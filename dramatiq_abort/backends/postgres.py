@@ -194,8 +194,10 @@ def _check_url_options(url: str) -> dict[str, Any]:
     try:
         return conninfo_to_dict(url)
     except psycopg.ProgrammingError as e:
-        with_password = urlsplit(url).password is not None
-        detail = "it holds a password, so libpq's error is not shown" if with_password else str(e)
+        parts = urlsplit(url)
+        # A query string may hold the password too (?password=...).
+        hidden = parts.password is not None or "password" in parts.query.lower()
+        detail = "it may hold a password, so libpq's error is not shown" if hidden else str(e)
         raise ValueError(f"the PostgreSQL URL cannot be read ({detail})") from None
 
 
