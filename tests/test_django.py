@@ -413,19 +413,21 @@ def test_a_worker_of_rundramatiq_runs_a_message_that_an_abort_stops(
         "APP_QUEUE": queue,
         "PYTHONPATH": str(ROOT),
     }
-    command = subprocess.Popen(
-        [sys.executable, "-m", "django", "rundramatiq", "--processes", "1", "--threads", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    # This process sends and aborts as a producer without Django would.
-    broker = RedisBroker(url=redis_url, namespace=namespace + "broker")
-    middleware = Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace))
-    broker.add_middleware(middleware)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "django", "rundramatiq", "--processes", "1", "--threads", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        cleanup.callback(stop_process_group, command)
+        # This process sends and aborts as a producer without Django would.
+        broker = RedisBroker(url=redis_url, namespace=namespace + "broker")
+        cleanup.callback(broker.close)
+        middleware = Abortable(backend=RedisBackend.from_url(redis_url, namespace=namespace))
+        broker.add_middleware(middleware)
         # The actor of tests/programs/django_project/tasks.py, as a producer declares it.
         spin: dramatiq.Actor[[str], None] = dramatiq.Actor(
             lambda token: None,
@@ -443,6 +445,3 @@ def test_a_worker_of_rundramatiq_runs_a_message_that_an_abort_stops(
         abort(message.message_id, middleware=middleware)
         assert redis_client.blpop([report], WAIT)[1] == b"aborted"  # type: ignore[index]
         assert wait_outcome(message.message_id, WAIT, middleware=middleware) == Outcome.ABORTED
-    finally:
-        stop_process_group(command)
-        broker.close()

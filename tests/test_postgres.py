@@ -22,9 +22,10 @@ from dramatiq.brokers.stub import StubBroker
 
 from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, running_messages
 from dramatiq_abort.backend import Subscription
-from dramatiq_abort.backends import from_url
+from dramatiq_abort.backends import check_url, from_url
 from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
 from dramatiq_abort.backends.redis_channels import KEEPALIVE
+from dramatiq_abort.checks import check_postgres_url
 
 from .support import (
     WAIT,
@@ -93,11 +94,18 @@ def test_from_url_builds_a_postgres_backend_for_both_schemes(
             backend.close()
 
 
+def test_a_url_of_several_hosts_is_taken_as_libpq_takes_it() -> None:
+    url = "postgresql://app@db-1:5432,db-2:5433/tasks"
+    assert check_postgres_url(url) == url
+    assert check_url(url) == url
+
+
 @pytest.mark.parametrize(
     ("url", "error"),
     [
         ("postgresql://user:s3cret@host:port/db", "cannot be parsed"),
-        ("postgresql://user:s3cret%zz@host/db", "holds a password"),
+        ("postgresql://user:s3cret%zz@host/db", "hold a password"),
+        ("postgresql://host/db?password=s3cret%zz", "hold a password"),
         ("mysql://user:s3cret@host/db", "must start with postgresql:// or postgres://"),
         ("postgresql://host/db?no_such_option=1", "no_such_option"),
     ],
@@ -337,8 +345,13 @@ def test_a_forked_process_leaves_the_parents_connections_alone(
         target=_poll_in_child, args=(postgres_backend,)
     )
     child.start()
-    child.join(WAIT)
-    assert child.exitcode == 0
+    try:
+        child.join(WAIT)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
     with postgres_backend.pool.connection() as connection:
         assert connection.info.backend_pid == PARENT_PIDS[0]
         assert postgres_backend.poll("abort:m") == Event("abort:m", {})
@@ -414,7 +427,8 @@ def test_a_watcher_whose_connection_is_killed_reconnects_and_catches_up(
             backend.subscriptions_allowed.set()
             assert interrupted.wait(WAIT)
             assert watcher.connected.wait(WAIT)
-            assert subscriber_pids(backend) != [pid]
+            (reconnected,) = subscriber_pids(backend)
+            assert reconnected != pid
             assert middleware.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED
         finally:
             backend.subscriptions_allowed.set()

@@ -243,6 +243,11 @@ def test_the_page_lists_a_running_message_and_its_button_aborts_it_with_the_reas
         shown = outcome_shown(browser, message.message_id)
         assert shown.get_attribute("data-outcome") == "aborted"
         assert REASON in shown.text
+        # One request in all: the click without a reason sent nothing, even later.
+        assert sorted(event.key for event in sent(backend)) == [
+            f"abort:{message.message_id}",
+            f"cancel:{message.message_id}",
+        ]
         # The outcome in, the page lists again at once: the message is gone.
         WebDriverWait(browser, WAIT).until(
             lambda b: not b.find_elements(By.CSS_SELECTOR, "#messages tbody tr")
