@@ -10,7 +10,6 @@ They are skipped when the server does not answer, except under
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from dramatiq_abort.backends import PostgresBackend, RedisBackend, StubBackend
 from .support import (
     NamespacedResults,
     PrivateRedis,
+    backend_in,
     delete_namespace,
     start_private_redis,
     unavailable,
@@ -76,10 +76,7 @@ def postgres_namespace() -> str:
 @pytest.fixture
 def postgres_backend(postgres_url: str, postgres_namespace: str) -> Iterator[PostgresBackend]:
     """A PostgresBackend in tables of the test's own, dropped afterwards."""
-    backend = PostgresBackend.from_url(postgres_url, namespace=postgres_namespace)
-    with contextlib.ExitStack() as steps:
-        steps.callback(backend.close)
-        steps.callback(backend.drop)
+    with backend_in(postgres_url, postgres_namespace) as backend:
         yield backend
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -330,9 +331,7 @@ class PrivateRedis:
         ``"--cluster-enabled", "yes"``; ``config`` a configuration file."""
         self.options = options
         self.config = config
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -456,3 +455,21 @@ def assert_refused(
     assert status_of(argv) == 2
     assert says in capsys.readouterr().err
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def backend_in(url: str, namespace: str, kind: Any = PostgresBackend) -> Iterator[Any]:
+    """A PostgreSQL backend of class ``kind`` on ``namespace``, its tables
+    dropped and its connections closed afterwards."""
+    backend = kind.from_url(url, namespace=namespace)
+    with contextlib.ExitStack() as steps:
+        steps.callback(backend.close)
+        steps.callback(backend.drop)
+        yield backend

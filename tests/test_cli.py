@@ -32,7 +32,7 @@ from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
-from .support import ROOT, WAIT, assert_refused, start_worker, status_of
+from .support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -262,9 +262,7 @@ def test_errors_are_one_line_without_a_traceback(
 def test_a_redis_that_cannot_be_reached_or_refuses_the_password_says_what_to_check(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    closed_port = free_port()
     assert main(["list", "--redis", f"redis://127.0.0.1:{closed_port}/0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dramatiq-abort: Redis error: ") and f"127.0.0.1:{closed_port}" in err
@@ -636,9 +634,7 @@ def test_abort_and_list_reach_a_postgresql_backend(
 def test_a_postgresql_that_cannot_be_reached_says_what_to_check_without_the_password(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    closed_port = free_port()
     url = f"postgresql://someone:not-the-password@127.0.0.1:{closed_port}/test"
     assert main(["abort", "an-id", "--backend", url]) == 1
     err = capsys.readouterr().err

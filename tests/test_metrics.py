@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from .support import (
     App,
     PrivateRedis,
     connected_watcher,
+    free_port,
     spin_until_aborted,
     start_worker,
     wait_until,
@@ -354,12 +354,6 @@ assert middleware.metrics is not None and middleware.metrics.registry is REGISTR
     assert finished.returncode == 0, finished.stderr
     assert "Prometheus did not set PROMETHEUS_MULTIPROC_DIR" in finished.stderr
     assert "Abort metrics go to prometheus_client's default registry" in finished.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

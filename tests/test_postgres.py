@@ -11,7 +11,6 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -32,6 +31,7 @@ from .support import (
     App,
     GatedPostgresBackend,
     assert_a_cancelled_message_never_runs,
+    backend_in,
     connected_watcher,
     postgres_tables,
     run_on_both_processes,
@@ -42,16 +42,6 @@ from .support import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@contextlib.contextmanager
-def backend_in(url: str, namespace: str, kind: Any = PostgresBackend) -> Iterator[Any]:
-    """A backend of class ``kind`` on ``namespace``, its tables dropped afterwards."""
-    backend = kind.from_url(url, namespace=namespace)
-    with contextlib.ExitStack() as steps:
-        steps.callback(backend.close)
-        steps.callback(backend.drop)
-        yield backend
 
 
 def received(subscription: Subscription, count: int) -> list[Event]:

@@ -45,6 +45,7 @@ from .support import (
     ROOT,
     WAIT,
     assert_refused,
+    free_port,
     recorded,
     status_of,
     unavailable,
@@ -582,12 +583,6 @@ def test_bad_input_is_refused_with_a_json_error_naming_the_value_and_nothing_is_
         assert (answered, error["field"]) == (400, "message_id")
         assert "message_id must not be empty: ''" in error["error"]
     assert sent(backend) == []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def read_lines(stream: IO[str] | None, lines: queue.Queue[str]) -> None:
