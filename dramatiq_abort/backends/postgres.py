@@ -202,7 +202,7 @@ def _check_url_options(url: str) -> dict[str, Any]:
 
 
 class PostgresBackend(EventBackend):
-    """An event backend for PostgreSQL 9.5 or later, on psycopg 3.
+    """An event backend for PostgreSQL 9.6 or later, on psycopg 3.
 
     Four tables hold what is recorded, each named after ``namespace``:
     ``<namespace>_events`` (abort requests, rules and inquiries, until
