@@ -34,7 +34,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from dramatiq_abort import Abort, Abortable, Event
+from dramatiq_abort import Abort, Abortable, Event, EventBackend
 from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.cli import REDIS_URL_VARIABLE
 from dramatiq_abort.settings import URL_VARIABLE
@@ -140,7 +140,7 @@ def backend(redis_client: redis.Redis, namespace: str) -> RedisBackend:
 
 @contextlib.contextmanager
 def serving(
-    backend: RedisBackend, *, allow_abort: bool, refresh: float = 60
+    backend: EventBackend, *, allow_abort: bool, refresh: float = 60
 ) -> Iterator[WebServer]:
     """A WebServer on a free loopback port, serving in a thread until the block ends."""
     server = WebServer(
