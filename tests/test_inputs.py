@@ -158,7 +158,7 @@ def command_backend(
         (["abort", "--actor", "job", "--timeout", str(10**30)], "abort_timeout must be at most"),
         (["list", "--wait", "1e300"], "timeout must be at most"),
         (["list", "--actor", "job\udcff"], "actor holds the lone surrogate"),
-        (["web", "--refresh", "1e10", "--port", "0"], "refresh must be at most"),
+        (["web", "--refresh", "1e6", "--port", "0"], "refresh must be at most 86,400 s"),
     ],
 )
 def test_the_command_refuses_what_a_backend_cannot_store_and_writes_nothing(
