@@ -151,7 +151,7 @@ class EventBackend(abc.ABC):
         """The answers handed to ``reply_to``, in the order they came,
         waiting up to ``timeout`` seconds, or less once ``expected`` (when
         not ``None``) came. What was handed to ``reply_to`` is then
-        dropped. Only called when :attr:`carries_answers` is true."""
+        dropped, or left to expire. Only called when :attr:`carries_answers` is true."""
         raise NotImplementedError(f"{type(self).__name__} does not carry answers")
 
     def subscribers(self) -> int | None:

@@ -28,13 +28,31 @@ def check_message_id(message_id: object) -> str:
 
 
 def _check_length(name: str, text: str, limit: int) -> str:
-    """Return ``text`` when it is at most ``limit`` characters, else raise
-    naming ``name`` and showing its start."""
+    """Return ``text`` when it is at most ``limit`` characters and every
+    backend stores it (see :func:`check_text`), else raise naming ``name``
+    and showing its start."""
     if len(text) > limit:
         raise ValueError(
             f"{name} must be at most {limit:,} characters, not {len(text):,}: {text[:40]!r}..."
         )
-    return text
+    return check_text(name, text)
+
+
+def check_text(name: str, text: str) -> str:
+    """Return ``text`` when every backend stores it, else raise naming
+    ``name``: PostgreSQL's text holds no NUL character, and neither Redis's
+    client nor PostgreSQL's encodes a lone surrogate (what Python makes of
+    bytes that are not UTF-8, in a command line's arguments for one)."""
+    if "\x00" in text:
+        bad = "a NUL character ('\\x00')"
+    else:
+        try:
+            text.encode()
+            return text
+        except UnicodeEncodeError as e:
+            bad = f"the lone surrogate {text[e.start]!r} (from bytes that are not UTF-8)"
+    shown = f"{text[:40]!r}" + ("..." if len(text) > 40 else "")
+    raise ValueError(f"{name} holds {bad}, which no backend stores: {shown}; remove it")
 
 
 #: The Redis URL that errors give as an example.
@@ -147,15 +165,39 @@ def check_mode(mode: object) -> AbortMode:
         ) from None
 
 
-def check_milliseconds(name: str, value: object, *, positive: bool = False) -> int:
-    """Return ``value`` as a whole number of milliseconds, else raise naming ``name``."""
+#: Longest duration accepted, in milliseconds: 100 years. An expiry this
+#: far ahead is one every backend stores (PostgreSQL's timestamps end in the
+#: year 294276, Redis's expiries at 2**63 ms), and a wait this long one that
+#: Python's timers take (``threading.TIMEOUT_MAX`` is about 292 years).
+MAX_MILLISECONDS = 100 * 365 * 24 * 3600 * 1000
+#: The same, in seconds.
+MAX_SECONDS = MAX_MILLISECONDS // 1000
+
+
+def _shown(value: object) -> str:
+    """``value``'s repr, cut to 40 characters: an int may have thousands of digits."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:40] + "..."
+
+
+def check_milliseconds(
+    name: str, value: object, *, positive: bool = False, instead: str = ""
+) -> int:
+    """Return ``value`` as a whole number of milliseconds, at most
+    :data:`MAX_MILLISECONDS`, else raise naming ``name``; ``instead`` is
+    what the error suggests for a longer one."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of milliseconds, not {value!r:.100}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name} must be finite, not {value!r}")
     if value < 0 or (positive and value == 0):
         bound = "greater than 0" if positive else "0 or more"
         raise ValueError(f"{name} must be {bound}, not {value!r}")
+    if value > MAX_MILLISECONDS:
+        raise ValueError(
+            f"{name} must be at most {MAX_MILLISECONDS:,} ms (100 years), not {_shown(value)}"
+            f"{instead}"
+        )
     return int(value)
 
 
@@ -174,9 +216,14 @@ def check_seconds(name: str, value: object, *, forever: bool = False) -> float |
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {value!r:.100}")
-    if not math.isfinite(value) or value < 0:
+    if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
         bound = "0 or more, or None for no limit" if forever else "finite and 0 or more"
         raise ValueError(f"{name} must be {bound}, not {value!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(
+            f"{name} must be at most {MAX_SECONDS:,} s (100 years), not {_shown(value)}"
+            + ("; give None for no limit" if forever else "")
+        )
     return float(value)
 
 
@@ -192,7 +239,9 @@ def check_abort_timeout(value: object) -> float:
     """Milliseconds of grace, or ``math.inf``: ask the message to stop, never force it."""
     if isinstance(value, float) and value == math.inf:
         return value
-    return check_milliseconds("abort_timeout", value)
+    return check_milliseconds(
+        "abort_timeout", value, instead="; give math.inf to ask the message to stop, never force it"
+    )
 
 
 #: Longest reason accepted, in characters: room for a sentence and a ticket
@@ -218,17 +267,32 @@ def check_reason(reason: object) -> str | None:
 CLOCK_SKEW = 1.0
 
 
+#: Latest moment accepted, in seconds since the epoch: the end of the year
+#: 9999, the last that ``datetime`` represents.
+MAX_MOMENT = 253_402_300_800
+
+
 def check_moment(name: str, value: object) -> float:
     """Return ``value``, a ``datetime`` (with no time zone: local time, as
     ``datetime.timestamp()`` takes it) or seconds since the epoch, as
-    seconds since the epoch; else raise naming ``name``."""
+    seconds since the epoch, from 0 to :data:`MAX_MOMENT`; else raise
+    naming ``name``."""
     if isinstance(value, datetime.datetime):
-        return value.timestamp()
+        try:
+            seconds = value.timestamp()
+        except (OverflowError, ValueError, OSError):
+            # Such as datetime.min, whose local time falls before the year 1.
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_MOMENT:
+            raise ValueError(f"{name} must be a datetime between 1970 and 9999, not {value!r:.100}")
+        return seconds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a datetime or seconds since the epoch, not {value!r:.100}")
-    if not math.isfinite(value) or value < 0:
+    if not 0 <= value <= MAX_MOMENT:
+        # NaN included.
         raise ValueError(
-            f"{name} must be a finite number of seconds since the epoch, not {value!r}"
+            f"{name} must be a finite number of seconds since the epoch, from 0 (1970) to"
+            f" {MAX_MOMENT:,} (the end of 9999), not {_shown(value)}"
         )
     return float(value)
 
@@ -273,6 +337,9 @@ MAX_MARKS = 16
 #: The parameters of a request that :func:`check_marks` keeps for the
 #: middleware itself.
 RESERVED_MARKS = frozenset({"abort_timeout", "reason"})
+#: The range of an int mark: a signed 64-bit integer, which every reader of
+#: the events' JSON and every SQL column takes.
+MIN_MARK, MAX_MARK = -(2**63), 2**63 - 1
 
 
 def check_marks(marks: object) -> dict[str, bool | int | str] | None:
@@ -295,8 +362,13 @@ def check_marks(marks: object) -> dict[str, bool | int | str] | None:
             )
         if not isinstance(value, (bool, int, str)):
             raise TypeError(f"marks[{name!r}] must be a bool, int or str, not {value!r:.100}")
+        _check_length("a name of marks", name, MAX_NAME_LENGTH)
         if isinstance(value, str):
             _check_length(f"marks[{name!r}]", value, MAX_REASON_LENGTH)
-        _check_length("a name of marks", name, MAX_NAME_LENGTH)
+        elif not MIN_MARK <= value <= MAX_MARK:
+            raise ValueError(
+                f"marks[{name!r}] must be an int from -2**63 to 2**63 - 1, not {_shown(value)}:"
+                " give a larger number as a str"
+            )
         checked[name] = value
     return checked

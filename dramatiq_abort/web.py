@@ -29,12 +29,15 @@ from .listing import Listing
 from .middleware import LISTING_WAIT, Abortable
 from .mode import AbortMode
 
-__all__ = ["DEFAULT_REFRESH", "MIN_REFRESH", "WebServer", "serve"]
+__all__ = ["DEFAULT_REFRESH", "MAX_REFRESH", "MIN_REFRESH", "WebServer", "serve"]
 
 #: Seconds between two listings the page asks for, unless told otherwise.
 DEFAULT_REFRESH = 5.0
 #: Shortest refresh accepted: each listing asks every worker process.
 MIN_REFRESH = 1.0
+#: Longest refresh accepted, a day: a browser fires a timer of more than
+#: 2**31 - 1 ms (24.8 days) at once, and would ask for listings without pause.
+MAX_REFRESH = 86_400.0
 #: Largest request body read, in bytes: a reason of ``MAX_REASON_LENGTH``
 #: characters and two names fit many times over.
 MAX_BODY = 16_384
@@ -62,6 +65,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+#: The methods the server answers: HEAD as GET, without the body, as HTTP
+#: requires of every server; it asks the workers as GET does, no more.
+ALLOWED_METHODS = "GET, HEAD, POST"
 #: What a write answers when the server was started without ``--allow-abort``.
 READ_ONLY = (
     "this server is read-only: start it with 'dramatiq-abort web --allow-abort' to abort"
@@ -113,6 +119,11 @@ class WebServer(ThreadingHTTPServer):
                 f"refresh must be at least {MIN_REFRESH:g} s, not {refresh!r}: each refresh"
                 " asks every worker process"
             )
+        if self.refresh > MAX_REFRESH:
+            raise ValueError(
+                f"refresh must be at most {MAX_REFRESH:,g} s (a day), not {refresh!r}: reload the"
+                " page to see it anew"
+            )
         self.wait = check_seconds("wait", wait)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             # getaddrinfo() would take 70000 for 4464.
@@ -153,8 +164,11 @@ class WebServer(ThreadingHTTPServer):
         return f"http://{shown}:{port}/"
 
     def page(self) -> bytes:
-        """The page, with what its script needs to know."""
-        config = {"token": self.token, "allowAbort": self.allow_abort, "refresh": self.refresh}
+        """The page, with what its script needs to know: the token only
+        when it may abort, so that a read-only page gives away nothing that writes."""
+        config: dict[str, Any] = {"allowAbort": self.allow_abort, "refresh": self.refresh}
+        if self.allow_abort:
+            config["token"] = self.token
         text = _static("web.html").decode()
         return text.replace("{{config}}", html.escape(json.dumps(config), quote=True)).encode()
 
@@ -178,8 +192,34 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer(self._get)
 
+    def do_HEAD(self) -> None:
+        self._answer(self._get)
+
     def do_POST(self) -> None:
         self._answer(self._post)
+
+    def _not_allowed(self) -> None:
+        self._answer(self._refuse_method)
+
+    # The other methods of HTTP: refused in JSON, with the headers of every
+    # answer; a method HTTP does not define gets send_error()'s 501.
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def _refuse_method(self) -> tuple[bytes, str]:
+        raise Refused(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            f"{self.command} is not answered here: the page reads with GET and aborts with POST",
+        )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's errors (a request line or header it cannot
+        read, a method HTTP does not define) in JSON, with the headers of
+        every answer, rather than its HTML page without them."""
+        error = message or HTTPStatus(code).phrase
+        # What follows a request that could not be read cannot be either.
+        self._send(
+            HTTPStatus(code), json.dumps({"error": error}).encode(), "application/json", close=True
+        )
 
     def log_message(self, format: str, *args: Any) -> None:
         # Every refresh is a request: kept out of the operator's log.
@@ -196,13 +236,25 @@ class Handler(BaseHTTPRequestHandler):
             if e.field is not None:
                 error["field"] = e.field
             body = json.dumps(error).encode()
+        self._send(status, body, content_type)
+
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, *, close: bool = False
+    ) -> None:
+        """Answer ``status`` with ``body`` (none to a HEAD) and the headers of
+        every answer; with ``close``, close the connection after it."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", ALLOWED_METHODS)
+        if close:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _check_host(self) -> None:
         """Refuse a request whose Host header names this server by a name
@@ -368,6 +420,12 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             raise Refused(
                 HTTPStatus.BAD_REQUEST, f"the body is not JSON ({e}): {raw[:100]!r}"
+            ) from None
+        except RecursionError:
+            # Arrays or objects nested a thousand deep, which no page sends.
+            raise Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"the body nests too deep to be read: send a flat JSON object, not {raw[:40]!r}...",
             ) from None
         if not isinstance(given, dict):
             raise Refused(

@@ -427,6 +427,17 @@ def postgres_tables(backend: PostgresBackend) -> list[str]:
     return [name for (name,) in rows]
 
 
+def assert_nothing_written(backend: EventBackend) -> None:
+    """``backend`` holds nothing: no table of a PostgreSQL backend's
+    namespace, no key under a Redis backend's, no event in any other."""
+    if isinstance(backend, PostgresBackend):
+        assert postgres_tables(backend) == []
+    elif isinstance(backend, RedisBackend):
+        assert list(backend.client.scan_iter(match=backend.namespace + "*")) == []
+    else:
+        assert recorded(backend) == []
+
+
 def delete_namespace(client: Any, namespace: str) -> None:
     """Delete every key of ``client``'s database under ``namespace``, and only those."""
     keys = list(client.scan_iter(match=namespace + "*"))

@@ -31,10 +31,10 @@ from dramatiq_abort import (
     wait_outcome,
 )
 from dramatiq_abort import middleware as middleware_module
-from dramatiq_abort.backends import PostgresBackend, RedisBackend, StubBackend
+from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 
-from .support import WAIT, postgres_tables, start_worker
+from .support import WAIT, assert_nothing_written, start_worker
 
 
 def test_public_names_match_the_documentation() -> None:
@@ -161,15 +161,7 @@ def test_bad_input_names_the_value_and_writes_nothing(
     call: dict[str, Any] = {"message_id": "a-message", **arguments}
     with pytest.raises(error, match=names.replace("(", r"\(").replace("[", r"\[")):
         abort(**call)
-    backend = abortable.backend
-    if isinstance(backend, StubBackend):
-        assert backend.recorded() == []
-    elif isinstance(backend, PostgresBackend):
-        assert postgres_tables(backend) == []
-    else:
-        assert isinstance(backend, RedisBackend)
-        assert backend.recorded() == []
-        assert list(backend.client.scan_iter(match=backend.namespace + "*")) == []
+    assert_nothing_written(abortable.backend)
 
 
 def test_mode_accepts_its_string_value(abortable: Abortable) -> None:

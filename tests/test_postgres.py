@@ -25,6 +25,7 @@ from dramatiq_abort.backends import check_url, from_url
 from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
 from dramatiq_abort.backends.redis_channels import KEEPALIVE
 from dramatiq_abort.checks import check_postgres_url
+from dramatiq_abort.cli import main
 
 from .support import (
     WAIT,
@@ -34,12 +35,14 @@ from .support import (
     backend_in,
     connected_watcher,
     postgres_tables,
+    recorded,
     run_on_both_processes,
     spin_until_aborted,
     start_worker,
     wait_until,
     wait_until_cut_off,
 )
+from .test_web import request, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -462,3 +465,76 @@ def test_worker_processes_cancel_abort_and_list_through_postgres(
             assert middleware.outcome_reason(message_id) == "deploy"
     finally:
         app.close()
+
+
+def read_only(url: str) -> str:
+    """``url`` with libpq's option that makes every transaction read-only:
+    a statement that writes a row or changes the schema then fails."""
+    return url + ("&" if "?" in url else "?") + "options=-c%20default_transaction_read_only%3Don"
+
+
+def run_the_read_only_commands(
+    url: str, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str, Any]:
+    """What ``list``, ``abort --actor export --dry-run`` and the read-only
+    page's listing answer, each through a connection that cannot write; the
+    page's outcome of a message is asked too, and must be none."""
+    options = ["--backend", read_only(url), "--namespace", namespace]
+    capsys.readouterr()
+    assert main(["list", "--wait", str(WAIT), *options]) == 0, capsys.readouterr().err
+    listed = capsys.readouterr().out
+    assert main(["abort", "--actor", "export", "--dry-run", *options]) == 0
+    counted = capsys.readouterr().out
+    reader = PostgresBackend.from_url(read_only(url), namespace=namespace)
+    try:
+        with serving(reader, allow_abort=False) as server:
+            status, outcome = request(server, "GET", "/api/outcome?message_id=some-id")
+            assert (status, outcome["outcome"]) == (200, None)
+            status, page = request(server, "GET", "/api/messages")
+            assert status == 200, page
+        assert reader.records("some-id") == (None, None, None, None)
+    finally:
+        reader.close()
+    return listed, counted, page
+
+
+def test_list_dry_run_and_the_read_only_page_create_no_table_and_answer_an_empty_listing(
+    postgres_url: str,
+    postgres_backend: PostgresBackend,
+    postgres_namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    listed, counted, page = run_the_read_only_commands(postgres_url, postgres_namespace, capsys)
+    assert "No worker listens" in listed
+    assert "dry run, no rule recorded: 0 running message(s)" in counted
+    assert (page["messages"], page["answered"], page["expected"]) == ([], 0, 0)
+    assert postgres_tables(postgres_backend) == []
+
+
+def test_list_dry_run_and_the_read_only_page_write_no_row_while_a_worker_answers(
+    stub_broker: StubBroker,
+    postgres_url: str,
+    postgres_backend: PostgresBackend,
+    postgres_namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @dramatiq.actor(actor_name="export", max_retries=0)
+    def export() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    worker = start_worker(stub_broker, Abortable(backend=postgres_backend))
+    try:
+        message = export.send()
+        assert started.wait(WAIT)
+        listed, counted, page = run_the_read_only_commands(postgres_url, postgres_namespace, capsys)
+    finally:
+        release.set()
+        worker.stop()
+    assert message.message_id in listed and "1 of 1 worker processes answered" in listed
+    assert "dry run, no rule recorded: 1 running message(s) match now" in counted
+    assert [entry["message_id"] for entry in page["messages"]] == [message.message_id]
+    # Nothing was sent: the listings' inquiries were notified, not recorded.
+    assert recorded(postgres_backend) == []

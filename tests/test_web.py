@@ -34,16 +34,17 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from dramatiq_abort import Abort, Abortable, Event
+from dramatiq_abort import Abort, Abortable, Event, EventBackend
 from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.cli import REDIS_URL_VARIABLE
 from dramatiq_abort.settings import URL_VARIABLE
-from dramatiq_abort.web import TOKEN_HEADER, WebServer
+from dramatiq_abort.web import SECURITY_HEADERS, TOKEN_HEADER, WebServer
 from dramatiq_abort.wire import is_inquiry
 
 from .support import (
     ROOT,
     WAIT,
+    assert_nothing_written,
     assert_refused,
     free_port,
     recorded,
@@ -140,7 +141,7 @@ def backend(redis_client: redis.Redis, namespace: str) -> RedisBackend:
 
 @contextlib.contextmanager
 def serving(
-    backend: RedisBackend, *, allow_abort: bool, refresh: float = 60
+    backend: EventBackend, *, allow_abort: bool, refresh: float = 60
 ) -> Iterator[WebServer]:
     """A WebServer on a free loopback port, serving in a thread until the block ends."""
     server = WebServer(
@@ -156,6 +157,24 @@ def serving(
         thread.join(WAIT)
 
 
+def exchange(
+    server: WebServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[http.client.HTTPResponse, str]:
+    """The response to one request to ``server``, and its body's text."""
+    host, port = urlsplit(server.url).hostname or "", urlsplit(server.url).port or 80
+    connection = http.client.HTTPConnection(host, port, timeout=WAIT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response, response.read().decode()
+    finally:
+        connection.close()
+
+
 def request(
     server: WebServer,
     method: str,
@@ -164,14 +183,7 @@ def request(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """The status and the decoded JSON (or text) of one request to ``server``."""
-    host, port = urlsplit(server.url).hostname or "", urlsplit(server.url).port or 80
-    connection = http.client.HTTPConnection(host, port, timeout=WAIT)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        text = response.read().decode()
-    finally:
-        connection.close()
+    response, text = exchange(server, method, path, body, headers)
     if response.getheader("Content-Type") == "application/json":
         return response.status, json.loads(text)
     return response.status, text
@@ -585,6 +597,87 @@ def test_bad_input_is_refused_with_a_json_error_naming_the_value_and_nothing_is_
     assert sent(backend) == []
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field", "says"),
+    [
+        ("/api/abort", '{"message_id": "a\\u0000b", "reason": "r"}', "message_id", "a NUL"),
+        (
+            "/api/abort",
+            '{"message_id": "a\\ud800b", "reason": "r"}',
+            "message_id",
+            "the lone surrogate",
+        ),
+        ("/api/abort", '{"message_id": "m", "reason": "r\\u0000"}', "reason", "a NUL"),
+        ("/api/abort-where", '{"actor": "a\\u0000", "reason": "r"}', "actor", "a NUL"),
+        ("/api/abort-where", '{"queue": "q\\udcff", "reason": "r"}', "queue", "the lone surrogate"),
+        ("/api/abort-where", '{"actor": "a", "reason": "r\\u0000"}', "reason", "a NUL"),
+    ],
+)
+def test_text_that_a_backend_cannot_store_is_refused_by_the_page_with_400_and_nothing_is_sent(
+    event_backend: EventBackend, path: str, body: str, field: str, says: str
+) -> None:
+    with serving(event_backend, allow_abort=True) as server:
+        status, error = request(server, "POST", path, body.encode(), page_headers(server))
+        assert (status, error["field"]) == (400, field), error
+        assert f"{field} holds {says}" in error["error"]
+        # The outcome of such an id: 400 too, never the backend's failure (502).
+        status, error = request(server, "GET", "/api/outcome?message_id=a%00b")
+        assert (status, error["field"]) == (400, "message_id"), error
+    assert_nothing_written(event_backend)
+
+
+def test_a_body_nested_too_deep_is_refused_in_json_with_400(backend: RedisBackend) -> None:
+    with serving(backend, allow_abort=True) as server:
+        status, error = request(server, "POST", "/api/abort", b"[" * 16_000, page_headers(server))
+    assert status == 400 and "the body nests too deep" in error["error"]
+    assert sent(backend) == []
+
+
+def assert_headers_of_every_answer(response: http.client.HTTPResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.getheader(name) == value, name
+
+
+def test_other_methods_are_refused_in_json_with_the_headers_of_every_answer() -> None:
+    with serving(StubBackend(), allow_abort=True) as server:
+        for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"):
+            response, text = exchange(server, method, "/api/abort")
+            assert (response.status, response.getheader("Allow")) == (405, "GET, HEAD, POST")
+            assert f"{method} is not answered here" in json.loads(text)["error"]
+            assert_headers_of_every_answer(response)
+        # A method HTTP does not define, and a request the standard library refuses.
+        response, text = exchange(server, "BREW", "/")
+        assert response.status == 501 and "BREW" in json.loads(text)["error"]
+        assert_headers_of_every_answer(response)
+        host, port = server.server_address[:2]
+        with socket.create_connection((str(host), int(port)), timeout=WAIT) as raw:
+            headers = b"".join(b"X-%d: 1\r\n" % n for n in range(101))
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+            answer = raw.makefile("rb").read().decode()
+        assert answer.startswith("HTTP/1.0 431 ") and "Content-Security-Policy" in answer
+        assert json.loads(answer.partition("\r\n\r\n")[2])["error"]
+
+        # HEAD: what GET answers, without the body.
+        got, page = exchange(server, "GET", "/")
+        head, nothing = exchange(server, "HEAD", "/")
+        assert (head.status, nothing) == (200, "")
+        assert (
+            head.getheader("Content-Length")
+            == got.getheader("Content-Length")
+            == str(len(page.encode()))
+        )
+        assert_headers_of_every_answer(head)
+
+
+def test_the_read_only_page_holds_no_token_and_the_page_that_aborts_does() -> None:
+    with serving(StubBackend(), allow_abort=False) as server:
+        status, page = request(server, "GET", "/")
+        assert status == 200 and server.token not in page and "token" not in page
+    with serving(StubBackend(), allow_abort=True) as server:
+        status, page = request(server, "GET", "/")
+        assert status == 200 and server.token in page
+
+
 def read_lines(stream: IO[str] | None, lines: queue.Queue[str]) -> None:
     for line in stream or ():
         lines.put(line)
@@ -725,6 +818,8 @@ def test_the_command_requires_the_workers_backend(
         ({"port": 70000}, ValueError, "port must be a TCP port from 0"),
         ({"refresh": 0}, ValueError, "refresh must be at least 1 s, not 0"),
         ({"refresh": math.nan}, ValueError, "refresh must be finite"),
+        # A browser fires a timer past 24.8 days at once.
+        ({"refresh": 1e6}, ValueError, "refresh must be at most 86,400 s (a day), not 1000000.0"),
         ({"wait": -1}, ValueError, "wait must be finite and 0 or more, not -1"),
     ],
 )

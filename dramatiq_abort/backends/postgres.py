@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
 from ..checks import check_milliseconds, check_postgres_url
 from ..mode import AbortMode
-from ..wire import event_key
+from ..wire import event_key, is_inquiry
 from .postgres_connections import Connect, Listener, Pool
 from .pushed import decode_batch, encode_batch, encode_params
 
@@ -122,6 +122,9 @@ SELECT pg_notify(%(channel)s, fragment) FROM unnest(%(fragments)s::text[]) AS f(
 """
 )
 
+# A batch of inquiries only: pushed, never recorded (see notify()).
+_PUSH = "SELECT pg_notify(%(channel)s, fragment) FROM unnest(%(fragments)s::text[]) AS f(fragment)"
+
 _RECORD_OUTCOME = (
     """
 WITH written AS (
@@ -205,10 +208,13 @@ class PostgresBackend(EventBackend):
     """An event backend for PostgreSQL 9.6 or later, on psycopg 3.
 
     Four tables hold what is recorded, each named after ``namespace``:
-    ``<namespace>_events`` (abort requests, rules and inquiries, until
-    they expire), ``_outcomes``, ``_states`` and ``_answers``. They are
-    created at first use, under an advisory lock, so that processes that
-    start together do not race. Every row expires by the server's clock.
+    ``<namespace>_events`` (abort requests and rules, until they expire),
+    ``_outcomes``, ``_states`` and ``_answers``. They are created by the
+    first write or subscription, under an advisory lock, so that processes
+    that start together do not race; a read never creates them, and reads
+    nothing while they do not exist. Every row expires by the server's clock.
+    A listing writes no row: its inquiry is notified, not recorded, and
+    the workers' answers are left to expire.
     Workers listen on the channel ``<namespace>_events``, one connection
     per process, named ``dramatiq-abort:<namespace>`` for
     :meth:`subscribers`; they issue no statement while nothing is aborted.
@@ -333,10 +339,22 @@ class PostgresBackend(EventBackend):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection, once the tables exist."""
+        """A pooled connection, once the tables exist: for a write."""
         with self.pool.connection() as connection:
             self._create_tables(connection)
             yield connection
+
+    @staticmethod
+    def _fetch(
+        connection: psycopg.Connection[Any], statement: sql.Composed, params: Any = None
+    ) -> list[tuple[Any, ...]]:
+        """The rows ``statement`` reads; none while the tables do not exist
+        (no worker has booted, nothing was sent): a read leaves the schema as
+        it is, for a role that may only read, and for a mistyped namespace."""
+        try:
+            return connection.execute(statement, params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
 
     def _create_tables(self, connection: psycopg.Connection[Any]) -> None:
         if self._schema_ready:
@@ -361,9 +379,12 @@ class PostgresBackend(EventBackend):
                     connection.execute(self._sql(_SCHEMA))
             self._schema_ready = True
 
-    def _listener(self, channel: str, application_name: str | None = None) -> Listener:
-        """A connection of its own listening on ``channel``, once the tables exist."""
-        if not self._schema_ready:
+    def _listener(
+        self, channel: str, application_name: str | None = None, *, create: bool = False
+    ) -> Listener:
+        """A connection of its own listening on ``channel``; with ``create``,
+        once the tables exist."""
+        if create and not self._schema_ready:
             with self._connection():
                 pass
         return Listener(self.connect, [channel], application_name)
@@ -389,7 +410,8 @@ class PostgresBackend(EventBackend):
             logger.debug("The clean-up failed with:", exc_info=e)
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
-        """Record and notify ``events``. PostgreSQL hands a notification to
+        """Record and notify ``events``; inquiries are notified only, so
+        that a listing writes no row. PostgreSQL hands a notification to
         the listening connections a moment after the commit; so that the
         messages running in this process see the events once this returns
         (as they would with Redis), it waits, at most ``DELIVERY_WAIT``
@@ -401,25 +423,33 @@ class PostgresBackend(EventBackend):
             return
         encoded = encode_params(events)
         # One row per key, the last one given, as a later notify replaces it.
-        rows = {key: encoded[id(params)] for key, params in events}
+        rows = {
+            key: encoded[id(params)] for key, params in events if not is_inquiry(Event(key, params))
+        }
         fragments: list[str] = []
         for start in range(0, len(events), CHUNK_SIZE):
             batch = encode_batch(events[start : start + CHUNK_SIZE], ttl, encoded)
             pieces = [batch[i : i + FRAGMENT_SIZE] for i in range(0, len(batch), FRAGMENT_SIZE)]
             name = uuid.uuid4().hex
             fragments += [f"{name} {i} {len(pieces)} {piece}" for i, piece in enumerate(pieces)]
-        with self._connection() as connection:
-            connection.execute(
-                self._sql(_NOTIFY),
-                {
-                    "ttl": ttl,
-                    "keys": list(rows),
-                    "params": list(rows.values()),
-                    "channel": self.channel,
-                    "fragments": fragments,
-                },
-            )
-            self._clean_up(connection, "events")
+        if not rows:
+            # An inquiry: a worker that subscribes while the asker waits
+            # misses it, and the listing says that one process did not answer.
+            with self.pool.connection() as connection:
+                connection.execute(_PUSH, {"channel": self.channel, "fragments": fragments})
+        else:
+            with self._connection() as connection:
+                connection.execute(
+                    self._sql(_NOTIFY),
+                    {
+                        "ttl": ttl,
+                        "keys": list(rows),
+                        "params": list(rows.values()),
+                        "channel": self.channel,
+                        "fragments": fragments,
+                    },
+                )
+                self._clean_up(connection, "events")
         # Those of one transaction arrive in order: the last batch comes last.
         self._wait_delivered(name)
 
@@ -440,12 +470,13 @@ class PostgresBackend(EventBackend):
                 self._received.wait(min(left, 0.001))
 
     def poll(self, key: str) -> Event | None:
-        with self._connection() as connection:
+        with self.pool.connection() as connection:
             return self._read_event(connection, [key])
 
     def _read_event(self, connection: psycopg.Connection[Any], keys: list[str]) -> Event | None:
         """The first valid event among ``keys``, if any."""
-        for key, params in connection.execute(
+        for key, params in self._fetch(
+            connection,
             self._sql(
                 "SELECT key, params FROM {events}"
                 " WHERE key = ANY(%s::text[]) AND expires_at > now()"
@@ -489,18 +520,19 @@ class PostgresBackend(EventBackend):
             self._clean_up(connection, "outcomes")
 
     def outcome_reason(self, message_id: str) -> str | None:
-        with self._connection() as connection:
-            row = connection.execute(
+        with self.pool.connection() as connection:
+            rows = self._fetch(
+                connection,
                 self._sql(
                     "SELECT reason FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
                 ),
                 [message_id],
-            ).fetchone()
-        return None if row is None else row[0]
+            )
+        return rows[0][0] if rows else None
 
     def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
         if timeout is not None and timeout <= 0:
-            with self._connection() as connection:
+            with self.pool.connection() as connection:
                 return self._read_outcome(connection, message_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._listener(self.outcomes_channel) as listener:
@@ -517,13 +549,14 @@ class PostgresBackend(EventBackend):
                         break
 
     def _read_outcome(self, connection: psycopg.Connection[Any], message_id: str) -> str | None:
-        row = connection.execute(
+        rows = self._fetch(
+            connection,
             self._sql(
                 "SELECT outcome FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
             ),
             [message_id],
-        ).fetchone()
-        return None if row is None else str(row[0])
+        )
+        return str(rows[0][0]) if rows else None
 
     def record_state(self, message_id: str, state: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
@@ -537,13 +570,13 @@ class PostgresBackend(EventBackend):
     def records(self, message_id: str) -> MessageRecords:
         abort_key = event_key(message_id, AbortMode.ABORT)
         cancel_key = event_key(message_id, AbortMode.CANCEL)
-        with self._connection() as connection:
-            row = connection.execute(
+        with self.pool.connection() as connection:
+            rows = self._fetch(
+                connection,
                 self._sql(_RECORDS),
                 {"abort": abort_key, "cancel": cancel_key, "message_id": message_id},
-            ).fetchone()
-        assert row is not None
-        abort, cancel, outcome, state = row
+            )
+        abort, cancel, outcome, state = rows[0] if rows else (None, None, None, None)
         return MessageRecords(
             None if abort is None else self._decode_event(abort_key, abort),
             None if cancel is None else self._decode_event(cancel_key, cancel),
@@ -575,27 +608,30 @@ class PostgresBackend(EventBackend):
             self._clean_up(connection, "answers")
 
     def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
+        """The answers handed to ``reply_to``, read and left to expire, so
+        that a listing writes no row: they live no longer than its wait."""
         answers: list[str] = []
+        # The ids read: one written earlier may commit later, so no bound on ids would do.
+        read: list[int] = []
         deadline = time.monotonic() + timeout
-        taken = self._sql(
-            "DELETE FROM {answers} WHERE reply_to = %s RETURNING id, payload, expires_at > now()"
+        unread = self._sql(
+            "SELECT id, payload FROM {answers} WHERE reply_to = %s"
+            " AND NOT id = ANY(%s::bigint[]) AND expires_at > now() ORDER BY id"
         )
         with self._listener(self.answers_channel) as listener:
-            try:
-                # Listening first, so an answer handed while looking is notified.
-                while expected is None or len(answers) < expected:
-                    rows = listener.connection.execute(taken, [reply_to]).fetchall()
-                    answers.extend(payload for _, payload, valid in sorted(rows) if valid)
-                    if expected is not None and len(answers) >= expected:
-                        break
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    listener.wait(left)
-            finally:
-                # What came after the last look is dropped too.
-                with self._connection() as connection:
-                    connection.execute(taken, [reply_to])
+            # Listening first, so an answer handed while looking is notified.
+            while expected is None or len(answers) < expected:
+                for answer_id, payload in self._fetch(
+                    listener.connection, unread, [reply_to, read]
+                ):
+                    read.append(answer_id)
+                    answers.append(payload)
+                if expected is not None and len(answers) >= expected:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                listener.wait(left)
         return answers
 
     def subscribers(self) -> int | None:
@@ -618,14 +654,15 @@ class PostgresBackend(EventBackend):
 
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
-        with self._connection() as connection:
-            rows = connection.execute(
+        with self.pool.connection() as connection:
+            rows = self._fetch(
+                connection,
                 self._sql(
                     "SELECT key, params, ttl,"
                     " ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint"
                     " FROM {events} WHERE expires_at > now()"
-                )
-            ).fetchall()
+                ),
+            )
         events = []
         for key, params, ttl, left in rows:
             event = self._decode_event(key, params)
@@ -649,7 +686,8 @@ class PostgresSubscription(Subscription):
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.backend = backend
-        self._listener = backend._listener(backend.channel, backend.application_name)
+        # A worker's subscription creates the tables, which its outcomes need.
+        self._listener = backend._listener(backend.channel, backend.application_name, create=True)
         #: The process that opened it.
         self.pid = os.getpid()
         #: The names of the batches received lately, oldest first.

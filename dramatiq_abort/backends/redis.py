@@ -17,7 +17,7 @@ from redis.exceptions import RedisClusterException
 
 from .. import nogil
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
-from ..checks import check_milliseconds, check_redis_url
+from ..checks import check_milliseconds, check_redis_url, check_text
 from ..mode import AbortMode
 from ..wire import event_key
 from .pushed import decode_batch, encode_batch, encode_params
@@ -173,7 +173,8 @@ class RedisBackend(EventBackend):
         plain_reads: bool | None = None,
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
-            raise ValueError(f"namespace must be a non-empty str, not {namespace!r}")
+            raise ValueError(f"namespace must be a non-empty str, not {namespace!r:.100}")
+        check_text("namespace", namespace)
         prefix = namespace if _hash_tag(namespace) else namespace + HASH_TAG
         if not _hash_tag(prefix):
             raise ValueError(f"namespace {namespace!r} holds an empty hash tag '{{}}'")
