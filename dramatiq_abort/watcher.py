@@ -13,8 +13,7 @@ import select
 import selectors
 import threading
 import time
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Iterable
 
 from dramatiq.broker import MessageProxy
 
