@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 
@@ -35,6 +35,19 @@ REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
 #: Exit statuses: a backend error (the request may not have been recorded);
 #: bad arguments (nothing was sent); interrupted by Ctrl-C (128 + SIGINT).
 BACKEND_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line, as every error of the
+    command is: the usage block argparse prints first would bury the
+    sentence that names the bad argument."""
+
+    def error(self, message: str) -> NoReturn:
+        # self.prog names the subcommand: its --help lists its options.
+        self.exit(
+            BAD_ARGUMENTS,
+            f"dramatiq-abort: error: {' '.join(message.split())}; see '{self.prog} --help'\n",
+        )
 
 
 # The checks below run while the arguments are parsed, so that an error
@@ -253,7 +266,8 @@ def default_reason() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Subcommands' parsers are of the same class.
+    parser = _Parser(
         prog="dramatiq-abort",
         description="Cancel queued and abort running dramatiq messages.",
         epilog="demo needs no server. abort, list and web need the workers' backend:"
