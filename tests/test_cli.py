@@ -28,7 +28,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, Event, __version__, abort
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
-from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
+from dramatiq_abort.cli import ACTOR_CHECK_WAIT, REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
@@ -526,6 +526,54 @@ def test_abort_by_actor_and_queue_records_one_rule_and_says_its_id(
         }
     assert "of actor 'export' and queue 'reports.DQ' sent before" in out
     assert "A message sent after that is never touched" in out
+
+
+def test_abort_by_an_actor_no_worker_declares_warns_and_records_the_rule_all_the_same(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor"]
+    assert main([*argv, "nosuch_actor"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("recorded rule ")
+    assert err.startswith(
+        "Warning: none of the 1 worker process(es) that answered declares actor 'nosuch_actor',"
+        " so none of them runs its messages. Check the name: an actor is named after its"
+        " function unless actor_name= says otherwise."
+    )
+    assert err.endswith("the rule is recorded anyway, for workers that may declare it.\n")
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    rules = [timed.event for timed in backend.recorded() if timed.event.key.startswith("rule:")]
+    assert [rule.params["actor"] for rule in rules] == ["nosuch_actor"]
+
+    # The worker declares export: no warning, as for a dry run of either.
+    assert main([*argv, "export", "--mode", "cancel"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "nosuch_actor", "--dry-run"]) == 0
+    assert "the rule would be recorded anyway" in capsys.readouterr().err
+    assert main([*argv, "export", "--dry-run"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_abort_by_an_actor_says_nothing_of_it_when_no_worker_answers_in_time(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A worker process's subscription that nobody reads: a stuck worker.
+    subscription = RedisBackend(client=redis_client, namespace=namespace).subscribe()
+    try:
+        started = time.monotonic()
+        argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
+        assert main(argv) == 0
+        took = time.monotonic() - started
+    finally:
+        subscription.close()
+    out, err = capsys.readouterr()
+    assert out.startswith("recorded rule ") and err == ""
+    # The wait for the answers is bounded, and comes after the rule is recorded.
+    assert ACTOR_CHECK_WAIT <= took < ACTOR_CHECK_WAIT + WAIT
 
 
 def test_abort_by_queue_defaults_to_now_and_takes_a_reason(
