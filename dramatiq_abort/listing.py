@@ -59,7 +59,8 @@ class RunningMessage(NamedTuple):
     #: unless it runs.
     started_at: float | None
     #: When the message was sent: its ``message_timestamp``, milliseconds
-    #: since the epoch.
+    #: since the epoch (seconds in :meth:`Listing.as_json`, as every time
+    #: point the command and the page give).
     sent_at: int
     #: The host name of the worker process, and its pid.
     host: str
@@ -80,7 +81,8 @@ class RunningMessage(NamedTuple):
     #: it until its ETA. An abort or a rule reaches a held message too: it
     #: is cancelled as it starts.
     state: str = RUNNING
-    #: When a delayed message is due, milliseconds since the epoch.
+    #: When a delayed message is due, milliseconds since the epoch, as
+    #: dramatiq's ``eta`` option (seconds in :meth:`Listing.as_json`).
     eta: int | None = None
 
 
@@ -114,12 +116,18 @@ class Listing(NamedTuple):
         return self.expected is not None and self.answered >= self.expected
 
     def as_json(self, with_args: bool = False) -> dict[str, Any]:
-        """The listing as ``dramatiq-abort list --json`` prints it: a grace
-        that never ends is :data:`FOREVER`, each worker ``host:pid``, and a
-        message's arguments only ``with_args``."""
+        """The listing as ``dramatiq-abort list --json`` prints it and the
+        web page's API gives it: every time point in seconds since the
+        epoch (``sent_at`` and ``eta`` too, which :class:`RunningMessage`
+        keeps in dramatiq's milliseconds), a grace that never ends
+        :data:`FOREVER`, each worker ``host:pid``, and a message's arguments
+        only ``with_args``."""
         messages = []
         for message in self.messages:
             entry = message._asdict()
+            entry["sent_at"] = message.sent_at / 1000
+            if message.eta is not None:
+                entry["eta"] = message.eta / 1000
             if message.grace_left == math.inf:
                 entry["grace_left"] = FOREVER
             if not with_args:

@@ -32,7 +32,7 @@ from dramatiq_abort.cli import ACTOR_CHECK_WAIT, REDIS_URL_VARIABLE, default_rea
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
-from .support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of
+from .support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -364,12 +364,14 @@ def test_abort_says_when_no_worker_listens_to_the_namespace(
         subscription.close()
 
 
+#: A message that a worker runs until the event is set, and its actor.
+Held = tuple[dramatiq.Message[Any], threading.Event, dramatiq.Actor[Any, Any]]
+
+
 @pytest.fixture
-def held_message(
-    redis_client: redis.Redis, namespace: str
-) -> Iterator[tuple[dramatiq.Message[Any], threading.Event]]:
+def held_message(redis_client: redis.Redis, namespace: str) -> Iterator[Held]:
     """A message of actor ``export`` that a worker of this process runs on
-    the test's namespace until the event is set."""
+    the test's namespace until the event is set, and the actor."""
     broker = StubBroker()
     started, release = threading.Event(), threading.Event()
 
@@ -384,7 +386,7 @@ def held_message(
     try:
         message = export.send("2024-01")
         assert started.wait(WAIT)
-        yield message, release
+        yield message, release, export
     finally:
         release.set()
         worker.stop()
@@ -394,10 +396,10 @@ def held_message(
 def test_list_prints_what_runs_and_how_many_workers_answered(
     redis_url: str,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    message, _ = held_message
+    message, _, _ = held_message
     argv = ["list", "--redis", redis_url, "--namespace", namespace, "--wait", "5"]
     assert main(argv) == 0
     header, row, answered = capsys.readouterr().out.splitlines()
@@ -418,10 +420,10 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
     redis_url: str,
     redis_client: redis.Redis,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    message, release = held_message
+    message, release, _ = held_message
     argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--dry-run"]
     assert main([*argv, "--actor", "export"]) == 0
     out = capsys.readouterr().out
@@ -450,10 +452,10 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
 def test_list_prints_one_json_document_with_the_arguments_when_asked(
     redis_url: str,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    message, _ = held_message
+    message, _, _ = held_message
     sender = _sender(redis_url, namespace)
     abort(message.message_id, abort_timeout=math.inf, middleware=sender, reason="bad deploy")
     argv = ["list", "--redis", redis_url, "--namespace", namespace, "--json", "--args"]
@@ -464,13 +466,41 @@ def test_list_prints_one_json_document_with_the_arguments_when_asked(
     (listed,) = document["messages"]
     assert listed["message_id"] == message.message_id
     assert listed["args"] == "'2024-01'"
-    assert listed["sent_at"] == message.message_timestamp
+    assert listed["sent_at"] == message.message_timestamp / 1000
     assert (listed["abort_requested"], listed["grace_left"]) == (True, "inf")
     assert listed["reason"] == "bad deploy"
     assert listed["pid"] == os.getpid()
 
     assert main(["list", "--redis", redis_url, "--namespace", namespace]) == 0
     assert "requested, asked to stop ('bad deploy')" in capsys.readouterr().out
+
+
+#: Where the time points of a listing's message are.
+TIME_POINTS = ("started_at", "sent_at", "eta")
+
+
+def test_every_time_point_list_json_gives_is_in_seconds_since_the_epoch(
+    redis_url: str, namespace: str, held_message: Held, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message, _, export = held_message
+    delayed = export.send_with_options(args=("2024-02",), delay=600_000)
+    argv = ["list", "--redis", redis_url, "--namespace", namespace, "--json", "--wait", "5"]
+
+    def listed() -> list[dict[str, Any]]:
+        assert main(argv) == 0
+        messages: list[dict[str, Any]] = json.loads(capsys.readouterr().out)["messages"]
+        return messages
+
+    wait_until(lambda: len(listed()) == 2, "the worker holds the delayed message")
+    now = time.time()
+    running, held = listed()
+    assert (running["message_id"], held["message_id"]) == (message.message_id, delayed.message_id)
+    assert running["sent_at"] <= running["started_at"] <= now
+    assert held["sent_at"] <= now < held["eta"] == delayed.options["eta"] / 1000
+    for shown in (running, held):
+        for name in TIME_POINTS:
+            # Within the hour: milliseconds, or a time of day, would be far off.
+            assert shown[name] is None or abs(shown[name] - now) < 3600, (name, shown)
 
 
 def _sender(redis_url: str, namespace: str) -> Abortable:
@@ -532,7 +562,7 @@ def test_abort_by_an_actor_no_worker_declares_warns_and_records_the_rule_all_the
     redis_url: str,
     redis_client: redis.Redis,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor"]
