@@ -335,7 +335,9 @@ def compare_switch_intervals(args: argparse.Namespace, samples: int) -> None:
     figures: dict[str, float | None] = {}
     details: dict[str, Any] = {"rounds": args.rounds, "samples_per_round": samples}
     for interval in intervals:
-        ratios = [mine / first for mine, first in zip(work[interval], work[intervals[0]])]
+        ratios = [
+            mine / first for mine, first in zip(work[interval], work[intervals[0]], strict=False)
+        ]
         label = f"{interval * 1000:g}ms"
         figures[f"busy_cpu_p50_ms_at_{label}"] = common.percentile(latencies[interval], 50)
         figures[f"busy_cpu_p99_ms_at_{label}"] = common.percentile(latencies[interval], 99)

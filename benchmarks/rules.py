@@ -67,7 +67,7 @@ def main() -> None:
         figures: dict[str, float | None] = {"none_us": statistics.median(seconds[0])}
         details: dict[str, Any] = {"messages": messages, "rounds": rounds}
         for count in COUNTS[1:]:
-            added = [ours - none for ours, none in zip(seconds[count], seconds[0])]
+            added = [ours - none for ours, none in zip(seconds[count], seconds[0], strict=False)]
             figures[f"added_us_{count}"] = statistics.median(added)
             figures[f"added_us_{count}_spread"] = max(added) - min(added)
             details[f"added_us_{count}_all"] = [round(value, 2) for value in added]

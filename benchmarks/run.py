@@ -286,7 +286,10 @@ def verdict(row: Row, ours: float | None) -> tuple[str, str]:
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
+        "  ".join(
+            [row[0].ljust(widths[0])]
+            + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=False)]
+        )
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
@@ -303,7 +306,7 @@ def report(sides: Sequence[Side], selected: list[str]) -> str:
         values = [figure(side, row) for side in sides]
         shown = [
             number(value, row.digits) if side.runs is None or row.benchmark in side.runs else ""
-            for side, value in zip(sides, values)
+            for side, value in zip(sides, values, strict=False)
         ]
         cells.append(
             [

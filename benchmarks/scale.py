@@ -51,8 +51,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import common
 import dramatiq

@@ -80,7 +80,9 @@ def main() -> None:
     details: dict[str, object] = {"threads": THREADS, "pairs": pairs, "seconds": args.seconds}
     for interval in intervals:
         label = f"{interval * 1000:g}ms"
-        ratios = [mine / first for mine, first in zip(rates[interval], rates[intervals[0]])]
+        ratios = [
+            mine / first for mine, first in zip(rates[interval], rates[intervals[0]], strict=False)
+        ]
         figures[f"work_ratio_at_{label}"] = statistics.median(ratios)
         figures[f"work_ratio_spread_at_{label}"] = max(ratios) - min(ratios)
         details[f"loops_per_s_at_{label}"] = [round(rate) for rate in rates[interval]]

@@ -70,7 +70,7 @@ def main() -> None:
         for abortable in (False, True) if pair % 2 == 0 else (True, False):
             rates[abortable].append(messages_per_second(args.redis_url, count, abortable))
     without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
-    pair_ratios = [w / wo for w, wo in zip(rates[True], rates[False])]
+    pair_ratios = [w / wo for w, wo in zip(rates[True], rates[False], strict=False)]
     figures: dict[str, float | None] = {
         "rate_without": without,
         "rate_with": with_,

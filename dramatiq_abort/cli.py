@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import NoReturn
 
 import redis
 
@@ -23,7 +23,8 @@ from . import __version__
 from .backend import EventBackend
 from .backends import backend_name, check_url
 from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
-from .listing import DELAYED, RUNNING, Listing, RunningMessage
+from .listing import DELAYED, RUNNING, Listing, RunningMessage, check_inquiry
+from .listing import ask as ask_workers
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
 from .settings import URL_VARIABLE
@@ -35,6 +36,22 @@ REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
 #: Exit statuses: a backend error (the request may not have been recorded);
 #: bad arguments (nothing was sent); interrupted by Ctrl-C (128 + SIGINT).
 BACKEND_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
+#: Longest wait, in seconds, once a rule that names an actor is recorded,
+#: for the workers to say which actors they declare: the rule is recorded
+#: first, and the wait ends as soon as every worker process that listens
+#: answered, so it delays only the exit, and only while one is slow.
+ACTOR_CHECK_WAIT = 1.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line, as every error of the
+    command is: the usage block argparse prints first would bury the
+    sentence that names the bad argument."""
+
+    def error(self, message: str) -> NoReturn:
+        # self.prog names the subcommand: its --help lists its options.
+        line = " ".join(message.splitlines())
+        self.exit(BAD_ARGUMENTS, f"dramatiq-abort: error: {line}; see '{self.prog} --help'\n")
 
 
 # The checks below run while the arguments are parsed, so that an error
@@ -253,7 +270,8 @@ def default_reason() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Subcommands' parsers are of the same class.
+    parser = _Parser(
         prog="dramatiq-abort",
         description="Cancel queued and abort running dramatiq messages.",
         epilog="demo needs no server. abort, list and web need the workers' backend:"
@@ -563,7 +581,7 @@ def _abort(args: argparse.Namespace) -> int:
         )
         _not_uuids(args.message_ids)
     elif args.dry_run:
-        return _dry_run(args, middleware)
+        return _dry_run(args, backend)
     else:
         rule_id = middleware.abort_where(
             actor=args.actor,
@@ -588,9 +606,59 @@ def _abort(args: argparse.Namespace) -> int:
             f"A message sent after that is never touched. The rule expires after {args.ttl:,} ms"
             f" (--ttl). Reason: {args.reason!r}."
         )
+        if args.actor is not None:
+            _check_actor(args, backend)
+            return 0
     if backend.subscribers() == 0:
         _no_worker_listens(args)
     return 0
+
+
+def _check_actor(args: argparse.Namespace, backend: EventBackend) -> None:
+    """After the rule is recorded: say when no worker process listens, or
+    when those that answer within ``ACTOR_CHECK_WAIT`` declare no actor
+    named ``--actor``. A failure to ask changes nothing: the rule stands."""
+    try:
+        if backend.subscribers() == 0:
+            # Nobody to ask: no inquiry is written.
+            _no_worker_listens(args)
+            return
+        listed = _ask(args, backend, ACTOR_CHECK_WAIT)
+    except Exception as e:
+        print(
+            f"Could not ask the workers whether they declare actor {args.actor!r}"
+            f" ({type(e).__name__}); the rule is recorded.",
+            file=sys.stderr,
+        )
+        return
+    _warn_if_no_worker_declares(args, listed, ACTOR_CHECK_WAIT)
+
+
+def _ask(args: argparse.Namespace, backend: EventBackend, wait: float) -> Listing:
+    """What ``list`` asks, for the messages that --actor, --queue and
+    --sent-before match; given --actor, which actors each process declares too."""
+    inquiry = check_inquiry(
+        args.actor, args.queue, args.sent_before, False, actors=args.actor is not None
+    )
+    return ask_workers(backend, inquiry, wait)
+
+
+def _warn_if_no_worker_declares(args: argparse.Namespace, listed: Listing, wait: float) -> None:
+    """Warn, as ``abort_where()`` does in a process that declares actors,
+    when worker processes answered and none declares --actor: likely a
+    misspelt name. Nothing when none answered, or when one did not say."""
+    if listed.actors is None or not listed.answered or args.actor in listed.actors:
+        return
+    missing = 0 if listed.expected is None else listed.expected - listed.answered
+    silent = f" ({missing} more did not answer within {wait:g} s)" if missing > 0 else ""
+    rule = "the rule would be recorded" if args.dry_run else "the rule is recorded"
+    print(
+        f"Warning: none of the {listed.answered} worker process(es) that answered{silent}"
+        f" declares actor {args.actor!r}, so none of them runs its messages. Check the name: an"
+        " actor is named after its function unless actor_name= says otherwise. Meanwhile"
+        f" {rule} anyway, for workers that may declare it.",
+        file=sys.stderr,
+    )
 
 
 def _not_uuids(message_ids: list[str]) -> None:
@@ -618,13 +686,11 @@ def _is_uuid(text: str) -> bool:
         return False
 
 
-def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
+def _dry_run(args: argparse.Namespace, backend: EventBackend) -> int:
     """``abort --actor/--queue --dry-run``: how many messages that workers
     run or hold the rule would stop now. Those still in the broker's
     queues cannot be counted."""
-    listed = middleware.running_messages(
-        actor=args.actor, queue=args.queue, sent_before=args.sent_before
-    )
+    listed = _ask(args, backend, LISTING_WAIT)
     running = sum(message.state == RUNNING for message in listed.messages)
     left_alone = (
         " (--mode cancel would leave them running)"
@@ -639,6 +705,8 @@ def _dry_run(args: argparse.Namespace, middleware: Any) -> int:
     )
     if listed.expected == 0 and not listed.answered:
         _no_worker_listens(args)
+    else:
+        _warn_if_no_worker_declares(args, listed, LISTING_WAIT)
     return 0
 
 
@@ -735,7 +803,8 @@ def _table(messages: list[RunningMessage], with_args: bool, now: float) -> str:
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in rows
     )
 
 

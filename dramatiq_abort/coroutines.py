@@ -4,8 +4,8 @@ loop, and reaches it as :class:`~dramatiq_abort.errors.AsyncAbort`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Generic, TypeVar
 
 from dramatiq.asyncio import get_event_loop_thread
 

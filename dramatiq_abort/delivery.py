@@ -8,9 +8,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware.threading import is_gevent_active

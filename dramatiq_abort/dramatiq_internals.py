@@ -19,8 +19,9 @@ from __future__ import annotations
 import operator
 import os
 import sys
+from collections.abc import Callable
 from queue import PriorityQueue
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import dramatiq
 from dramatiq.broker import MessageProxy

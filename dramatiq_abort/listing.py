@@ -12,7 +12,7 @@ import reprlib
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
 from dramatiq.common import q_name
@@ -59,7 +59,8 @@ class RunningMessage(NamedTuple):
     #: unless it runs.
     started_at: float | None
     #: When the message was sent: its ``message_timestamp``, milliseconds
-    #: since the epoch.
+    #: since the epoch (seconds in :meth:`Listing.as_json`, as every time
+    #: point the command and the page give).
     sent_at: int
     #: The host name of the worker process, and its pid.
     host: str
@@ -80,7 +81,8 @@ class RunningMessage(NamedTuple):
     #: it until its ETA. An abort or a rule reaches a held message too: it
     #: is cancelled as it starts.
     state: str = RUNNING
-    #: When a delayed message is due, milliseconds since the epoch.
+    #: When a delayed message is due, milliseconds since the epoch, as
+    #: dramatiq's ``eta`` option (seconds in :meth:`Listing.as_json`).
     eta: int | None = None
 
 
@@ -103,6 +105,10 @@ class Listing(NamedTuple):
     #: The host name and pid of each worker process that answered, those
     #: that run nothing included.
     workers: tuple[tuple[str, int], ...] = ()
+    #: The names of the actors that the worker processes that answered
+    #: declare, when the inquiry asked for them; ``None`` when it did not,
+    #: or when one of them did not say.
+    actors: frozenset[str] | None = None
 
     @property
     def complete(self) -> bool:
@@ -110,12 +116,18 @@ class Listing(NamedTuple):
         return self.expected is not None and self.answered >= self.expected
 
     def as_json(self, with_args: bool = False) -> dict[str, Any]:
-        """The listing as ``dramatiq-abort list --json`` prints it: a grace
-        that never ends is :data:`FOREVER`, each worker ``host:pid``, and a
-        message's arguments only ``with_args``."""
+        """The listing as ``dramatiq-abort list --json`` prints it and the
+        web page's API gives it: every time point in seconds since the
+        epoch (``sent_at`` and ``eta`` too, which :class:`RunningMessage`
+        keeps in dramatiq's milliseconds), a grace that never ends
+        :data:`FOREVER`, each worker ``host:pid``, and a message's arguments
+        only ``with_args``."""
         messages = []
         for message in self.messages:
             entry = message._asdict()
+            entry["sent_at"] = message.sent_at / 1000
+            if message.eta is not None:
+                entry["eta"] = message.eta / 1000
             if message.grace_left == math.inf:
                 entry["grace_left"] = FOREVER
             if not with_args:
@@ -129,15 +141,19 @@ class Listing(NamedTuple):
         }
 
 
-def check_inquiry(actor: object, queue: object, sent_before: object, args: object) -> Inquiry:
-    """The inquiry these filters make, with a new reply address; raises
-    ``TypeError`` or ``ValueError`` naming a bad filter."""
+def check_inquiry(
+    actor: object, queue: object, sent_before: object, args: object, actors: bool = False
+) -> Inquiry:
+    """The inquiry these filters make, with a new reply address, asking
+    which actors each process declares if ``actors``; raises ``TypeError``
+    or ``ValueError`` naming a bad filter."""
     return Inquiry(
         uuid.uuid4().hex,
         check_name("actor", actor),
         _canonical(check_name("queue", queue)),
         _check_sent_before(sent_before),
         check_bool("args", args),
+        actors,
     )
 
 
@@ -159,16 +175,20 @@ def ask(backend: EventBackend, inquiry: Inquiry, timeout: float) -> Listing:
     # (re)connects meanwhile answers it too.
     backend.notify([inquiry_event(inquiry)], ttl=max(1, math.ceil(timeout * 1000)))
     answers = backend.collect_answers(inquiry.reply_to, expected, timeout)
-    by_process: dict[str, tuple[tuple[str, int], list[RunningMessage]]] = {}
+    by_process: dict[str, _Answer] = {}
     for answer in answers:
         decoded = _decode(answer)
         if decoded is not None:
-            by_process[decoded[0]] = decoded[1:]
+            by_process[decoded.process] = decoded
     messages = sorted(
-        (message for _, listed in by_process.values() for message in listed), key=_listing_order
+        (message for answer in by_process.values() for message in answer.messages),
+        key=_listing_order,
     )
-    workers = tuple(worker for worker, _ in by_process.values())
-    return Listing(messages, len(by_process), expected, workers)
+    workers = tuple(answer.worker for answer in by_process.values())
+    actors = None
+    if inquiry.actors and all(answer.actors is not None for answer in by_process.values()):
+        actors = frozenset(name for answer in by_process.values() for name in answer.actors or ())
+    return Listing(messages, len(by_process), expected, workers, actors)
 
 
 def _listing_order(message: RunningMessage) -> tuple[int, float]:
@@ -183,8 +203,11 @@ class Answerer:
     """Makes a worker process's answer to an inquiry from what it runs;
     used by its watcher. Reads only the snapshot the process keeps in memory."""
 
-    def __init__(self, requests: AbortRequests) -> None:
+    def __init__(self, requests: AbortRequests, actors: Collection[str] = ()) -> None:
+        """``actors``: the names of the actors this process declares, as
+        they are declared (read at each answer that asks for them)."""
         self.requests = requests
+        self.actors = actors
         #: Names this process in its answers, so that the asker counts it
         #: once, even if it answers twice or shares a host name and pid.
         self.process = uuid.uuid4().hex
@@ -215,14 +238,15 @@ class Answerer:
                 if delayed:
                     entry["eta"] = message.options.get("eta")
                 listed[message.message_id] = entry
-        return json.dumps(
-            {
-                "process": self.process,
-                "host": self.host,
-                "pid": os.getpid(),
-                "messages": list(listed.values()),
-            }
-        )
+        answer: dict[str, Any] = {
+            "process": self.process,
+            "host": self.host,
+            "pid": os.getpid(),
+            "messages": list(listed.values()),
+        }
+        if inquiry.actors:
+            answer["actors"] = sorted(self.actors)
+        return json.dumps(answer)
 
     def _entry(self, inquiry: Inquiry, message: Any, now: float) -> dict[str, Any] | None:
         """What an answer says of ``message``; ``None`` when the inquiry's
@@ -258,14 +282,30 @@ def shortened_args(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
     return shown if len(shown) <= ARGS_LENGTH else shown[: ARGS_LENGTH - 3] + "..."
 
 
-def _decode(answer: str) -> tuple[str, tuple[str, int], list[RunningMessage]] | None:
-    """The process an answer comes from, its host name and pid, and the
-    messages it lists; a malformed answer is logged and skipped."""
+class _Answer(NamedTuple):
+    """What one worker process answered."""
+
+    #: Names the process (see ``Answerer.process``).
+    process: str
+    #: Its host name and pid.
+    worker: tuple[str, int]
+    messages: list[RunningMessage]
+    #: The actors it declares; ``None`` unless the inquiry asked, or when
+    #: it did not say.
+    actors: list[str] | None
+
+
+def _decode(answer: str) -> _Answer | None:
+    """What ``answer`` says; a malformed answer is logged and skipped."""
     try:
         data = json.loads(answer)
-        host, pid = data["host"], data["pid"]
+        host, pid, actors = data["host"], data["pid"], data.get("actors")
         if not isinstance(host, str) or type(pid) is not int:
             raise ValueError("bad host or pid")
+        if actors is not None and not (
+            isinstance(actors, list) and all(isinstance(name, str) for name in actors)
+        ):
+            raise ValueError("bad actors")
         messages = []
         for listed in data["messages"]:
             grace = listed["grace_left"]
@@ -288,7 +328,7 @@ def _decode(answer: str) -> tuple[str, tuple[str, int], list[RunningMessage]] | 
                     None if eta is None else int(eta),
                 )
             )
-        return str(data["process"]), (host, pid), messages
+        return _Answer(str(data["process"]), (host, pid), messages, actors)
     except (ValueError, TypeError, KeyError) as e:
         logger.warning("Skipping a malformed answer to a listing (%s): %.200r", e, answer)
         return None

@@ -355,6 +355,7 @@ class Abortable(Middleware):
                     metrics=self.metrics,
                     rules=self.rules,
                     held=functools.partial(self._held, broker),
+                    actors=self.declared_actors,
                 )
                 self._watcher.start()
             watcher = self._watcher

@@ -23,7 +23,8 @@ import errno
 import functools
 import os
 import select
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _READ_SIZE = 65536
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)

@@ -7,7 +7,8 @@ import logging
 import math
 import threading
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .backend import TimedEvent
 from .mode import AbortMode

@@ -8,8 +8,8 @@ import enum
 import importlib
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any, Callable, Literal, NamedTuple, TypeVar, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
 
 from .backend import EventBackend
 from .checks import EXAMPLE_REDIS_URL, check_bool, check_milliseconds, check_seconds, shown_url
@@ -62,7 +62,7 @@ UNSET = Unset.UNSET
 
 _T = TypeVar("_T")
 #: A parameter that may be left :data:`UNSET`.
-OrUnset = Union[_T, Literal[Unset.UNSET]]
+OrUnset: TypeAlias = _T | Literal[Unset.UNSET]
 
 
 def check_parameters(parameters: Mapping[str, object], key: str | None = None) -> dict[str, Any]:

@@ -13,8 +13,7 @@ import select
 import selectors
 import threading
 import time
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Collection, Iterable
 
 from dramatiq.broker import MessageProxy
 
@@ -74,6 +73,7 @@ class Watcher(threading.Thread):
         rules: AbortRules,
         metrics: AbortMetrics | None = None,
         held: Callable[[], list[tuple[bool, MessageProxy]]] = list,
+        actors: Collection[str] = (),
     ) -> None:
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
@@ -111,8 +111,9 @@ class Watcher(threading.Thread):
         self.pushes = backend.pushes
         #: Graceful aborts of running messages: (abort_at, message_id).
         self._deadlines: list[tuple[float, str]] = []
-        #: Answers inquiries of which messages run here.
-        self.answerer = Answerer(requests)
+        #: Answers inquiries of which messages run here, and of which
+        #: actors (``actors``, those this process declares) it runs.
+        self.answerer = Answerer(requests, actors)
         #: The reply addresses of the inquiries answered, with when each
         #: inquiry expires: catching up after a reconnect finds an inquiry
         #: that may have been answered already, and an asker that counts a

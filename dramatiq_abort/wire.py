@@ -70,6 +70,8 @@ class Inquiry(NamedTuple):
     sent_before: int | None
     #: Whether answers carry the messages' arguments.
     args: bool
+    #: Whether answers name the actors each process declares.
+    actors: bool = False
 
 
 def event_key(message_id: str, mode: AbortMode) -> str:
@@ -214,11 +216,12 @@ def parse_inquiry(event: Event) -> Inquiry:
     params = event.params
     actor, queue = params.get("actor"), params.get("queue")
     sent_before, args = params.get("sent_before"), params.get("args", False)
+    actors = params.get("actors", False)
     if (
         not reply_to
         or not all(value is None or isinstance(value, str) for value in (actor, queue))
         or not (sent_before is None or type(sent_before) is int)
-        or not isinstance(args, bool)
+        or not all(isinstance(value, bool) for value in (args, actors))
     ):
         raise ValueError(f"malformed inquiry {event.key!r}: {params!r:.200}")
-    return Inquiry(reply_to, actor, queue, sent_before, args)
+    return Inquiry(reply_to, actor, queue, sent_before, args, actors)

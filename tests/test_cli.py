@@ -28,11 +28,11 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, Event, __version__, abort
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
-from dramatiq_abort.cli import REDIS_URL_VARIABLE, default_reason, main
+from dramatiq_abort.cli import ACTOR_CHECK_WAIT, REDIS_URL_VARIABLE, default_reason, main
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
-from .support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of
+from .support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -235,6 +235,12 @@ def test_a_timeout_of_inf_asks_and_never_forces(
         ),
         (["list", "--redis", "redis://user:secret@[::1"], 2, "the URL cannot be parsed"),
         (["demo", "--redis", "redis://user:secret@127.0.0.1:6379/x"], 2, "database 'x'"),
+        ([], 2, "the following arguments are required: {demo,abort,list,web}"),
+        (["stop"], 2, "invalid choice: 'stop'"),
+        (["abort", "an-id", "--actor", "export"], 2, "give either message IDs or --actor"),
+        (["list", "--wait", "0"], 2, "'0' is not a number of seconds greater than 0"),
+        (["web", "--port", "70000"], 2, "'70000' is not a TCP port"),
+        (["list", "--json", "yes"], 2, "unrecognized arguments: yes"),
     ],
 )
 def test_errors_are_one_line_without_a_traceback(
@@ -251,12 +257,14 @@ def test_errors_are_one_line_without_a_traceback(
     )
     assert finished.returncode == status, finished.stderr
     assert finished.stdout == ""
-    lines = finished.stderr.splitlines()
-    assert says in lines[-1] and "Traceback" not in finished.stderr, finished.stderr
-    assert "secret" not in finished.stderr
-    # One line, after the usage for argparse's own errors.
-    assert lines[-1].startswith("dramatiq-abort"), finished.stderr
-    assert all(line.startswith(("usage:", " ")) for line in lines[:-1]), finished.stderr
+    (line,) = finished.stderr.splitlines()
+    assert line.startswith("dramatiq-abort: ") and says in line, finished.stderr
+    assert "secret" not in line
+    if line.startswith("dramatiq-abort: error: "):
+        # An argument's error, without argparse's usage block: where to read it.
+        known = argv[:1] if argv[:1] in (["demo"], ["abort"], ["list"], ["web"]) else []
+        command = " ".join(["dramatiq-abort", *known])
+        assert line.endswith(f"; see '{command} --help'"), line
 
 
 def test_a_redis_that_cannot_be_reached_or_refuses_the_password_says_what_to_check(
@@ -356,12 +364,14 @@ def test_abort_says_when_no_worker_listens_to_the_namespace(
         subscription.close()
 
 
+#: A message that a worker runs until the event is set, and its actor.
+Held = tuple[dramatiq.Message[Any], threading.Event, dramatiq.Actor[Any, Any]]
+
+
 @pytest.fixture
-def held_message(
-    redis_client: redis.Redis, namespace: str
-) -> Iterator[tuple[dramatiq.Message[Any], threading.Event]]:
+def held_message(redis_client: redis.Redis, namespace: str) -> Iterator[Held]:
     """A message of actor ``export`` that a worker of this process runs on
-    the test's namespace until the event is set."""
+    the test's namespace until the event is set, and the actor."""
     broker = StubBroker()
     started, release = threading.Event(), threading.Event()
 
@@ -376,7 +386,7 @@ def held_message(
     try:
         message = export.send("2024-01")
         assert started.wait(WAIT)
-        yield message, release
+        yield message, release, export
     finally:
         release.set()
         worker.stop()
@@ -386,10 +396,10 @@ def held_message(
 def test_list_prints_what_runs_and_how_many_workers_answered(
     redis_url: str,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    message, _ = held_message
+    message, _, _ = held_message
     argv = ["list", "--redis", redis_url, "--namespace", namespace, "--wait", "5"]
     assert main(argv) == 0
     header, row, answered = capsys.readouterr().out.splitlines()
@@ -410,10 +420,10 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
     redis_url: str,
     redis_client: redis.Redis,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    message, release = held_message
+    message, release, _ = held_message
     argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--dry-run"]
     assert main([*argv, "--actor", "export"]) == 0
     out = capsys.readouterr().out
@@ -442,10 +452,10 @@ def test_a_dry_run_counts_the_running_messages_a_rule_would_stop_and_records_not
 def test_list_prints_one_json_document_with_the_arguments_when_asked(
     redis_url: str,
     namespace: str,
-    held_message: tuple[dramatiq.Message[Any], threading.Event],
+    held_message: Held,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    message, _ = held_message
+    message, _, _ = held_message
     sender = _sender(redis_url, namespace)
     abort(message.message_id, abort_timeout=math.inf, middleware=sender, reason="bad deploy")
     argv = ["list", "--redis", redis_url, "--namespace", namespace, "--json", "--args"]
@@ -456,13 +466,41 @@ def test_list_prints_one_json_document_with_the_arguments_when_asked(
     (listed,) = document["messages"]
     assert listed["message_id"] == message.message_id
     assert listed["args"] == "'2024-01'"
-    assert listed["sent_at"] == message.message_timestamp
+    assert listed["sent_at"] == message.message_timestamp / 1000
     assert (listed["abort_requested"], listed["grace_left"]) == (True, "inf")
     assert listed["reason"] == "bad deploy"
     assert listed["pid"] == os.getpid()
 
     assert main(["list", "--redis", redis_url, "--namespace", namespace]) == 0
     assert "requested, asked to stop ('bad deploy')" in capsys.readouterr().out
+
+
+#: Where the time points of a listing's message are.
+TIME_POINTS = ("started_at", "sent_at", "eta")
+
+
+def test_every_time_point_list_json_gives_is_in_seconds_since_the_epoch(
+    redis_url: str, namespace: str, held_message: Held, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message, _, export = held_message
+    delayed = export.send_with_options(args=("2024-02",), delay=600_000)
+    argv = ["list", "--redis", redis_url, "--namespace", namespace, "--json", "--wait", "5"]
+
+    def listed() -> list[dict[str, Any]]:
+        assert main(argv) == 0
+        messages: list[dict[str, Any]] = json.loads(capsys.readouterr().out)["messages"]
+        return messages
+
+    wait_until(lambda: len(listed()) == 2, "the worker holds the delayed message")
+    now = time.time()
+    running, held = listed()
+    assert (running["message_id"], held["message_id"]) == (message.message_id, delayed.message_id)
+    assert running["sent_at"] <= running["started_at"] <= now
+    assert held["sent_at"] <= now < held["eta"] == delayed.options["eta"] / 1000
+    for shown in (running, held):
+        for name in TIME_POINTS:
+            # Within the hour: milliseconds, or a time of day, would be far off.
+            assert shown[name] is None or abs(shown[name] - now) < 3600, (name, shown)
 
 
 def _sender(redis_url: str, namespace: str) -> Abortable:
@@ -518,6 +556,54 @@ def test_abort_by_actor_and_queue_records_one_rule_and_says_its_id(
         }
     assert "of actor 'export' and queue 'reports.DQ' sent before" in out
     assert "A message sent after that is never touched" in out
+
+
+def test_abort_by_an_actor_no_worker_declares_warns_and_records_the_rule_all_the_same(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    held_message: Held,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor"]
+    assert main([*argv, "nosuch_actor"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("recorded rule ")
+    assert err.startswith(
+        "Warning: none of the 1 worker process(es) that answered declares actor 'nosuch_actor',"
+        " so none of them runs its messages. Check the name: an actor is named after its"
+        " function unless actor_name= says otherwise."
+    )
+    assert err.endswith("the rule is recorded anyway, for workers that may declare it.\n")
+    backend = RedisBackend(client=redis_client, namespace=namespace)
+    rules = [timed.event for timed in backend.recorded() if timed.event.key.startswith("rule:")]
+    assert [rule.params["actor"] for rule in rules] == ["nosuch_actor"]
+
+    # The worker declares export: no warning, as for a dry run of either.
+    assert main([*argv, "export", "--mode", "cancel"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "nosuch_actor", "--dry-run"]) == 0
+    assert "the rule would be recorded anyway" in capsys.readouterr().err
+    assert main([*argv, "export", "--dry-run"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_abort_by_an_actor_says_nothing_of_it_when_no_worker_answers_in_time(
+    redis_url: str, redis_client: redis.Redis, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A worker process's subscription that nobody reads: a stuck worker.
+    subscription = RedisBackend(client=redis_client, namespace=namespace).subscribe()
+    try:
+        started = time.monotonic()
+        argv = ["abort", "--redis", redis_url, "--namespace", namespace, "--actor", "export"]
+        assert main(argv) == 0
+        took = time.monotonic() - started
+    finally:
+        subscription.close()
+    out, err = capsys.readouterr()
+    assert out.startswith("recorded rule ") and err == ""
+    # The wait for the answers is bounded, and comes after the rule is recorded.
+    assert ACTOR_CHECK_WAIT <= took < ACTOR_CHECK_WAIT + WAIT
 
 
 def test_abort_by_queue_defaults_to_now_and_takes_a_reason(

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Callable, NoReturn
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import dramatiq
 import pytest

@@ -18,10 +18,10 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import dramatiq
 import pytest
@@ -226,7 +226,7 @@ def test_the_port_changes_only_import_and_decorator_lines() -> None:
         flags = is_import_or_decorator(port_lines)
         imported = {
             line.split()[1].split(".")[0]
-            for line, flag in zip(port_lines, flags)
+            for line, flag in zip(port_lines, flags, strict=False)
             if flag and line.startswith(("import ", "from "))
         }
         assert "celery" not in imported, port.name

@@ -350,3 +350,21 @@ def test_a_backend_that_cannot_carry_answers_is_refused_at_once() -> None:
 
     with pytest.raises(NotImplementedError, match="PollOnly cannot ask workers what they run"):
         Abortable(backend=PollOnly()).running_messages()
+
+
+def test_answers_name_the_actors_a_worker_declares_only_when_the_inquiry_asks(
+    stub_broker: StubBroker, abortable: Abortable, worker: dramatiq.Worker
+) -> None:
+    from dramatiq_abort.listing import ask, check_inquiry
+
+    # Declared after the worker booted: named all the same.
+    @dramatiq.actor(broker=stub_broker)
+    def export() -> None:
+        pass
+
+    backend = abortable.backend
+    asked = ask(backend, check_inquiry(None, None, None, False, actors=True), WAIT)
+    assert (asked.answered, asked.actors) == (1, frozenset({"export"}))
+    # A listing that does not ask carries no names: its answers stay small.
+    plain = ask(backend, check_inquiry(None, None, None, False), WAIT)
+    assert (plain.answered, plain.actors) == (1, None)

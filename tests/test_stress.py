@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from typing import Any, Callable, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import dramatiq
 import pytest

@@ -303,6 +303,32 @@ def test_the_page_shows_a_delayed_message_that_a_worker_holds_and_when_it_is_due
         assert row.find_elements(By.TAG_NAME, "td")[2].text == "default"
 
 
+def test_every_time_point_of_the_page_api_is_in_seconds_since_the_epoch(
+    holding: Holding, backend: RedisBackend
+) -> None:
+    running = holding.export.send("first")
+    delayed = holding.rebuild.send_with_options(args=("later",), delay=600_000)
+    holding.wait_started("first")
+    with serving(backend, allow_abort=False) as server:
+
+        def listed() -> dict[str, Any]:
+            status, listing = request(server, "GET", "/api/messages")
+            assert status == 200, listing
+            return dict(listing)
+
+        wait_until(lambda: len(listed()["messages"]) == 2, "the worker holds the delayed message")
+        listing = listed()
+    now = time.time()
+    assert now - WAIT < listing["now"] <= now
+    shown = {message["message_id"]: message for message in listing["messages"]}
+    assert shown[running.message_id]["sent_at"] <= shown[running.message_id]["started_at"] <= now
+    assert shown[delayed.message_id]["eta"] == delayed.options["eta"] / 1000
+    for message in listing["messages"]:
+        for name in ("started_at", "sent_at", "eta"):
+            # Within the hour: milliseconds, or a time of day, would be far off.
+            assert message[name] is None or abs(message[name] - now) < 3600, (name, message)
+
+
 def test_in_cancel_mode_the_page_cancels_a_message_waiting_for_a_thread_before_it_starts(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:

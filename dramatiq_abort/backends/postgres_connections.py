@@ -14,8 +14,8 @@ import socket
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import pq, sql

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime
 import importlib
 import urllib.parse
-from collections.abc import Iterable
-from typing import Any, Callable, overload
+from collections.abc import Callable, Iterable
+from typing import Any, overload
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker

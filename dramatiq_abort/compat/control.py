@@ -4,8 +4,8 @@ runs, as Celery's ``app.control`` and ``app.control.inspect()`` do."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..checks import check_seconds
 from ..listing import DELAYED, RUNNING, WAITING, Listing, RunningMessage

@@ -8,8 +8,9 @@ import inspect
 import os
 import socket
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Callable
+from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy

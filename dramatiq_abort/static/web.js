@@ -155,10 +155,11 @@
     if (button) labelButton(button);
   }
 
+  // Every time point of the API is in seconds since the epoch.
   function state(message, now) {
     if (message.state === "running") return `running for ${duration(now - message.started_at)}`;
     if (message.state === "delayed" && message.eta !== null) {
-      return `delayed, due in ${duration(message.eta / 1000 - now)}`;
+      return `delayed, due in ${duration(message.eta - now)}`;
     }
     return "waiting for a thread";
   }

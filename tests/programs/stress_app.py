@@ -130,7 +130,7 @@ class Flusher:
             pipe.rpush(LOG_KEY, *lines)
         if with_stats:
             tables = Tables.of(abortable)
-            mapping: dict[FieldT, EncodableT] = dict(zip(tables._fields, tables))
+            mapping: dict[FieldT, EncodableT] = dict(zip(tables._fields, tables, strict=False))
             pipe.hset(f"{STATS_KEY}{os.getpid()}", mapping=mapping)
         pipe.execute()
 
