@@ -227,6 +227,39 @@ def check_seconds(name: str, value: object, *, forever: bool = False) -> float |
     return float(value)
 
 
+#: Shortest refresh of the web page accepted, in seconds: each listing asks
+#: every worker process.
+MIN_REFRESH = 1.0
+#: Longest refresh accepted, a day: a browser fires a timer of more than
+#: 2**31 - 1 ms (24.8 days) at once, and would ask for listings without pause.
+MAX_REFRESH = 86_400.0
+
+
+def check_refresh(name: str, value: object) -> float:
+    """Return ``value``, the web page's seconds between two listings, when
+    it is from :data:`MIN_REFRESH` to :data:`MAX_REFRESH`, else raise naming ``name``."""
+    seconds = check_seconds(name, value)
+    if seconds < MIN_REFRESH:
+        raise ValueError(
+            f"{name} must be at least {MIN_REFRESH:g} s, not {value!r}: each refresh asks"
+            " every worker process"
+        )
+    if seconds > MAX_REFRESH:
+        raise ValueError(
+            f"{name} must be at most {MAX_REFRESH:,g} s (a day), not {value!r}: reload the"
+            " page to see it anew"
+        )
+    return seconds
+
+
+def check_port(name: str, value: object) -> int:
+    """Return ``value`` when it is a TCP port (0: any free one), else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        # getaddrinfo() would take 70000 for 4464.
+        raise ValueError(f"{name} must be a TCP port from 0 (any free one) to 65535, not {value!r}")
+    return value
+
+
 def check_bool(name: str, value: object) -> bool:
     """Return ``value`` when it is a bool, else raise naming ``name``: a
     string such as ``"false"`` would otherwise count as true."""
@@ -249,17 +282,17 @@ def check_abort_timeout(value: object) -> float:
 MAX_REASON_LENGTH = 1000
 
 
-def check_reason(reason: object) -> str | None:
+def check_reason(reason: object, name: str = "reason") -> str | None:
     """Return ``reason`` stripped of surrounding white space, or ``None``
-    when none is given; else raise."""
+    when none is given; else raise naming ``name``."""
     if reason is None:
         return None
     if not isinstance(reason, str):
-        raise TypeError(f"reason must be a str or None, not {reason!r:.100}")
+        raise TypeError(f"{name} must be a str or None, not {reason!r:.100}")
     stripped = reason.strip()
     if not stripped:
-        raise ValueError(f"reason must not be empty: {reason!r:.100}; pass None for no reason")
-    return _check_length("reason", stripped, MAX_REASON_LENGTH)
+        raise ValueError(f"{name} must not be empty: {reason!r:.100}; pass None for no reason")
+    return _check_length(name, stripped, MAX_REASON_LENGTH)
 
 
 #: Seconds a ``sent_before`` may lie in the future: the skew between the
@@ -297,7 +330,7 @@ def check_moment(name: str, value: object) -> float:
     return float(value)
 
 
-def check_sent_before(sent_before: object, now: float) -> float:
+def check_sent_before(sent_before: object, now: float, name: str = "sent_before") -> float:
     """Return ``sent_before`` as seconds since the epoch, ``now`` (seconds
     since the epoch) when it is ``None``; else raise.
 
@@ -306,11 +339,12 @@ def check_sent_before(sent_before: object, now: float) -> float:
     """
     if sent_before is None:
         return now
-    seconds = check_moment("sent_before", sent_before)
+    seconds = check_moment(name, sent_before)
     if seconds > now + CLOCK_SKEW:
         raise ValueError(
-            f"sent_before must not be in the future: {sent_before!r} is"
-            f" {seconds - now:,.1f} s from now; omit it to mean now"
+            f"{name} must not be in the future: {sent_before!r} is"
+            f" {seconds - now:,.1f} s in the future, and no message was sent after now; omit"
+            " it to mean now"
         )
     return seconds
 

@@ -15,20 +15,31 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import redis
 
 from . import __version__
 from .backend import EventBackend
 from .backends import backend_name, check_url
-from .checks import CLOCK_SKEW, MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_redis_url
+from .checks import (
+    MIN_REFRESH,
+    check_milliseconds,
+    check_name,
+    check_port,
+    check_reason,
+    check_redis_url,
+    check_refresh,
+    check_seconds,
+    check_sent_before,
+    check_text,
+)
 from .listing import DELAYED, RUNNING, Listing, RunningMessage, check_inquiry
 from .listing import ask as ask_workers
 from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
 from .mode import AbortMode
 from .settings import URL_VARIABLE
-from .web import DEFAULT_REFRESH, MIN_REFRESH, serve
+from .web import DEFAULT_REFRESH, serve
 
 #: The variable's name before backends other than Redis: still read, after
 #: :data:`URL_VARIABLE`.
@@ -56,24 +67,31 @@ class _Parser(argparse.ArgumentParser):
 
 # The checks below run while the arguments are parsed, so that an error
 # names the option and the text the operator typed, rather than the
-# parameter of the Python API that would refuse it later.
+# parameter of the Python API that would refuse it later. Each reads the
+# text, says what is wrong with text that means nothing, and leaves the
+# bounds to the check the Python API applies (checks.py), named after the
+# option: what passes here passes there, on every backend.
+
+T = TypeVar("T")
+
+
+def _checked(check: Callable[[], T]) -> T:
+    """What ``check`` returns; its error, if any, as argparse's."""
+    try:
+        return check()
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _redis_url(text: str) -> str:
     """``demo --redis``: a URL that names a Redis (see ``check_redis_url``)."""
-    try:
-        return check_redis_url(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return _checked(lambda: check_redis_url(text))
 
 
 def _backend_url(text: str) -> str:
     """``--backend``: a URL that names the workers' backend (see
     ``backends.check_url``); not ``memory://``, which no other process shares."""
-    try:
-        url = check_url(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    url = _checked(lambda: check_url(text))
     if backend_name(url) == "StubBackend":
         raise argparse.ArgumentTypeError(
             "memory:// lives inside one process, so no worker shares it: give the URL"
@@ -103,7 +121,11 @@ def _milliseconds_or_inf(text: str) -> float:
             f"{text!r} is less than 0: give 0 to interrupt at once, a number of"
             " milliseconds of grace, or 'inf' to ask and never force"
         )
-    return milliseconds
+    return _checked(
+        lambda: check_milliseconds(
+            "--timeout", milliseconds, instead="; give 'inf' to ask and never force"
+        )
+    )
 
 
 def _positive_milliseconds(text: str) -> int:
@@ -117,29 +139,22 @@ def _positive_milliseconds(text: str) -> int:
             f"{text!r} is not a whole number of milliseconds greater than 0"
             f" (the default is {DEFAULT_ABORT_TTL})"
         )
-    return milliseconds
+    return _checked(lambda: check_milliseconds("--ttl", milliseconds, positive=True))
 
 
 def _reason(text: str) -> str:
-    """``--reason``: a text that is not blank, of at most
-    ``MAX_REASON_LENGTH`` characters once stripped."""
-    stripped = text.strip()
-    if not stripped:
+    """``--reason``: a text that is not blank, as ``check_reason`` takes it."""
+    if not text.strip():
         raise argparse.ArgumentTypeError(
             f"{text!r} is blank: give a few words, or leave --reason out for the default"
             " (USER@HOST via dramatiq-abort)"
         )
-    if len(stripped) > MAX_REASON_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"{stripped[:40]!r}... is {len(stripped):,} characters: shorten it to at most"
-            f" {MAX_REASON_LENGTH:,}"
-        )
-    return stripped
+    return _checked(lambda: check_reason(text, name="--reason") or text)
 
 
-def _name(what: str, column: str) -> Callable[[str], str]:
-    """``--actor`` and ``--queue``: a name that is not blank, of at most
-    ``MAX_NAME_LENGTH`` characters. ``what`` says whose name it is (``"an
+def _name(option: str, what: str, column: str) -> Callable[[str], str]:
+    """``--actor`` and ``--queue``: a name that is not blank, as
+    ``check_name`` takes it. ``what`` says whose name it is (``"an
     actor's"``), ``column`` where ``list`` shows it."""
 
     def check(text: str) -> str:
@@ -148,73 +163,61 @@ def _name(what: str, column: str) -> Callable[[str], str]:
                 f"{text!r} is blank: give {what} name, as the {column} column of"
                 " `dramatiq-abort list` shows it"
             )
-        if len(text) > MAX_NAME_LENGTH:
-            raise argparse.ArgumentTypeError(
-                f"{text[:40]!r}... is {len(text):,} characters: give at most {MAX_NAME_LENGTH}"
-            )
-        return text
+        return _checked(lambda: check_name(option, text) or text)
 
     return check
 
 
+_actor = _name("--actor", "an actor's", "ACTOR")
+_queue = _name("--queue", "a queue's", "QUEUE")
+
+
 def _namespace(text: str) -> str:
-    """``--namespace``: not blank."""
+    """``--namespace``: not blank, and text every backend stores."""
     if not text.strip():
         raise argparse.ArgumentTypeError(
             f"{text!r} is blank: give the namespace of the workers' backend, or leave"
             " --namespace out for the default"
         )
-    return text
+    return _checked(lambda: check_text("--namespace", text))
 
 
-def _finite_seconds(text: str) -> float:
-    """``text`` as a number of seconds; NaN when it is none, or not finite."""
+def _seconds(text: str) -> float:
+    """``text`` as a number of seconds; NaN when it is none."""
     try:
-        seconds = float(text)
+        return float(text)
     except ValueError:
         return math.nan
-    return seconds if math.isfinite(seconds) else math.nan
 
 
 def _positive_seconds(text: str) -> float:
-    """``--wait``: a finite number of seconds greater than 0."""
-    seconds = _finite_seconds(text)
+    """``--wait``: a number of seconds greater than 0."""
+    seconds = _seconds(text)
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds greater than 0")
-    return seconds
+    return _checked(lambda: check_seconds("--wait", seconds))
 
 
 def _moment(text: str) -> float:
     """``--sent-before``: ISO 8601 (local time when it names no zone), or
     seconds since the epoch, and not in the future; in seconds since the
     epoch."""
+    moment: float | datetime.datetime
     try:
         moment = float(text)
-        if not (math.isfinite(moment) and moment >= 0):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a time: give ISO 8601 (such as 2026-11-29T03:00) or"
-                " seconds since the epoch, 0 or more"
-            )
     except ValueError:
         iso = text.strip()
         if iso[-1:] in ("Z", "z"):
             # Python before 3.11 reads no "Z" for UTC.
             iso = iso[:-1] + "+00:00"
         try:
-            moment = datetime.datetime.fromisoformat(iso).timestamp()
+            moment = datetime.datetime.fromisoformat(iso)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is neither an ISO 8601 time (such as 2026-11-29T03:00 or"
                 " 2026-11-29T03:00+01:00) nor seconds since the epoch"
             ) from None
-    ahead = moment - time.time()
-    # The bound abort_where() applies, checked here to name the option.
-    if ahead > CLOCK_SKEW:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is {ahead:,.0f} s in the future, and no message was sent after now:"
-            " leave --sent-before out to mean now"
-        )
-    return moment
+    return _checked(lambda: check_sent_before(moment, time.time(), name="--sent-before"))
 
 
 def _host(text: str) -> str:
@@ -236,24 +239,17 @@ def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a TCP port: give a whole number from 1 to 65535, or 0 for any free"
             " one"
-        )
-    return port
+        ) from None
+    return _checked(lambda: check_port("--port", port))
 
 
 def _refresh(text: str) -> float:
-    """``--refresh``: a finite number of seconds, at least ``MIN_REFRESH``."""
-    seconds = _finite_seconds(text)
-    if not seconds >= MIN_REFRESH:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds of at least {MIN_REFRESH:g}: each refresh"
-            " asks every worker process"
-        )
-    return seconds
+    """``--refresh``: seconds between two listings, as ``check_refresh`` takes them."""
+    seconds = _seconds(text)
+    return _checked(lambda: check_refresh("--refresh", seconds))
 
 
 def default_reason() -> str:
@@ -315,13 +311,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--actor",
-        type=_name("an actor's", "ACTOR"),
+        type=_actor,
         metavar="NAME",
         help="instead of IDs: stop the messages of this actor",
     )
     send.add_argument(
         "--queue",
-        type=_name("a queue's", "QUEUE"),
+        type=_queue,
         metavar="Q",
         help="instead of IDs, or with --actor: stop the messages of this queue",
     )
@@ -382,13 +378,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_backend_arguments(ask)
     ask.add_argument(
         "--actor",
-        type=_name("an actor's", "ACTOR"),
+        type=_actor,
         metavar="NAME",
         help="only messages of this actor",
     )
-    ask.add_argument(
-        "--queue", type=_name("a queue's", "QUEUE"), metavar="Q", help="only messages of this queue"
-    )
+    ask.add_argument("--queue", type=_queue, metavar="Q", help="only messages of this queue")
     ask.add_argument("--json", action="store_true", help="print one JSON document")
     ask.add_argument("--args", action="store_true", help="show arguments, shortened")
     ask.add_argument(

@@ -19,11 +19,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .checks import (
+    MAX_REFRESH,
+    MIN_REFRESH,
     check_bool,
     check_message_id,
     check_mode,
     check_name,
+    check_port,
     check_reason,
+    check_refresh,
     check_seconds,
 )
 from .listing import Listing
@@ -34,11 +38,6 @@ __all__ = ["DEFAULT_REFRESH", "MAX_REFRESH", "MIN_REFRESH", "WebServer", "serve"
 
 #: Seconds between two listings the page asks for, unless told otherwise.
 DEFAULT_REFRESH = 5.0
-#: Shortest refresh accepted: each listing asks every worker process.
-MIN_REFRESH = 1.0
-#: Longest refresh accepted, a day: a browser fires a timer of more than
-#: 2**31 - 1 ms (24.8 days) at once, and would ask for listings without pause.
-MAX_REFRESH = 86_400.0
 #: Largest request body read, in bytes: a reason of ``MAX_REASON_LENGTH``
 #: characters and two names fit many times over.
 MAX_BODY = 16_384
@@ -114,23 +113,9 @@ class WebServer(ThreadingHTTPServer):
     ) -> None:
         # Checked before anything listens: a string "false" would allow writes.
         self.allow_abort = check_bool("allow_abort", allow_abort)
-        self.refresh = check_seconds("refresh", refresh)
-        if self.refresh < MIN_REFRESH:
-            raise ValueError(
-                f"refresh must be at least {MIN_REFRESH:g} s, not {refresh!r}: each refresh"
-                " asks every worker process"
-            )
-        if self.refresh > MAX_REFRESH:
-            raise ValueError(
-                f"refresh must be at most {MAX_REFRESH:,g} s (a day), not {refresh!r}: reload the"
-                " page to see it anew"
-            )
+        self.refresh = check_refresh("refresh", refresh)
         self.wait = check_seconds("wait", wait)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            # getaddrinfo() would take 70000 for 4464.
-            raise ValueError(
-                f"port must be a TCP port from 0 (any free one) to 65535, not {port!r}"
-            )
+        check_port("port", port)
         self.middleware = middleware
         #: What every write must carry: given to the page only, never in a cookie,
         #: so that a request another site makes the browser send lacks it.

@@ -125,14 +125,21 @@ def test_abort_records_an_id_that_is_not_a_uuid_and_says_it_may_be_a_mistake(
         (["--ttl", "0"], "argument --ttl: '0' is not a whole number of milliseconds greater"),
         (["--ttl", "1.5"], "argument --ttl: '1.5' is not a whole number of milliseconds"),
         (["--reason", " "], "argument --reason: ' ' is blank: give a few words, or leave"),
-        (["--reason", "y" * 1001], "is 1,001 characters: shorten it to at most 1,000"),
+        (["--reason", "y" * 1001], "argument --reason: --reason must be at most 1,000 characters"),
         # redis-py would read this path as no database, and write to database 0.
         (
             ["--redis", "redis://127.0.0.1:6379/cache"],
             "argument --backend/--redis: the URL's database 'cache' is not a number",
         ),
     ],
-    ids=["negative-timeout", "zero-ttl", "fractional-ttl", "blank-reason", "long-reason", "db"],
+    ids=[
+        "negative-timeout",
+        "zero-ttl",
+        "fractional-ttl",
+        "blank-reason",
+        "long-reason",
+        "db",
+    ],
 )
 def test_abort_rejects_bad_values_naming_the_option_and_sends_nothing(
     redis_url: str,
@@ -239,7 +246,7 @@ def test_a_timeout_of_inf_asks_and_never_forces(
         (["stop"], 2, "invalid choice: 'stop'"),
         (["abort", "an-id", "--actor", "export"], 2, "give either message IDs or --actor"),
         (["list", "--wait", "0"], 2, "'0' is not a number of seconds greater than 0"),
-        (["web", "--port", "70000"], 2, "'70000' is not a TCP port"),
+        (["web", "--port", "70000"], 2, "--port must be a TCP port from 0 (any free one) to 65535"),
         (["list", "--json", "yes"], 2, "unrecognized arguments: yes"),
     ],
 )
@@ -669,13 +676,14 @@ def test_abort_refuses_ids_with_a_filter_or_neither_and_records_nothing(
     [
         (
             ["--sent-before", (datetime.datetime.now() + datetime.timedelta(hours=1)).isoformat()],
-            "s in the future, and no message was sent after now: leave --sent-before out",
+            "s in the future, and no message was sent after now; omit it to mean now",
         ),
         (["--sent-before", str(time.time() + 3600)], "s in the future"),
-        (["--sent-before", "-1"], "argument --sent-before: '-1' is not a time"),
+        (["--sent-before", "-1"], "argument --sent-before: --sent-before must be a finite number"),
+        (["--sent-before", "1e300"], "from 0 (1970) to 253,402,300,800 (the end of 9999)"),
         (["--reason", "   "], "argument --reason: '   ' is blank"),
         (["--actor", ""], "argument --actor: '' is blank: give an actor's name"),
-        (["--actor", "a" * 256], "is 256 characters: give at most 255"),
+        (["--actor", "a" * 256], "--actor must be at most 255 characters, not 256"),
         (["--queue", " "], "argument --queue: ' ' is blank: give a queue's name"),
     ],
 )

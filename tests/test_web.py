@@ -775,13 +775,14 @@ def test_the_command_serves_the_page_read_only_and_stops_on_ctrl_c(
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["--port", "70000"], "argument --port: '70000' is not a TCP port"),
+        (["--port", "70000"], "argument --port: --port must be a TCP port from 0 (any free one)"),
         (["--port", "http"], "argument --port: 'http' is not a TCP port"),
         (
             ["--refresh", "0.1"],
-            "argument --refresh: '0.1' is not a number of seconds of at least 1",
+            "argument --refresh: --refresh must be at least 1 s, not 0.1: each refresh",
         ),
-        (["--refresh", "nan"], "argument --refresh: 'nan' is not a number of seconds"),
+        (["--refresh", "nan"], "argument --refresh: --refresh must be finite and 0 or more, not"),
+        (["--refresh", "1e300"], "argument --refresh: --refresh must be at most"),
         (["--host", " "], "argument --host: ' ' is blank"),
         (["--host", "no-such-host.invalid"], "'no-such-host.invalid' is neither an address"),
         # An address of no interface here: nothing can listen on it.
