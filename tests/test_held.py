@@ -5,6 +5,7 @@ process; the TTL still ends them for messages that no worker held."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import dramatiq
@@ -13,8 +14,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure
 
 from dramatiq_abort import Abortable, Outcome, abort, abort_where
+from dramatiq_abort.requests import EXPIRY_GRACE
 
-from .support import WAIT, wait_until
+from .support import WAIT, App, recorded, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,6 +26,8 @@ SHORT_TTL = 300
 THREADS = 2
 #: How many messages its consumer holds at most.
 PREFETCH = 16
+#: The environment of worker processes that hold that many messages.
+PREFETCHING = {"dramatiq_queue_prefetch": str(PREFETCH)}
 
 
 @pytest.fixture
@@ -119,3 +123,36 @@ def test_a_request_and_a_rule_for_held_messages_hold_past_their_ttl_until_the_me
     assert ran == ["after expiry"]
     # Once the messages left, the process forgets what kept them.
     wait_until(lambda: len(abortable.requests) == 0, "the process forgets the requests")
+
+
+def test_a_worker_process_cancels_the_held_messages_that_the_cli_stopped_once_a_thread_frees(
+    redis_url: str, namespace: str
+) -> None:
+    # One thread, busy: the messages sent after the first wait for it.
+    app = App("redis", redis_url, namespace, processes=1, threads=1, env=PREFETCHING)
+    try:
+        busy_token, busy = app.send("spin")
+        assert app.report(busy_token, timeout=60) == "started"
+        (by_id_token, by_id), (by_rule_token, by_rule) = app.send("quick"), app.send("quick")
+        wait_until(
+            lambda: app.reports.llen(f"{namespace}broker:{app.queue}") == 0,
+            "the worker process fetches the messages",
+        )
+        ttl = "300"
+        app.abort_from_another_process(by_id.message_id, "--mode", "cancel", "--ttl", ttl)
+        # Cancels: the running message is left alone.
+        app.abort_from_another_process("--actor", "work", "--mode", "cancel", "--ttl", ttl)
+        sent = time.monotonic()
+        # Well after the TTL and its grace in the worker process.
+        over = sent + int(ttl) / 1000 + EXPIRY_GRACE + 1
+        wait_until(lambda: time.monotonic() > over, "the TTL is over")
+        assert not recorded(app.backend), "the backend forgot the request and the rule"
+
+        app.abort_from_another_process(busy.message_id)
+        assert app.report(busy_token) == "aborted"
+        for stopped in (by_id, by_rule):
+            assert app.middleware.wait_outcome(stopped.message_id, WAIT) is Outcome.CANCELLED
+        for token in (by_id_token, by_rule_token):
+            assert app.report(token, timeout=0.5) is None, "a stopped message started"
+    finally:
+        app.close()
