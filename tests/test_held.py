@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure
 
-from dramatiq_abort import Abortable, Outcome, abort, abort_where
+from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_where
+from dramatiq_abort.middleware import abortable_of
 from dramatiq_abort.requests import EXPIRY_GRACE
 
 from .support import WAIT, App, recorded, wait_until
@@ -25,7 +29,14 @@ SHORT_TTL = 300
 #: How many threads the worker of these tests runs.
 THREADS = 2
 #: How many messages its consumer holds at most.
-PREFETCH = 16
+PREFETCH = 1024
+#: How many messages of the stress test are stopped in each round, and the
+#: rounds.
+TARGETS = 200
+ROUNDS = 5
+#: Seconds each message between two of them keeps a thread: the messages
+#: start about one each millisecond, over 0.2 s around the end of the TTL.
+PACE = 0.002
 #: The environment of worker processes that hold that many messages.
 PREFETCHING = {"dramatiq_queue_prefetch": str(PREFETCH)}
 
@@ -34,11 +45,8 @@ PREFETCHING = {"dramatiq_queue_prefetch": str(PREFETCH)}
 def busy_worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[Busy]:
     """A worker whose threads are all taken by messages that wait until
     the test frees them."""
-    busy = Busy(stub_broker)
-    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=THREADS)
-    # More than twice its threads, its default: it holds every message of the test.
-    worker.queue_prefetch = PREFETCH
-    worker.start()
+    busy = Busy()
+    worker = start(stub_broker)
     try:
         busy.take_every_thread()
         yield busy
@@ -50,8 +58,7 @@ def busy_worker(stub_broker: StubBroker, abortable: Abortable) -> Iterator[Busy]
 class Busy:
     """Messages that hold the threads of a worker until :meth:`free`."""
 
-    def __init__(self, broker: StubBroker) -> None:
-        self.broker = broker
+    def __init__(self) -> None:
         self.started = threading.Semaphore(0)
         self.freed = threading.Event()
 
@@ -70,6 +77,15 @@ class Busy:
 
     def free(self) -> None:
         self.freed.set()
+
+
+def start(broker: dramatiq.Broker) -> dramatiq.Worker:
+    """A started worker of ``THREADS`` threads that holds up to ``PREFETCH`` messages."""
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=THREADS)
+    # More than twice its threads, its default: it holds every message of a test.
+    worker.queue_prefetch = PREFETCH
+    worker.start()
+    return worker
 
 
 def held_ids(abortable: Abortable) -> set[str]:
@@ -123,6 +139,113 @@ def test_a_request_and_a_rule_for_held_messages_hold_past_their_ttl_until_the_me
     assert ran == ["after expiry"]
     # Once the messages left, the process forgets what kept them.
     wait_until(lambda: len(abortable.requests) == 0, "the process forgets the requests")
+
+
+def test_a_request_kept_for_a_held_message_ends_when_the_worker_requeues_it_as_it_shuts_down(
+    redis_broker: RedisBroker,
+) -> None:
+    abortable = abortable_of(redis_broker)
+    abortable.abort_ttl = SHORT_TTL
+    ran: list[str] = []
+
+    @dramatiq.actor(max_retries=0)
+    def job(name: str) -> None:
+        ran.append(name)
+
+    busy = Busy()
+    first = start(redis_broker)
+    stopping: threading.Thread | None = None
+    restarted: dramatiq.Worker | None = None
+    try:
+        busy.take_every_thread()
+        held = job.send("held")
+        wait_until(lambda: held.message_id in held_ids(abortable), "the worker holds the message")
+        abort(held.message_id, mode=AbortMode.CANCEL)
+        never_held = uuid.uuid4().hex
+        abort(never_held)
+        wait_until(lambda: abortable.requests.get(never_held) is None, "the TTL is over")
+        assert abortable.requests.get(held.message_id) is not None, "kept while held"
+
+        # Its threads told to stop before they are freed: none takes the
+        # held message, which goes back to its queue.
+        stopping = threading.Thread(target=first.stop)
+        stopping.start()
+        wait_until(lambda: not any(thread.running for thread in first.workers), "threads stop")
+        busy.free()
+        stopping.join(WAIT)
+        assert not stopping.is_alive()
+        assert abortable.requests.get(held.message_id) is None
+
+        # As after a restart, or in another process: the request ended with
+        # its TTL for a worker that never held the message while it was in force.
+        restarted = start(redis_broker)
+        wait_until(lambda: ran == ["held"], "the requeued message runs")
+    finally:
+        busy.free()
+        if stopping is None:
+            first.stop()
+        else:
+            stopping.join(WAIT)
+        if restarted is not None:
+            restarted.stop()
+
+
+@pytest.mark.parametrize("event_backend", ["stub"], indirect=True)
+def test_held_messages_that_threads_take_as_their_requests_ttl_ends_are_all_cancelled(
+    stub_broker: StubBroker, abortable: Abortable
+) -> None:
+    # Threads take messages all through the moment the TTL ends, when the
+    # watcher looks which messages the process holds: a message a thread
+    # took just before it, and that starts just after, must be cancelled too.
+    abortable.abort_ttl = SHORT_TTL
+    ran: list[str] = []
+
+    @dramatiq.actor(max_retries=0)
+    def job(name: str) -> None:
+        ran.append(name)
+
+    @dramatiq.actor(max_retries=0)
+    def pace() -> None:
+        time.sleep(PACE)
+
+    busy = Busy()
+    worker = start(stub_broker)
+    try:
+        for round in range(ROUNDS):
+            messages = [job.message(f"{round}.{number}") for number in range(TARGETS)]
+            stop_as_the_ttl_ends(abortable, busy, messages, pace)
+        stub_broker.join(job.queue_name)
+        assert ran == []
+    finally:
+        busy.free()
+        worker.stop()
+
+
+def stop_as_the_ttl_ends(
+    abortable: Abortable,
+    busy: Busy,
+    messages: list[dramatiq.Message[Any]],
+    pace: dramatiq.Actor[[], None],
+) -> None:
+    """Hold every thread, send ``messages``, each after one of ``pace``,
+    stop them while they are held, and free the threads so that they start
+    over a span around the end of their requests' TTL; check that each is
+    cancelled."""
+    busy.freed.clear()
+    busy.take_every_thread()
+    broker = dramatiq.get_broker()
+    for message in messages:
+        pace.send()
+        broker.enqueue(message)
+    ids = {message.message_id for message in messages}
+    wait_until(lambda: ids <= held_ids(abortable), "the worker holds the messages")
+    abortable.abort_many(ids)
+    ttl_ends = time.monotonic() + SHORT_TTL / 1000
+    span = len(messages) * PACE / THREADS
+    wait_until(lambda: time.monotonic() >= ttl_ends - span / 2, "the span begins")
+    busy.free()
+    for message in messages:
+        assert abortable.wait_outcome(message.message_id, WAIT) is Outcome.CANCELLED
 
 
 def test_a_worker_process_cancels_the_held_messages_that_the_cli_stopped_once_a_thread_frees(
