@@ -141,6 +141,47 @@ def test_a_request_and_a_rule_for_held_messages_hold_past_their_ttl_until_the_me
     wait_until(lambda: len(abortable.requests) == 0, "the process forgets the requests")
 
 
+@pytest.mark.parametrize("event_backend", ["stub"], indirect=True)
+def test_a_held_child_of_a_cancelled_parent_is_cancelled_when_threads_free_past_the_ttl(
+    stub_broker: StubBroker, abortable: Abortable
+) -> None:
+    abortable.abort_ttl = SHORT_TTL
+    ran: list[str] = []
+    busy = Busy()
+
+    @dramatiq.actor(max_retries=0)
+    def child() -> None:
+        ran.append("child")
+
+    @dramatiq.actor(max_retries=0, abort_children=True)
+    def parent() -> None:
+        # Sent while it runs: an abort of the parent reaches it.
+        sent.append(child.send())
+        busy.started.release()
+        assert busy.freed.wait(WAIT)
+
+    sent: list[dramatiq.Message[Any]] = []
+    worker = start(stub_broker)
+    try:
+        # The parent and a holding message take both threads.
+        stopped = parent.send()
+        busy.actor.send()
+        for _ in range(THREADS):
+            assert busy.started.acquire(timeout=WAIT)
+        wait_until(lambda: sent[0].message_id in held_ids(abortable), "the child is held")
+        abort(stopped.message_id, mode=AbortMode.CANCEL)
+        never_held = uuid.uuid4().hex
+        abort(never_held)
+        wait_until(lambda: abortable.requests.get(never_held) is None, "the TTL is over")
+
+        busy.free()
+        assert abortable.wait_outcome(sent[0].message_id, WAIT) is Outcome.CANCELLED
+        assert ran == []
+    finally:
+        busy.free()
+        worker.stop()
+
+
 def test_a_request_kept_for_a_held_message_ends_when_the_worker_requeues_it_as_it_shuts_down(
     redis_broker: RedisBroker,
 ) -> None:
