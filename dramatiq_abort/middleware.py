@@ -6,6 +6,7 @@ import datetime
 import functools
 import inspect
 import logging
+import math
 import threading
 import time
 import uuid
@@ -380,6 +381,9 @@ class Abortable(Middleware):
                 return
             watcher, self._watcher = self._watcher, None
         watcher.stop(timeout=5)
+        # The messages it held went back to their queues: another worker
+        # that fetches one finds no request past its TTL.
+        self.requests.forget_kept()
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         # The hot path: every message of every actor comes here.
@@ -649,6 +653,9 @@ class Abortable(Middleware):
         """Stop ``message``, which has begun but not started: it leaves its
         slot at once, whoever calls the hooks, and ends as cancelled."""
         self.executions.end(message)
+        if request.expires_at == math.inf:
+            # Kept past its TTL while the process held the message, which leaves.
+            self.requests.forget_left(message)
         self._stopped(broker, message, Outcome.CANCELLED, request)
 
     def _begin_descendant(

@@ -7,14 +7,23 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .backend import TimedEvent
 from .mode import AbortMode
 from .wire import parse_event
 
-__all__ = ["AbortRequest", "AbortRequests"]
+__all__ = ["EXPIRY_GRACE", "AbortRequest", "AbortRequests", "Looks"]
+
+#: Seconds a request or a rule stays in force in a worker process after its
+#: TTL ended. When the TTL ends, the watcher looks which messages this
+#: process holds (fetched, not started) and keeps the request of each in
+#: force until it starts or leaves; the grace lets a message that a thread
+#: took just before that look find the request as it starts, and covers a
+#: watcher that looks a little late.
+EXPIRY_GRACE = 1.0
 
 
 class AbortRequest(NamedTuple):
@@ -51,10 +60,43 @@ def prevailing(held: AbortRequest | None, received: AbortRequest) -> AbortReques
     return received
 
 
+class Looks:
+    """When the TTLs of requests or rules end: the watcher then looks
+    whether this process holds the messages they stop. A heap of
+    ``(ttl_end, expires_at, key)``; an entry whose key has been recorded
+    again with another expiry since is passed over."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, float, str]] = []
+
+    def add(self, key: str, expires_at: float) -> None:
+        """Look at ``key``, which expires at ``expires_at``, when its TTL ends."""
+        heapq.heappush(self._heap, (expires_at - EXPIRY_GRACE, expires_at, key))
+
+    def next(self) -> float | None:
+        """``time.monotonic()`` of the next look, if any."""
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now: float, expiry: Callable[[str], float | None]) -> list[str]:
+        """The keys whose TTL ended by ``now``, each once; ``expiry`` gives
+        the expiry a key is held with now (``None``: it is gone)."""
+        heap = self._heap
+        keys = []
+        while heap and heap[0][0] <= now:
+            _ttl_end, expires_at, key = heapq.heappop(heap)
+            if expiry(key) == expires_at:
+                keys.append(key)
+        return keys
+
+
 class AbortRequests:
     """The abort requests in force, as one worker process received them.
 
     Looking a request up is a dict access: no lock, no round trip.
+
+    A request lives until its TTL ends, plus :data:`EXPIRY_GRACE`, unless
+    :meth:`keep` keeps it for messages this process holds: it then lives
+    until they are gone from the process (see :meth:`forget_left`).
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -63,6 +105,12 @@ class AbortRequests:
         # Changed in place, never replaced: ``held`` is bound to it.
         self._by_message: dict[str, AbortRequest] = {}
         self._expiries: list[tuple[float, str]] = []
+        self._looks = Looks()
+        #: The messages that keep a request in force past its TTL, by id:
+        #: weak references to the proxies this process fetched, so that the
+        #: table holds no message, and lets a request go once its messages
+        #: are gone (started and done with, requeued, or dropped).
+        self._holders: dict[str, list[weakref.ref[Any]]] = {}
         #: The request held for a message id, expired or not, or ``None``.
         #: A C call with no Python frame, for the path every message takes,
         #: where it is nearly always ``None``; :meth:`get` says whether a
@@ -103,7 +151,7 @@ class AbortRequests:
         except ValueError as e:
             self.logger.warning("Skipping an abort event: %s.", e)
             return None
-        expires_at = now + ttl_left / 1000
+        expires_at = now + ttl_left / 1000 + EXPIRY_GRACE
         # The backend recorded the request ``ttl - ttl_left`` milliseconds ago.
         sent_at = now - max(0, ttl - ttl_left) / 1000
         if wire.mode is AbortMode.CANCEL:
@@ -124,9 +172,77 @@ class AbortRequests:
                 before[message_id] = previous if in_force else None
             request = prevailing(previous, request)
             self._by_message[message_id] = request
-            heapq.heappush(self._expiries, (request.expires_at, message_id))
+            if request.expires_at != math.inf:
+                heapq.heappush(self._expiries, (request.expires_at, message_id))
+                self._looks.add(message_id, request.expires_at)
             self._forget_expired(now)
         return request
+
+    def next_look(self) -> float | None:
+        """``time.monotonic()`` at which the TTL of a request ends next, if any."""
+        with self._lock:
+            return self._looks.next()
+
+    def ending(self, now: float) -> list[AbortRequest]:
+        """The requests whose TTL ended by ``now`` (``time.monotonic()``),
+        each returned once: :meth:`keep` those whose message this process holds."""
+        with self._lock:
+            by_message = self._by_message
+            ids = self._looks.due(
+                now, lambda message_id: getattr(by_message.get(message_id), "expires_at", None)
+            )
+            return [by_message[message_id] for message_id in ids]
+
+    def keep(self, request: AbortRequest, holder: Any) -> None:
+        """Keep ``request`` in force, past its TTL, for as long as the
+        process holds ``holder``: a message it targets, which this process
+        fetched and has not started. A request in force for the message
+        prevails as :func:`prevailing` says."""
+        message_id = request.message_id
+        with self._lock:
+            kept = request._replace(expires_at=math.inf)
+            self._by_message[message_id] = prevailing(self._by_message.get(message_id), kept)
+            holders = self._holders.setdefault(message_id, [])
+            if not any(ref() is holder for ref in holders):
+                holders.append(weakref.ref(holder))
+
+    @property
+    def kept(self) -> int:
+        """How many messages hold requests past their TTL."""
+        return len(self._holders)
+
+    def forget_left(self, leaving: Any = None) -> None:
+        """Let go of the requests kept for messages no longer in the process.
+
+        :param leaving: A message this process is done with (it started, and
+            was cancelled): only its requests are looked at, and it counts
+            as gone already.
+        """
+        with self._lock:
+            ids = list(self._holders) if leaving is None else [leaving.message_id]
+            for message_id in ids:
+                holders = self._holders.get(message_id)
+                if holders is None:
+                    continue
+                holders[:] = [
+                    ref for ref in holders if (held := ref()) is not None and held is not leaving
+                ]
+                if not holders:
+                    self._let_go(message_id)
+
+    def forget_kept(self) -> None:
+        """Let go of every request kept past its TTL: the process holds no
+        message any more, its last worker having shut down."""
+        with self._lock:
+            for message_id in list(self._holders):
+                self._let_go(message_id)
+
+    def _let_go(self, message_id: str) -> None:
+        del self._holders[message_id]
+        request = self._by_message.get(message_id)
+        # A request recorded since has a TTL of its own.
+        if request is not None and request.expires_at == math.inf:
+            del self._by_message[message_id]
 
     def next_expiry(self) -> float | None:
         """``time.monotonic()`` at which the next request expires, if any."""

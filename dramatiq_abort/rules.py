@@ -14,7 +14,7 @@ from dramatiq.common import q_name
 
 from .backend import TimedEvent
 from .mode import AbortMode
-from .requests import AbortRequest
+from .requests import EXPIRY_GRACE, AbortRequest, Looks
 from .wire import parse_rule
 
 __all__ = ["AbortRule", "AbortRules"]
@@ -76,6 +76,10 @@ class AbortRules:
 
     Only the watcher changes the table, and it replaces the indexes rather
     than changing them: a worker thread reads them with no lock.
+
+    A rule lives until its TTL ends, plus :data:`EXPIRY_GRACE`; the watcher
+    turns it into a request kept for each message this process holds that
+    it stops (see :meth:`ending`).
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -83,6 +87,7 @@ class AbortRules:
         self._lock = threading.Lock()
         self._rules: dict[str, AbortRule] = {}
         self._expiries: list[tuple[float, str]] = []
+        self._looks = Looks()
         self._by_actor: dict[str, tuple[AbortRule, ...]] = {}
         self._by_queue: dict[str, tuple[AbortRule, ...]] = {}
         #: Whether any rule is held: the one test that the path every
@@ -140,7 +145,7 @@ class AbortRules:
                     wire.sent_before,
                     interrupts,
                     sent_at + wire.grace / 1000 if interrupts else math.inf,
-                    now + ttl_left / 1000,
+                    now + ttl_left / 1000 + EXPIRY_GRACE,
                     sent_at,
                     wire.reason,
                 )
@@ -151,9 +156,26 @@ class AbortRules:
             for rule in recorded:
                 self._rules[rule.rule_id] = rule
                 heapq.heappush(self._expiries, (rule.expires_at, rule.rule_id))
+                self._looks.add(rule.rule_id, rule.expires_at)
             self._forget_expired(now)
             self._index()
         return recorded
+
+    def next_look(self) -> float | None:
+        """``time.monotonic()`` at which the TTL of a rule ends next, if any."""
+        with self._lock:
+            return self._looks.next()
+
+    def ending(self, now: float) -> list[AbortRule]:
+        """The rules whose TTL ended by ``now`` (``time.monotonic()``), each
+        returned once: the watcher keeps the requests they make for the
+        messages this process holds."""
+        with self._lock:
+            rules = self._rules
+            ids = self._looks.due(
+                now, lambda rule_id: getattr(rules.get(rule_id), "expires_at", None)
+            )
+            return [rules[rule_id] for rule_id in ids]
 
     def next_expiry(self) -> float | None:
         """``time.monotonic()`` at which the next rule expires, if any."""

@@ -21,11 +21,12 @@ from . import nogil
 from .backend import EventBackend, Subscription, TimedEvent
 from .delivery import Executions
 from .execution import Execution
+from .lineage import ANCESTRY, check_ancestry
 from .listing import Answerer
 from .metrics import AbortMetrics
 from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
-from .rules import AbortRules
+from .rules import AbortRule, AbortRules
 from .wire import event_key, is_inquiry, is_rule, parse_inquiry
 
 #: Longest wait between two attempts to reach a backend that fails.
@@ -39,6 +40,9 @@ POLL_WAIT = 1000
 FORGET_DELAY = 1.0
 #: Seconds between two warnings that the backend could not be polled.
 POLL_WARNING_INTERVAL = 10
+#: Seconds between two looks for the messages gone from the process that
+#: requests were kept for past their TTL.
+LEFT_CHECK_INTERVAL = 1.0
 
 
 #: :attr:`Watcher.in_flight` while no subscription is live: a C call that
@@ -85,7 +89,8 @@ class Watcher(threading.Thread):
         #: Where the requests received are counted, if anywhere.
         self.metrics = metrics
         #: The messages this process fetched and has not started, each with
-        #: whether it is delayed: listed in answers beside the running ones.
+        #: whether it is delayed: listed in answers beside the running ones,
+        #: and kept from the expiry of the requests and rules that stop them.
         self.held = held
         #: Set while the watcher is subscribed and caught up.
         self.connected = threading.Event()
@@ -119,6 +124,9 @@ class Watcher(threading.Thread):
         #: that may have been answered already, and an asker that counts a
         #: second answer as another process would stop waiting too soon.
         self._answered: dict[str, float] = {}
+        #: ``time.monotonic()`` of the next look for messages gone from the
+        #: process, while requests are kept for some.
+        self._left_check_at = 0.0
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the watcher and release its subscription."""
@@ -255,10 +263,48 @@ class Watcher(threading.Thread):
                     else:
                         self._drain_wake()
                 self._deliver_due()
-                now = time.monotonic()
-                self.requests.forget_expired(now)
-                self.rules.forget_expired(now)
-                self.executions.switching.expire(now)
+                self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        """Forget the requests and rules past their expiry, once the
+        requests for messages this process holds are kept (see
+        :meth:`_keep_for_held`); put the switch interval back when due."""
+        requests, rules = self.requests.ending(now), self.rules.ending(now)
+        if requests or rules:
+            self._keep_for_held(requests, rules)
+        if self.requests.kept and now >= self._left_check_at:
+            self._left_check_at = now + LEFT_CHECK_INTERVAL
+            self.requests.forget_left()
+        self.requests.forget_expired(now)
+        self.rules.forget_expired(now)
+        self.executions.switching.expire(now)
+
+    def _keep_for_held(self, requests: list[AbortRequest], rules: list[AbortRule]) -> None:
+        """Keep in force, until they start or leave the process, the
+        ``requests`` and ``rules`` whose TTL ends, for the messages waiting
+        here for a thread that they stop: the message of a request, its
+        descendants, those a rule matches. A delayed message is not kept
+        for: at its ETA it goes back to its queue, and leaves the process."""
+        by_message = {request.message_id: request for request in requests}
+        for delayed, message in self.held():
+            if delayed:
+                continue
+            message_id = message.message_id
+            request = by_message.get(message_id)
+            if request is not None:
+                self.requests.keep(request, message)
+            ancestry = message.options.get(ANCESTRY) if by_message else None
+            if ancestry is not None:
+                try:
+                    ancestors = check_ancestry(ancestry)
+                except ValueError:
+                    ancestors = ()  # Warned of as it starts: no abort reaches it.
+                for ancestor in ancestors:
+                    if (request := by_message.get(ancestor)) is not None:
+                        self.requests.keep(request.for_descendant(message_id), message)
+            rule = next((rule for rule in rules if rule.matches(message)), None)
+            if rule is not None:
+                self.requests.keep(rule.request_for(message_id), message)
 
     def _record_requests(self, events: list[TimedEvent], now: float) -> list[AbortRequest]:
         """Record the requests of ``events`` in the table, and count what
@@ -296,9 +342,7 @@ class Watcher(threading.Thread):
     def _poll_forever(self) -> None:
         failures = 0
         while not self._stopping:
-            now = time.monotonic()
-            self.requests.forget_expired(now)
-            self.executions.switching.expire(now)
+            self._expire(time.monotonic())
             try:
                 # The ancestors too: their abort reaches their descendants here.
                 running = self.executions.running_ids() + self.executions.ancestor_ids()
@@ -394,13 +438,20 @@ class Watcher(threading.Thread):
 
     def _until_next_deadline(self) -> float | None:
         """Seconds until the watcher has something to do without an event:
-        a grace that runs out, requests to forget, a switch interval to put back."""
+        a grace that runs out, a TTL that ends, requests to forget, a
+        switch interval to put back."""
         moments = []
         if self._deadlines:
             moments.append(self._deadlines[0][0])
         switching_expires_at = self.executions.switching.expires_at
         if switching_expires_at is not None:
             moments.append(switching_expires_at)
+        # On time: a request may have to be kept before its grace runs out.
+        for look in (self.requests.next_look(), self.rules.next_look()):
+            if look is not None:
+                moments.append(look)
+        if self.requests.kept:
+            moments.append(self._left_check_at)
         for expiry in (self.requests.next_expiry(), self.rules.next_expiry()):
             if expiry is not None:
                 # Late on purpose, so that requests expiring together are

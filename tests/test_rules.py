@@ -19,6 +19,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, Outcome, abort_where
 from dramatiq_abort.backend import TimedEvent
 from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.requests import EXPIRY_GRACE
 from dramatiq_abort.rules import AbortRules
 from dramatiq_abort.wire import rule_event
 
@@ -371,7 +372,8 @@ def test_the_table_finds_the_rule_in_force_that_a_message_was_sent_before() -> N
         *(rule(f"other {n}", 9000, 60_000, actor=f"other-{n}") for n in range(1000)),
         TimedEvent(Event("rule:malformed", {"actor": "job"}), 60_000, 60_000),
     ]
-    expired_at = time.monotonic() + 0.001
+    # In force for the grace past its TTL: see EXPIRY_GRACE.
+    expired_at = time.monotonic() + 0.001 + EXPIRY_GRACE
     assert len(rules.record(events, time.monotonic())) == 1003
     assert rules.in_force
     wait_until(lambda: time.monotonic() > expired_at, "the first rule expires")
