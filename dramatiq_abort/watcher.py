@@ -237,7 +237,7 @@ class Watcher(threading.Thread):
                 failures += 1
                 delay = backoff(failures)
                 self._log_failure("reach", failures, e, delay)
-                self._sleep(delay)
+                self._back_off(delay)
 
     def _log_failure(self, what: str, failures: int, error: Exception, delay: float) -> None:
         """One line per failed attempt; the traceback only at DEBUG, where it
@@ -364,7 +364,7 @@ class Watcher(threading.Thread):
                 failures += 1
                 delay = max(POLL_WAIT / 1000, backoff(failures))
                 self._log_failure("poll", failures, e, delay)
-                self._sleep(delay)
+                self._back_off(delay)
 
     def _record(self, events: Iterable[TimedEvent]) -> list[TimedEvent]:
         """Record and deliver the requests and rules of ``events``; return
@@ -460,6 +460,21 @@ class Watcher(threading.Thread):
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())
+
+    def _back_off(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next attempt to reach the backend,
+        doing meanwhile what needs none: the requests it already delivered
+        force their messages when their grace runs out, and those whose TTL
+        ends are kept for the messages this process holds."""
+        until = time.monotonic() + seconds
+        while not self._stopping:
+            now = time.monotonic()
+            self._deliver_due()
+            self._expire(now)
+            if now >= until:
+                return
+            next_deadline = self._until_next_deadline()
+            self._sleep(until - now if next_deadline is None else min(until - now, next_deadline))
 
     def _sleep(self, seconds: float) -> None:
         if select.select([self._wake_r], [], [], seconds)[0]:

@@ -17,10 +17,11 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure
 
 from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_where
+from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.middleware import abortable_of
 from dramatiq_abort.requests import EXPIRY_GRACE
 
-from .support import WAIT, App, recorded, wait_until
+from .support import WAIT, App, PrivateRedis, recorded, spin_until_aborted, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -229,6 +230,62 @@ def test_a_request_kept_for_a_held_message_ends_when_the_worker_requeues_it_as_i
             stopping.join(WAIT)
         if restarted is not None:
             restarted.stop()
+
+
+def test_a_held_message_is_cancelled_and_a_grace_runs_out_while_the_backend_is_down(
+    stub_broker: StubBroker, private_redis: PrivateRedis, namespace: str
+) -> None:
+    # The watcher backs off between attempts to reach its backend again:
+    # what it already received must still take effect on time meanwhile.
+    abortable = Abortable(
+        backend=RedisBackend.from_url(private_redis.url, namespace=namespace), abort_ttl=SHORT_TTL
+    )
+    stub_broker.add_middleware(abortable)
+    ran: list[str] = []
+    interrupted = threading.Event()
+
+    @dramatiq.actor(max_retries=0)
+    def job(name: str) -> None:
+        ran.append(name)
+
+    @dramatiq.actor(max_retries=0)
+    def graceful() -> None:
+        spin_until_aborted(busy.started.release, interrupted.set)
+
+    busy = Busy()
+    worker = start(stub_broker)
+    try:
+        # One thread runs a message that is given a grace, the other is
+        # held: the message sent next waits for a thread.
+        running = graceful.send()
+        busy.actor.send()
+        for _ in range(THREADS):
+            assert busy.started.acquire(timeout=WAIT), "both threads are taken"
+        held = job.send("held")
+        wait_until(lambda: held.message_id in held_ids(abortable), "the worker holds the message")
+        abort(held.message_id, mode=AbortMode.CANCEL)
+        grace = 1000
+        abort(running.message_id, abort_timeout=grace)
+        wait_until(
+            lambda: (
+                abortable.get_abort_request(running.message_id) is not None
+                and abortable.requests.get(held.message_id) is not None
+            ),
+            "the watcher received both requests",
+        )
+        private_redis.stop()
+        assert interrupted.wait(WAIT), "the grace ran out while the backend was down"
+        watcher = abortable._watcher
+        assert watcher is not None and not watcher.connected.is_set()
+
+        ttl_over = time.monotonic() + SHORT_TTL / 1000 + EXPIRY_GRACE
+        wait_until(lambda: time.monotonic() > ttl_over, "the TTL and its grace are over")
+        busy.free()
+        stub_broker.join(job.queue_name, timeout=int(WAIT * 1000))
+        assert ran == []
+    finally:
+        busy.free()
+        worker.stop()
 
 
 @pytest.mark.parametrize("event_backend", ["stub"], indirect=True)
