@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Files a package ships beside its modules: the page's files and the
 #: PEP 561 markers. A build that loses one still succeeds.
 DATA_FILES = ["*/py.typed", "dramatiq_abort/static/*"]
+#: The license's texts: the LGPL, and the GPL it adds its permissions to.
+LICENSE_FILES = ["COPYING", "COPYING.LESSER"]
 #: Files a build from the sdist needs besides the packages.
-SDIST_FILES = ["pyproject.toml", "README.md", "PKG-INFO"]
+SDIST_FILES = ["pyproject.toml", "README.md", "PKG-INFO", *LICENSE_FILES]
 #: Extras for developers only: the others are what users install.
 DEVELOPER_EXTRAS = {"dev"}
 
@@ -81,6 +83,12 @@ def shipped_problems(wheel_files: set[str], sdist_files: set[str]) -> list[str]:
     problems = [f"{name} is missing from the wheel" for name in sorted(expected - wheel_files)]
     problems += [
         f"{name} is missing from the sdist" for name in SDIST_FILES if name not in sdist_files
+    ]
+    licenses = {name.rpartition("/")[2] for name in wheel_files if ".dist-info/licenses/" in name}
+    problems += [
+        f"{name} is missing from the wheel's licenses"
+        for name in LICENSE_FILES
+        if name not in licenses
     ]
     return problems
 
