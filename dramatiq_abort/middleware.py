@@ -54,7 +54,7 @@ from .requests import AbortRequest, AbortRequests, prevailing
 from .rules import AbortRules
 from .settings import UNSET, OrUnset
 from .watcher import Watcher
-from .wire import events_for, rule_event
+from .wire import event_key, events_for, key_message_id, rule_event
 
 __all__ = [
     "AbortMode",
@@ -236,6 +236,18 @@ class Abortable(Middleware):
     @property
     def actor_options(self) -> set[str]:
         return {"abortable", "abort_children"}
+
+    @staticmethod
+    def id_to_key(message_id: str, mode: AbortMode = AbortMode.ABORT) -> str:
+        """The key under which the backend holds the ``mode`` request for
+        ``message_id``, as in dramatiq-abort 1.x: ``backend.poll(key)``
+        returns the request while it is in force."""
+        return event_key(message_id, mode)
+
+    @staticmethod
+    def key_to_id(key: str) -> str:
+        """The message id in ``key``, a key that :meth:`id_to_key` made."""
+        return key_message_id(key)
 
     def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: AnyMessage) -> bool:
         """Whether ``message`` of ``actor`` may be aborted: its

@@ -15,7 +15,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import SkipMessage
 
-from dramatiq_abort import Abortable, AbortMode, EventBackend, abort, abort_requested
+from dramatiq_abort import Abortable, AbortMode, Event, EventBackend, abort, abort_requested
 from dramatiq_abort.backends import StubBackend
 from dramatiq_abort.lineage import ANCESTRY
 
@@ -233,3 +233,19 @@ def test_an_actor_option_of_none_leaves_abort_children_to_the_middleware(
     finally:
         middleware.after_process_message(stub_broker, running, result=None)
     assert sent.options[ANCESTRY] == [running.message_id]
+
+
+def test_id_to_key_names_the_key_under_which_the_backend_holds_a_request(
+    stub_broker: StubBroker, event_backend: EventBackend
+) -> None:
+    middleware = Abortable(backend=event_backend)
+    stub_broker.add_middleware(middleware)
+    abort("some-message", middleware=middleware, mode=AbortMode.CANCEL)
+
+    cancel = Abortable.id_to_key("some-message", AbortMode.CANCEL)
+    assert cancel == "cancel:some-message"
+    assert event_backend.poll(cancel) == Event(cancel, {})
+    assert middleware.key_to_id(cancel) == "some-message"
+    # A cancel is no abort: nothing under the key of one, the default mode.
+    assert middleware.id_to_key("some-message") == "abort:some-message"
+    assert event_backend.poll(middleware.id_to_key("some-message")) is None
