@@ -11,12 +11,13 @@ from typing import Any, Callable, Union
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import SkipMessage
 
 from dramatiq_abort import Abortable, AbortMode, Event, EventBackend, abort, abort_requested
-from dramatiq_abort.backends import StubBackend
+from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.lineage import ANCESTRY
 
 from .support import WAIT, spin_until_aborted
@@ -249,3 +250,24 @@ def test_id_to_key_names_the_key_under_which_the_backend_holds_a_request(
     # A cancel is no abort: nothing under the key of one, the default mode.
     assert middleware.id_to_key("some-message") == "abort:some-message"
     assert event_backend.poll(middleware.id_to_key("some-message")) is None
+
+
+def test_a_redis_namespace_set_after_construction_holds_every_key(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    backend = RedisBackend(client=redis_client, namespace=namespace + "first:")
+    # As 1.x's tests set it.
+    backend.namespace = namespace + "second:"
+    event = Event(key="test_key", params={})
+    backend.notify([event], 60_000)
+    assert backend.wait_many([event.key], timeout=1000) == event
+
+    second = RedisBackend(client=redis_client, namespace=namespace + "second:")
+    first = RedisBackend(client=redis_client, namespace=namespace + "first:")
+    assert second.poll("test_key") == event
+    assert first.poll("test_key") is None
+    # Its workers subscribe where the other processes of the namespace publish.
+    assert (backend.channel, backend.outcomes_channel) == (second.channel, second.outcomes_channel)
+    with pytest.raises(ValueError, match="namespace must be a non-empty str, not ''"):
+        backend.namespace = ""
+    assert backend.namespace == namespace + "second:"
