@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import dramatiq
 import pytest
@@ -18,6 +18,7 @@ from dramatiq.middleware import SkipMessage
 
 from dramatiq_abort import Abortable, AbortMode, Event, EventBackend, abort, abort_requested
 from dramatiq_abort.backends import RedisBackend, StubBackend
+from dramatiq_abort.dramatiq_internals import AnyMessage
 from dramatiq_abort.lineage import ANCESTRY
 
 from .support import WAIT, spin_until_aborted
@@ -58,8 +59,6 @@ ABORTABLE = [
     (False, False, True, True),
     (False, False, False, False),
 ]
-
-AnyMessage = Union[MessageProxy, "dramatiq.Message[Any]"]
 
 #: What the hooks are handed: the plain ``Message`` that 1.x's callers
 #: pass, or the ``MessageProxy`` that a worker passes.
