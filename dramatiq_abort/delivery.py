@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, NoReturn, TypeVar
 
-from dramatiq.broker import MessageProxy
 from dramatiq.middleware.threading import is_gevent_active
 
-from .dramatiq_internals import DramatiqInternals
+from .dramatiq_internals import AnyMessage, DramatiqInternals
 from .errors import Abort
 from .execution import STARTING, AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
@@ -180,7 +179,7 @@ class Executions:
         which runs its actor's coroutine."""
         self._adopted.set(execution)
 
-    def begin(self, message: MessageProxy, message_id: str) -> Execution:
+    def begin(self, message: AnyMessage, message_id: str) -> Execution:
         """Register the calling thread as processing ``message``. The caller
         then reads the table of requests, and cancels ``message`` if one is
         in force, before any later middleware runs (see the class's docstring)."""
@@ -193,7 +192,7 @@ class Executions:
         )
         return execution
 
-    def end(self, message: MessageProxy) -> Execution | None:
+    def end(self, message: AnyMessage) -> Execution | None:
         """Forget the calling thread's execution of ``message``, once the
         message is done with (run or skipped), and return it; ``None`` if
         the thread did not register ``message``."""

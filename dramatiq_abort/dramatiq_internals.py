@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from queue import PriorityQueue
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -71,12 +71,26 @@ def _wraps_message() -> bool:
 #: Whether a ``MessageProxy`` keeps its message in ``_message``.
 _WRAPS_MESSAGE = _wraps_message()
 
+#: What the middleware's hooks take: the ``MessageProxy`` a worker runs,
+#: or the plain ``Message`` that the callers of dramatiq-abort 1.x pass.
+AnyMessage = Union[MessageProxy, "dramatiq.Message[Any]"]
+
 #: The message inside a ``MessageProxy``, whose attributes read at the cost
 #: of a plain read where the proxy forwards each through ``__getattr__``;
-#: the proxy itself when dramatiq no longer wraps messages so.
-message_of: Callable[[MessageProxy], Any] = (
+#: the proxy itself when dramatiq no longer wraps messages so. Raises
+#: ``AttributeError`` on a plain ``Message``: see :func:`unwrapped`.
+message_of: Callable[[AnyMessage], Any] = (
     operator.attrgetter("_message") if _WRAPS_MESSAGE else lambda proxy: proxy
 )
+
+
+def unwrapped(message: AnyMessage) -> Any:
+    """The message that ``message`` is or wraps, as :data:`message_of`
+    reads it, for the calls off the hot path (see :data:`AnyMessage`)."""
+    try:
+        return message_of(message)
+    except AttributeError:
+        return message
 
 
 class DramatiqInternals:
@@ -208,9 +222,7 @@ class DramatiqInternals:
         return True
 
 
-def result_options(
-    broker: dramatiq.Broker, message: MessageProxy | dramatiq.Message[Any] | None
-) -> tuple[Any, bool, int]:
+def result_options(broker: dramatiq.Broker, message: AnyMessage | None) -> tuple[Any, bool, int]:
     """``broker``'s ``Results`` middleware (or ``None``), whether it stores
     the result of ``message``, and for how many milliseconds: the message's
     option, else its actor's, else the middleware's, as ``Results`` decides.
@@ -230,7 +242,7 @@ def result_options(
     return results, bool(store), ttl
 
 
-def store_no_result(message: MessageProxy) -> None:
+def store_no_result(message: AnyMessage) -> None:
     """Stop ``Results`` from storing what ``message`` ends with: ``None``
     once it is skipped (over a failure stored for it already), or the
     ``None`` an ignored task returns."""

@@ -7,9 +7,8 @@ import threading
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from dramatiq.broker import MessageProxy
-
 if TYPE_CHECKING:
+    from .dramatiq_internals import AnyMessage
     from .interrupters import Interrupter
     from .requests import AbortRequest
 
@@ -93,7 +92,7 @@ class Execution:
 
     def __init__(
         self,
-        message: MessageProxy,
+        message: AnyMessage,
         message_id: str,
         thread_id: int,
         interrupter: Interrupter,

@@ -12,7 +12,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn, TypeAlias
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -36,11 +36,13 @@ from .checks import (
 )
 from .delivery import Executions
 from .dramatiq_internals import (
+    AnyMessage,
     DramatiqInternals,
     message_of,
     middleware_of,
     result_options,
     store_no_result,
+    unwrapped,
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
 from .execution import Execution
@@ -53,7 +55,7 @@ from .requests import AbortRequest, AbortRequests, prevailing
 from .rules import AbortRules
 from .settings import UNSET, OrUnset
 from .watcher import Watcher
-from .wire import events_for, rule_event
+from .wire import event_key, events_for, key_message_id, rule_event
 
 __all__ = [
     "AbortMode",
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 #: What names a message: its id, the message, or the proxy a worker runs it as.
-MessageRef = Union[str, "dramatiq.Message[Any]", MessageProxy]
+MessageRef: TypeAlias = "str | AnyMessage"
 
 #: Default milliseconds an abort request stays valid for a message that
 #: has not started: as in dramatiq-abort 1.x.
@@ -152,7 +154,8 @@ class Abortable(Middleware):
 
     :param backend: Where abort requests are recorded and pushed from.
     :param abortable: Whether actors are abortable unless they say
-        otherwise; by default, ``True``.
+        otherwise; by default, ``True``. ``None`` counts as not given, as
+        it does in the ``abortable`` option of actors and messages.
     :param abort_children: Whether an abort of a message reaches, unless its
         actor says otherwise, the messages it enqueues while it runs (in its
         worker thread or its coroutine), the later steps of the pipelines and
@@ -179,12 +182,14 @@ class Abortable(Middleware):
         self,
         *,
         backend: EventBackend | None = None,
-        abortable: OrUnset[bool] = UNSET,
+        abortable: OrUnset[bool | None] = UNSET,
         abort_children: OrUnset[bool] = UNSET,
         abort_ttl: OrUnset[int] = UNSET,
         boot_timeout: OrUnset[float] = UNSET,
         metrics: OrUnset[bool | None] = UNSET,
     ) -> None:
+        if abortable is None:
+            abortable = UNSET
         given = {
             name: value
             for name, value in (
@@ -233,9 +238,26 @@ class Abortable(Middleware):
     def actor_options(self) -> set[str]:
         return {"abortable", "abort_children"}
 
-    def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: MessageProxy) -> bool:
-        """Whether ``message`` of ``actor`` may be aborted."""
-        abortable = message_of(message).options.get("abortable")
+    @staticmethod
+    def id_to_key(message_id: str, mode: AbortMode = AbortMode.ABORT) -> str:
+        """The key under which the backend holds the ``mode`` request for
+        ``message_id``, as in dramatiq-abort 1.x: ``backend.poll(key)``
+        returns the request while it is in force."""
+        return event_key(message_id, mode)
+
+    @staticmethod
+    def key_to_id(key: str) -> str:
+        """The message id in ``key``, a key that :meth:`id_to_key` made."""
+        return key_message_id(key)
+
+    def is_abortable(self, actor: dramatiq.Actor[Any, Any], message: AnyMessage) -> bool:
+        """Whether ``message`` of ``actor`` may be aborted: its
+        ``abortable`` option, else its actor's, else this middleware's
+        default; an option of ``None`` counts as not given.
+
+        :param message: The ``MessageProxy`` a worker runs, or a plain ``Message``.
+        """
+        abortable = unwrapped(message).options.get("abortable")
         if isinstance(abortable, bool):
             return abortable
         if abortable is not None:
@@ -246,18 +268,19 @@ class Abortable(Middleware):
                 message.message_id,
                 abortable,
             )
-        return bool(actor.options.get("abortable", self.abortable))
+        abortable = actor.options.get("abortable")
+        return self.abortable if abortable is None else bool(abortable)
 
     def passes_aborts_on(self, broker: dramatiq.Broker, execution: Execution) -> bool:
         """Whether an abort of the message of ``execution`` reaches the
         messages it enqueues: the ``abort_children`` option of the message,
-        else of its actor, else this middleware's."""
-        passes = message_of(execution.message).options.get("abort_children")
+        else of its actor, else this middleware's; ``None`` counts as not given."""
+        passes = unwrapped(execution.message).options.get("abort_children")
         if isinstance(passes, bool):
             return passes
         actor = broker.actors.get(execution.message.actor_name)
-        options = {} if actor is None else actor.options
-        return bool(options.get("abort_children", self.abort_children))
+        passes = None if actor is None else actor.options.get("abort_children")
+        return self.abort_children if passes is None else bool(passes)
 
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
@@ -385,18 +408,26 @@ class Abortable(Middleware):
         # that fetches one finds no request past its TTL.
         self.requests.forget_kept()
 
-    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: AnyMessage) -> None:
         # The hot path: every message of every actor comes here.
-        inner = message_of(message)
+        try:
+            inner = message_of(message)
+        except AttributeError:
+            # A plain Message, as dramatiq-abort 1.x's callers pass: not a
+            # worker's, which passes a MessageProxy (a try costs it nothing).
+            inner = message
         actor = broker.actors.get(inner.actor_name)
         if actor is None:
             return  # The worker fails the message right after.
-        # Most messages leave the option to their actor: no call for them.
-        if not (
+        # Most messages leave the option to their actor, and most actors to
+        # this middleware: no call for them. The call settles the rest: a
+        # message's option, or an actor's of None (as 1.x's callers give it).
+        abortable = (
             actor.options.get("abortable", self.abortable)
             if inner.options.get("abortable") is None
-            else self.is_abortable(actor, message)
-        ):
+            else None
+        )
+        if not abortable and (abortable is False or not self.is_abortable(actor, message)):
             return
         message_id = inner.message_id
         # Registered before the table is read (see Executions): a request
@@ -422,7 +453,7 @@ class Abortable(Middleware):
     def after_process_message(
         self,
         broker: dramatiq.Broker,
-        message: MessageProxy,
+        message: AnyMessage,
         *,
         result: Any | None = None,
         exception: BaseException | None = None,
@@ -432,7 +463,7 @@ class Abortable(Middleware):
             outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
             self._record_outcome(message, outcome, execution.request)
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+    def after_skip_message(self, broker: dramatiq.Broker, message: AnyMessage) -> None:
         self.executions.end(message)
 
     def abort(
@@ -648,7 +679,7 @@ class Abortable(Middleware):
         return check_milliseconds("abort_ttl", abort_ttl, positive=True)
 
     def _cancel(
-        self, broker: dramatiq.Broker, message: MessageProxy, request: AbortRequest
+        self, broker: dramatiq.Broker, message: AnyMessage, request: AbortRequest
     ) -> NoReturn:
         """Stop ``message``, which has begun but not started: it leaves its
         slot at once, whoever calls the hooks, and ends as cancelled."""
@@ -659,7 +690,7 @@ class Abortable(Middleware):
         self._stopped(broker, message, Outcome.CANCELLED, request)
 
     def _begin_descendant(
-        self, broker: dramatiq.Broker, message: MessageProxy, execution: Execution, ancestry: object
+        self, broker: dramatiq.Broker, message: AnyMessage, execution: Execution, ancestry: object
     ) -> None:
         """Index ``execution`` under its ``ancestry`` (the option its message
         carries), then cancel it if an abort of one of them is in force."""
@@ -688,7 +719,7 @@ class Abortable(Middleware):
             self._cancel(broker, message, found.for_descendant(execution.message_id))
 
     def _cancel_by_rule(
-        self, broker: dramatiq.Broker, message: MessageProxy, inner: dramatiq.Message[Any]
+        self, broker: dramatiq.Broker, message: AnyMessage, inner: dramatiq.Message[Any]
     ) -> None:
         """Cancel ``message`` if a rule in force stops it. A method of its
         own: the lines it holds would cost every message even unrun."""
@@ -699,7 +730,7 @@ class Abortable(Middleware):
     def _stopped(
         self,
         broker: dramatiq.Broker,
-        message: MessageProxy,
+        message: AnyMessage,
         outcome: Outcome,
         request: AbortRequest | None,
     ) -> NoReturn:
@@ -740,7 +771,7 @@ class Abortable(Middleware):
         raise error
 
     def _record_outcome(
-        self, message: MessageProxy, outcome: Outcome, request: AbortRequest | None
+        self, message: AnyMessage, outcome: Outcome, request: AbortRequest | None
     ) -> None:
         # Only messages an abort request reached get here: no cost per message.
         if self.metrics is not None:

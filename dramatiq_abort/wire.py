@@ -79,6 +79,12 @@ def event_key(message_id: str, mode: AbortMode) -> str:
     return f"{mode.value}{SEPARATOR}{message_id}"
 
 
+def key_message_id(key: str) -> str:
+    """The message id in ``key``, the key of a request event (see
+    :func:`event_key`); read as dramatiq-abort 1.x reads it."""
+    return key.split(SEPARATOR, 1)[-1]
+
+
 def rule_key(rule_id: str) -> str:
     """The key of the event that carries the rule ``rule_id``."""
     return f"{RULE}{SEPARATOR}{rule_id}"

@@ -119,6 +119,18 @@ def _hash_tag(key: str) -> str:
     return key[start + 1 : end] if start >= 0 and end > start + 1 else ""
 
 
+def _prefix_of(namespace: object) -> str:
+    """What every key and channel of ``namespace`` starts with; ``ValueError``
+    when it is not a namespace."""
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"namespace must be a non-empty str, not {namespace!r:.100}")
+    check_text("namespace", namespace)
+    prefix = namespace if _hash_tag(namespace) else namespace + HASH_TAG
+    if not _hash_tag(prefix):
+        raise ValueError(f"namespace {namespace!r} holds an empty hash tag '{{}}'")
+    return prefix
+
+
 def _split_cluster_flag(url: str) -> tuple[str, bool]:
     """``url`` without its ``cluster`` query parameter, and that parameter."""
     parts = urlsplit(url)
@@ -172,12 +184,7 @@ class RedisBackend(EventBackend):
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         plain_reads: bool | None = None,
     ) -> None:
-        if not isinstance(namespace, str) or not namespace:
-            raise ValueError(f"namespace must be a non-empty str, not {namespace!r:.100}")
-        check_text("namespace", namespace)
-        prefix = namespace if _hash_tag(namespace) else namespace + HASH_TAG
-        if not _hash_tag(prefix):
-            raise ValueError(f"namespace {namespace!r} holds an empty hash tag '{{}}'")
+        _prefix_of(namespace)
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload <= 0:
             raise ValueError(f"max_payload must be a positive number of bytes, not {max_payload!r}")
         if client is not None and not callable(getattr(client, "register_script", None)):
@@ -193,15 +200,27 @@ class RedisBackend(EventBackend):
         self.plain_reads = plain_reads
         self.client: Any = client if client is not None else redis.Redis()
         self.namespace = namespace
+        self._notify = self.client.register_script(_NOTIFY)
+        self._recorded = self.client.register_script(_RECORDED)
+        self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
+        self._answer = self.client.register_script(_ANSWER)
+
+    @property
+    def namespace(self) -> str:
+        """The ``namespace`` parameter. Set anew, as the callers of
+        dramatiq-abort 1.x may, every key and channel follows it: set it
+        before the backend is used."""
+        return self._namespace
+
+    @namespace.setter
+    def namespace(self, namespace: str) -> None:
+        prefix = _prefix_of(namespace)
+        self._namespace = namespace
         #: What every key and channel name starts with.
         self.prefix = prefix
         self.index_key = prefix + "index"
         self.channel = prefix + "events"
         self.outcomes_channel = prefix + "outcomes"
-        self._notify = self.client.register_script(_NOTIFY)
-        self._recorded = self.client.register_script(_RECORDED)
-        self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
-        self._answer = self.client.register_script(_ANSWER)
 
     @classmethod
     def from_url(cls, url: str, *args: Any, **kwargs: Any) -> RedisBackend:
