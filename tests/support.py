@@ -159,7 +159,8 @@ class App:
 
     The first command starts at once; :meth:`start_workers` starts more on
     the same queue. Reports, and the RedisBroker, live on ``redis_url``;
-    the abort backend on ``abort_redis_url`` (by default the same). ``env``
+    the abort backend on ``abort_redis_url`` (by default the same). Two
+    Apps may run at once, on different Redis databases. ``env``
     adds to the commands' environment, such as ``dramatiq_queue_prefetch``.
     """
 
@@ -197,6 +198,10 @@ class App:
         import tests.programs.cli_app as app
 
         self.app = importlib.reload(app)
+        #: This application's broker and actor: a second App reloads the
+        #: module, whose names then hold the second one's.
+        self.broker = self.app.broker
+        self.work = self.app.work
         self.reports = redis.Redis.from_url(redis_url)
         self.backend = RedisBackend.from_url(self.abort_redis_url, namespace=namespace)
         self.middleware = Abortable(backend=self.backend)
@@ -218,7 +223,7 @@ class App:
 
     def send(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
         token = uuid.uuid4().hex
-        return token, self.app.work.send_with_options(args=(token, mode), **options)
+        return token, self.work.send_with_options(args=(token, mode), **options)
 
     def report(self, token: str, timeout: float = WAIT) -> str | None:
         """The next thing the worker processes reported of ``token``."""
@@ -265,13 +270,13 @@ class App:
             steps.callback(self._restore_environment)
             steps.callback(self.backend.client.close)
             steps.callback(self.reports.close)
-            steps.callback(self.app.broker.close)
+            steps.callback(self.broker.close)
             steps.callback(self._delete_queues)
             for command in self.commands:
                 steps.callback(stop_process_group, command)
 
     def _delete_queues(self) -> None:
-        broker = self.app.broker
+        broker = self.broker
         if hasattr(broker, "channel"):
             for name in (self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"):
                 broker.channel.queue_delete(name)

@@ -119,6 +119,14 @@ def _hash_tag(key: str) -> str:
     return key[start + 1 : end] if start >= 0 and end > start + 1 else ""
 
 
+def _database(client: Any) -> int:
+    """The number of the database that ``client`` selects: 0 on a cluster,
+    which has no other."""
+    if isinstance(client, RedisCluster):
+        return 0
+    return int(client.connection_pool.connection_kwargs.get("db") or 0)
+
+
 def _split_cluster_flag(url: str) -> tuple[str, bool]:
     """``url`` without its ``cluster`` query parameter, and that parameter."""
     parts = urlsplit(url)
@@ -140,9 +148,12 @@ class RedisBackend(EventBackend):
     tag (``{aborts}:``) unless the namespace has one: all of them are in one
     slot of a cluster. Each event is a key ``prefix + event.key`` holding
     its parameters for its TTL; ``prefix + "index"`` indexes them by expiry,
-    and every notification is published on ``prefix + "events"``. Workers
-    subscribe once per process, on the node that holds the keys, and issue
-    no command while nothing is aborted.
+    and every notification is published on ``prefix + "db<n>:events"``,
+    ``n`` being the client's database: Redis hands what is published to the
+    subscribers of every database (and of every node of a cluster), so
+    applications on different databases of one server never hear each
+    other. Workers subscribe once per process, on the node that holds the
+    keys, and issue no command while nothing is aborted.
 
     :param client: The redis-py client: a ``redis.Redis`` (one from a
         Sentinel's ``master_for()`` too) or a ``redis.cluster.RedisCluster``.
@@ -195,8 +206,13 @@ class RedisBackend(EventBackend):
         #: What every key and channel name starts with.
         self.prefix = prefix
         self.index_key = prefix + "index"
-        self.channel = prefix + "events"
-        self.outcomes_channel = prefix + "outcomes"
+        # Channels are server-wide; keys are not: the database in the name
+        # keeps apart what the keys of each database keep apart.
+        channels = f"{prefix}db{_database(self.client)}:"
+        #: The channel of every notification: requests, rules, inquiries.
+        self.channel = channels + "events"
+        #: The channel on which a recorded outcome names its message.
+        self.outcomes_channel = channels + "outcomes"
         self._notify = self.client.register_script(_NOTIFY)
         self._recorded = self.client.register_script(_RECORDED)
         self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
@@ -403,11 +419,16 @@ class RedisBackend(EventBackend):
     def listen(self, channel: str) -> Channel:
         """A new connection subscribed to ``channel`` on the node that holds
         this backend's keys, where its scripts publish."""
+        kind = PubSubChannel if self.plain_reads else RawChannel
+        return kind(self._node_client(), channel, self.max_payload)
+
+    def _node_client(self) -> Any:
+        """The ``redis.Redis`` of the node that holds this backend's keys:
+        the client itself, unless it is a cluster's."""
         client = self.client
         if isinstance(client, RedisCluster):
-            client = client.get_redis_connection(client.get_node_from_key(self.index_key))
-        kind = PubSubChannel if self.plain_reads else RawChannel
-        return kind(client, channel, self.max_payload)
+            return client.get_redis_connection(client.get_node_from_key(self.index_key))
+        return client
 
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
