@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -28,6 +30,7 @@ from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abo
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.cli import main
 from dramatiq_abort.watcher import Watcher
+from dramatiq_abort.wire import is_inquiry
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0
@@ -478,3 +481,42 @@ def backend_in(url: str, namespace: str, kind: Any = PostgresBackend) -> Iterato
         steps.callback(backend.close)
         steps.callback(backend.drop)
         yield backend
+
+
+#: A socket timeout for a client, in seconds, shorter than the waits of
+#: :func:`assert_waits_outlast_the_socket_timeout`.
+SHORT_SOCKET_TIMEOUT = 1.0
+#: Those waits, in seconds: over twice the socket timeout.
+LONG_WAIT = 2.5
+
+
+def assert_waits_outlast_the_socket_timeout(backend: RedisBackend) -> None:
+    """Check that each wait of ``backend``, whose client gives up a read
+    after ``SHORT_SOCKET_TIMEOUT``, lasts the ``LONG_WAIT`` asked and ends
+    as a wait ends rather than with the client's timeout: a listing with a
+    worker process that never answers, an outcome, an event; and that a
+    subscription idle all that time still receives."""
+    # A subscription nobody reads: a worker process that is stuck.
+    silent = backend.subscribe()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            # At once, but not with wait_many(), which the listing would
+            # count as one more worker process.
+            outcome = pool.submit(backend.wait_outcome, "no-such-message", LONG_WAIT)
+            listing = Abortable(backend=backend).running_messages(timeout=LONG_WAIT)
+            assert outcome.result(WAIT) is None
+        assert listing.answered == 0
+        # Unknown on a cluster, whose nodes count only their own subscribers.
+        assert listing.expected in (1, None)
+        assert time.monotonic() - started >= LONG_WAIT
+        started = time.monotonic()
+        assert backend.wait_many(["abort:no-such-message"], int(LONG_WAIT * 1000)) is None
+        assert time.monotonic() - started >= LONG_WAIT
+        # The listing's inquiry came long ago: received, it leaves nothing.
+        assert all(is_inquiry(timed.event) for timed in silent.receive())
+        backend.notify([Event("abort:idle-listener", {})], ttl=60_000)
+        assert select.select([silent.fileno()], [], [], WAIT)[0]
+        assert [timed.event.key for timed in silent.receive()] == ["abort:idle-listener"]
+    finally:
+        silent.close()

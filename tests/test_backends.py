@@ -23,7 +23,10 @@ from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.backends.redis import KEEPALIVE
 
 from .support import (
+    SHORT_SOCKET_TIMEOUT,
     WAIT,
+    assert_waits_outlast_the_socket_timeout,
+    delete_namespace,
     free_port,
     spin_until_aborted,
 )
@@ -136,6 +139,23 @@ def test_redis_channels_are_named_after_the_database_as_well_as_the_namespace() 
     assert backend(sentinel.master_for("primary", db=6)).channel == on_6.channel
     # A namespace that ends like a database's name cannot meet another's channel.
     assert backend(redis.Redis(db=0), "app:{aborts}:db3:").channel != on_3.channel
+
+
+@pytest.mark.parametrize("plain_reads", [False, True], ids=["own-reads", "plain-reads"])
+def test_redis_waits_longer_than_the_clients_socket_timeout_end_as_waits(
+    redis_url: str, namespace: str, plain_reads: bool
+) -> None:
+    # redis-py fails a read that waits longer than its socket timeout: a
+    # listing that waited longer for a paused worker process failed with
+    # "Timeout reading from" instead of saying who answered.
+    client = redis.Redis.from_url(redis_url, socket_timeout=SHORT_SOCKET_TIMEOUT)
+    try:
+        assert_waits_outlast_the_socket_timeout(
+            RedisBackend(client=client, namespace=namespace, plain_reads=plain_reads)
+        )
+    finally:
+        delete_namespace(client, namespace)
+        client.close()
 
 
 @pytest.mark.parametrize("message_id", ["a:b", "*", "with space", "ünïcødé-✓", "abort:nested"])

@@ -22,7 +22,9 @@ import redis
 from dramatiq_abort import Outcome
 
 from .support import (
+    LONG_WAIT,
     ROOT,
+    SHORT_SOCKET_TIMEOUT,
     WAIT,
     App,
     delete_namespace,
@@ -160,6 +162,42 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
         ]
     finally:
         stop_them(app, list(pids))
+
+
+def test_a_listing_longer_than_the_clients_socket_timeout_says_who_answered_and_who_did_not(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    # redis-py fails a read that waits longer than its socket timeout: a
+    # listing that waited longer for a paused process failed with "Timeout
+    # reading from", from the API and the command alike.
+    app = App(
+        "redis",
+        redis_url,
+        namespace,
+        abort_redis_url=f"{redis_url}?socket_timeout={SHORT_SOCKET_TIMEOUT}",
+        env=ONE_AT_A_TIME,
+    )
+    try:
+        wait_ready(app)
+        pids = run_on_both_processes(app)
+        paused_id, paused_pid = next(iter(pids.items()))
+        os.kill(paused_pid, signal.SIGSTOP)
+        try:
+            listed = app.middleware.running_messages(timeout=LONG_WAIT)
+            document = list_from_another_process(app, wait=LONG_WAIT)
+        finally:
+            os.kill(paused_pid, signal.SIGCONT)
+        answering = [message_id for message_id in pids if message_id != paused_id]
+        assert (listed.answered, listed.expected) == (1, 2)
+        assert [message.message_id for message in listed.messages] == answering
+        assert (document["answered"], document["expected"]) == (1, 2)
+        messages = document["messages"]
+        assert isinstance(messages, list)
+        assert [entry["message_id"] for entry in messages] == answering
+        stop_them(app, list(pids))
+    finally:
+        # Stops every worker process, the paused one too.
+        app.close()
 
 
 def test_a_worker_process_slow_to_answer_is_still_listed_by_default(app: App) -> None:

@@ -47,6 +47,11 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 #: Shortest wait, in seconds, for which ``collect_answers`` still blocks
 #: on Redis: what is left of a wait below it is not waited for.
 MIN_BLOCK = 0.001
+#: The share of the client's socket timeout that one blocking command of
+#: ``collect_answers`` lasts at most: redis-py fails a read that waits
+#: longer than the socket timeout, so a longer wait is made of several,
+#: each answered by Redis well before the client gives up.
+BLOCK_SHARE = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +130,16 @@ def _database(client: Any) -> int:
     if isinstance(client, RedisCluster):
         return 0
     return int(client.connection_pool.connection_kwargs.get("db") or 0)
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """How long, in seconds, the connections of ``client`` (a ``redis.Redis``)
+    wait for a reply before they fail (``None``: for ever). Read from a
+    connection made the way its pool makes them: the pool's settings leave
+    out redis-py's default, which differs between its versions."""
+    pool = client.connection_pool
+    timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
+    return None if timeout is None else float(timeout)
 
 
 def _split_cluster_flag(url: str) -> tuple[str, bool]:
@@ -213,6 +228,11 @@ class RedisBackend(EventBackend):
         self.channel = channels + "events"
         #: The channel on which a recorded outcome names its message.
         self.outcomes_channel = channels + "outcomes"
+        timeout = _socket_timeout(self._node_client())
+        #: Longest block of one BLPOP of ``collect_answers``, in seconds
+        #: (see ``BLOCK_SHARE``); ``None`` for no limit. Never 0, which
+        #: BLPOP reads as for ever.
+        self._longest_block = None if not timeout else max(timeout * BLOCK_SHARE, MIN_BLOCK)
         self._notify = self.client.register_script(_NOTIFY)
         self._recorded = self.client.register_script(_RECORDED)
         self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
@@ -386,9 +406,10 @@ class RedisBackend(EventBackend):
                 # BLPOP reads a timeout of 0 as for ever.
                 if left < MIN_BLOCK:
                     break
-                popped = self.client.blpop([key], timeout=left)
+                block = left if self._longest_block is None else min(left, self._longest_block)
+                popped = self.client.blpop([key], timeout=block)
                 if popped is None:
-                    break
+                    continue
                 value = popped[1]
                 if len(value) > self.max_payload:
                     logger.warning("Skipping an answer of %d bytes: too large.", len(value))
