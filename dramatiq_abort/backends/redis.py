@@ -174,7 +174,8 @@ class RedisBackend(EventBackend):
         Sentinel's ``master_for()`` too) or a ``redis.cluster.RedisCluster``.
         Defaults to one for ``redis://localhost:6379/0``.
     :param namespace: Prefix of every key and of the channels. Applications
-        that share a Redis but not their messages use different namespaces.
+        that share a Redis but not their messages use different databases
+        or different namespaces.
     :param max_payload: Largest notification or record, in bytes, that is
         read; a larger one is refused with a warning.
     :param plain_reads: Read subscriptions through redis-py's ``PubSub``
