@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,6 +30,7 @@ from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abo
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.cli import main
 from dramatiq_abort.watcher import Watcher
+from dramatiq_abort.wire import is_inquiry
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0
@@ -159,7 +162,8 @@ class App:
 
     The first command starts at once; :meth:`start_workers` starts more on
     the same queue. Reports, and the RedisBroker, live on ``redis_url``;
-    the abort backend on ``abort_redis_url`` (by default the same). ``env``
+    the abort backend on ``abort_redis_url`` (by default the same). Two
+    Apps may run at once, on different Redis databases. ``env``
     adds to the commands' environment, such as ``dramatiq_queue_prefetch``.
     """
 
@@ -197,6 +201,10 @@ class App:
         import tests.programs.cli_app as app
 
         self.app = importlib.reload(app)
+        #: This application's broker and actor: a second App reloads the
+        #: module, whose names then hold the second one's.
+        self.broker = self.app.broker
+        self.work = self.app.work
         self.reports = redis.Redis.from_url(redis_url)
         self.backend = RedisBackend.from_url(self.abort_redis_url, namespace=namespace)
         self.middleware = Abortable(backend=self.backend)
@@ -218,7 +226,7 @@ class App:
 
     def send(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
         token = uuid.uuid4().hex
-        return token, self.app.work.send_with_options(args=(token, mode), **options)
+        return token, self.work.send_with_options(args=(token, mode), **options)
 
     def report(self, token: str, timeout: float = WAIT) -> str | None:
         """The next thing the worker processes reported of ``token``."""
@@ -265,13 +273,13 @@ class App:
             steps.callback(self._restore_environment)
             steps.callback(self.backend.client.close)
             steps.callback(self.reports.close)
-            steps.callback(self.app.broker.close)
+            steps.callback(self.broker.close)
             steps.callback(self._delete_queues)
             for command in self.commands:
                 steps.callback(stop_process_group, command)
 
     def _delete_queues(self) -> None:
-        broker = self.app.broker
+        broker = self.broker
         if hasattr(broker, "channel"):
             for name in (self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"):
                 broker.channel.queue_delete(name)
@@ -484,3 +492,42 @@ def backend_in(url: str, namespace: str, kind: Any = PostgresBackend) -> Iterato
         steps.callback(backend.close)
         steps.callback(backend.drop)
         yield backend
+
+
+#: A socket timeout for a client, in seconds, shorter than the waits of
+#: :func:`assert_waits_outlast_the_socket_timeout`.
+SHORT_SOCKET_TIMEOUT = 1.0
+#: Those waits, in seconds: over twice the socket timeout.
+LONG_WAIT = 2.5
+
+
+def assert_waits_outlast_the_socket_timeout(backend: RedisBackend) -> None:
+    """Check that each wait of ``backend``, whose client gives up a read
+    after ``SHORT_SOCKET_TIMEOUT``, lasts the ``LONG_WAIT`` asked and ends
+    as a wait ends rather than with the client's timeout: a listing with a
+    worker process that never answers, an outcome, an event; and that a
+    subscription idle all that time still receives."""
+    # A subscription nobody reads: a worker process that is stuck.
+    silent = backend.subscribe()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            # At once, but not with wait_many(), which the listing would
+            # count as one more worker process.
+            outcome = pool.submit(backend.wait_outcome, "no-such-message", LONG_WAIT)
+            listing = Abortable(backend=backend).running_messages(timeout=LONG_WAIT)
+            assert outcome.result(WAIT) is None
+        assert listing.answered == 0
+        # Unknown on a cluster, whose nodes count only their own subscribers.
+        assert listing.expected in (1, None)
+        assert time.monotonic() - started >= LONG_WAIT
+        started = time.monotonic()
+        assert backend.wait_many(["abort:no-such-message"], int(LONG_WAIT * 1000)) is None
+        assert time.monotonic() - started >= LONG_WAIT
+        # The listing's inquiry came long ago: received, it leaves nothing.
+        assert all(is_inquiry(timed.event) for timed in silent.receive())
+        backend.notify([Event("abort:idle-listener", {})], ttl=60_000)
+        assert select.select([silent.fileno()], [], [], WAIT)[0]
+        assert [timed.event.key for timed in silent.receive()] == ["abort:idle-listener"]
+    finally:
+        silent.close()

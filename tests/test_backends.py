@@ -15,13 +15,21 @@ import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.stub import StubBroker
+from redis.sentinel import Sentinel
 
 from dramatiq_abort import Abortable, Event, EventBackend, abort
 from dramatiq_abort.backend import Subscription
 from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.backends.redis import KEEPALIVE
 
-from .support import WAIT, spin_until_aborted
+from .support import (
+    SHORT_SOCKET_TIMEOUT,
+    WAIT,
+    assert_waits_outlast_the_socket_timeout,
+    delete_namespace,
+    free_port,
+    spin_until_aborted,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -105,6 +113,49 @@ def test_redis_namespaces_do_not_see_each_other(redis_client: redis.Redis, names
         assert not select.select([subscription.fileno()], [], [], 0.05)[0]
     finally:
         subscription.close()
+
+
+def test_redis_channels_are_named_after_the_database_as_well_as_the_namespace() -> None:
+    # Redis hands what is published to the subscribers of every database:
+    # applications on databases 3 and 6 shared their channels, and each
+    # heard the other's requests, rules and listings.
+    def backend(client: redis.Redis, namespace: str = "app:") -> RedisBackend:
+        return RedisBackend(client=client, namespace=namespace)
+
+    on_3, on_6 = backend(redis.Redis(db=3)), backend(redis.Redis(db=6))
+    assert (on_3.channel, on_3.outcomes_channel) == (
+        "app:{aborts}:db3:events",
+        "app:{aborts}:db3:outcomes",
+    )
+    assert (on_6.channel, on_6.outcomes_channel) == (
+        "app:{aborts}:db6:events",
+        "app:{aborts}:db6:outcomes",
+    )
+    assert backend(redis.Redis.from_url("redis://localhost/6")).channel == on_6.channel
+    assert backend(redis.Redis.from_url("unix:///tmp/redis.sock?db=6")).channel == on_6.channel
+    assert backend(redis.Redis()).channel == "app:{aborts}:db0:events"
+    # Not connected until a command is sent: nothing listens on that port.
+    sentinel = Sentinel([("127.0.0.1", free_port())])
+    assert backend(sentinel.master_for("primary", db=6)).channel == on_6.channel
+    # A namespace that ends like a database's name cannot meet another's channel.
+    assert backend(redis.Redis(db=0), "app:{aborts}:db3:").channel != on_3.channel
+
+
+@pytest.mark.parametrize("plain_reads", [False, True], ids=["own-reads", "plain-reads"])
+def test_redis_waits_longer_than_the_clients_socket_timeout_end_as_waits(
+    redis_url: str, namespace: str, plain_reads: bool
+) -> None:
+    # redis-py fails a read that waits longer than its socket timeout: a
+    # listing that waited longer for a paused worker process failed with
+    # "Timeout reading from" instead of saying who answered.
+    client = redis.Redis.from_url(redis_url, socket_timeout=SHORT_SOCKET_TIMEOUT)
+    try:
+        assert_waits_outlast_the_socket_timeout(
+            RedisBackend(client=client, namespace=namespace, plain_reads=plain_reads)
+        )
+    finally:
+        delete_namespace(client, namespace)
+        client.close()
 
 
 @pytest.mark.parametrize("message_id", ["a:b", "*", "with space", "ünïcødé-✓", "abort:nested"])

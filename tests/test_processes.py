@@ -5,6 +5,7 @@ RabbitMQ brokers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,15 +14,30 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 
 from dramatiq_abort import Outcome
 
-from .support import ROOT, WAIT, App, require_rabbitmq, run_on_both_processes, wait_until
+from .support import (
+    LONG_WAIT,
+    ROOT,
+    SHORT_SOCKET_TIMEOUT,
+    WAIT,
+    App,
+    delete_namespace,
+    require_rabbitmq,
+    run_on_both_processes,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
+
+#: One message at a time per process: messages sent together spread over
+#: the processes.
+ONE_AT_A_TIME = {"dramatiq_queue_prefetch": "1"}
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -30,16 +46,18 @@ def app(
 ) -> Iterator[App]:
     if request.param == "rabbitmq":
         require_rabbitmq()
-    # One message at a time per process: messages sent together spread
-    # over the processes.
-    started = App(request.param, redis_url, namespace, env={"dramatiq_queue_prefetch": "1"})
+    started = App(request.param, redis_url, namespace, env=ONE_AT_A_TIME)
     try:
-        # Ready once a message went through a worker process.
-        token, _ = started.send("quick")
-        assert started.report(token, timeout=60) == "started"
+        wait_ready(started)
         yield started
     finally:
         started.close()
+
+
+def wait_ready(app: App) -> None:
+    """Wait until a message went through one of ``app``'s worker processes."""
+    token, _ = app.send("quick")
+    assert app.report(token, timeout=60) == "started"
 
 
 def test_cancel_abort_grace_and_no_op_across_processes(app: App) -> None:
@@ -73,7 +91,7 @@ def stop_them(app: App, message_ids: list[str]) -> None:
         assert app.middleware.wait_outcome(message_id, WAIT) is Outcome.ABORTED
 
 
-def list_from_another_process(app: App, *extra: str) -> dict[str, object]:
+def list_from_another_process(app: App, *extra: str, wait: float = WAIT) -> dict[str, object]:
     finished = subprocess.run(
         [
             sys.executable,
@@ -86,7 +104,7 @@ def list_from_another_process(app: App, *extra: str) -> dict[str, object]:
             "--namespace",
             app.namespace,
             "--wait",
-            str(WAIT),
+            str(wait),
             *extra,
         ],
         check=True,
@@ -144,6 +162,42 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
         ]
     finally:
         stop_them(app, list(pids))
+
+
+def test_a_listing_longer_than_the_clients_socket_timeout_says_who_answered_and_who_did_not(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    # redis-py fails a read that waits longer than its socket timeout: a
+    # listing that waited longer for a paused process failed with "Timeout
+    # reading from", from the API and the command alike.
+    app = App(
+        "redis",
+        redis_url,
+        namespace,
+        abort_redis_url=f"{redis_url}?socket_timeout={SHORT_SOCKET_TIMEOUT}",
+        env=ONE_AT_A_TIME,
+    )
+    try:
+        wait_ready(app)
+        pids = run_on_both_processes(app)
+        paused_id, paused_pid = next(iter(pids.items()))
+        os.kill(paused_pid, signal.SIGSTOP)
+        try:
+            listed = app.middleware.running_messages(timeout=LONG_WAIT)
+            document = list_from_another_process(app, wait=LONG_WAIT)
+        finally:
+            os.kill(paused_pid, signal.SIGCONT)
+        answering = [message_id for message_id in pids if message_id != paused_id]
+        assert (listed.answered, listed.expected) == (1, 2)
+        assert [message.message_id for message in listed.messages] == answering
+        assert (document["answered"], document["expected"]) == (1, 2)
+        messages = document["messages"]
+        assert isinstance(messages, list)
+        assert [entry["message_id"] for entry in messages] == answering
+        stop_them(app, list(pids))
+    finally:
+        # Stops every worker process, the paused one too.
+        app.close()
 
 
 def test_a_worker_process_slow_to_answer_is_still_listed_by_default(app: App) -> None:
@@ -277,3 +331,60 @@ def test_an_abort_of_a_finished_parent_from_the_cli_stops_its_children_in_every_
     assert app.middleware.outcome(bystander.message_id) is None
     stop_them(app, [bystander.message_id])
     assert app.middleware.outcome_reason(bystander.message_id) != "parent stopped"
+
+
+def on_another_database(url: str) -> str:
+    """``url`` (a Redis URL) naming a neighbouring database of its server."""
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{database - 1 if database else 1}"))
+
+
+def test_applications_on_two_databases_of_one_redis_keep_their_listings_and_rules_apart(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    # Redis hands what is published to the subscribers of every database:
+    # with the same namespace, a listing counted the other application's
+    # processes and waited for them, and a rule stopped its messages too.
+    other_url = on_another_database(redis_url)
+    with contextlib.ExitStack() as steps:
+        other_client = redis.Redis.from_url(other_url)
+        steps.callback(other_client.close)
+        steps.callback(delete_namespace, other_client, namespace)
+        ours = App("redis", redis_url, namespace, env=ONE_AT_A_TIME)
+        steps.callback(ours.close)
+        theirs = App("redis", other_url, namespace, processes=1, env=ONE_AT_A_TIME)
+        steps.callback(theirs.close)
+        wait_ready(ours)
+        wait_ready(theirs)
+        our_pids = run_on_both_processes(ours)
+        their_token, their_message = theirs.send("spin")
+        assert theirs.report(their_token) == "started"
+
+        document = list_from_another_process(ours)
+        assert (document["answered"], document["expected"]) == (2, 2)
+        messages = document["messages"]
+        assert isinstance(messages, list)
+        assert {entry["message_id"] for entry in messages} == set(our_pids)
+        listed = theirs.middleware.running_messages(timeout=WAIT)
+        assert (listed.answered, listed.expected) == (1, 1)
+        assert [message.message_id for message in listed.messages] == [their_message.message_id]
+
+        # Each rule is for messages of the actor ``work`` sent before it.
+        ours.abort_from_another_process("--actor", "work", "--reason", "ours")
+        for message_id in our_pids:
+            assert ours.middleware.wait_outcome(message_id, WAIT) is Outcome.ABORTED
+            assert ours.middleware.outcome_reason(message_id) == "ours"
+        our_token, our_message = ours.send("spin")
+        assert ours.report(our_token) == "started"
+        theirs.abort_from_another_process("--actor", "work", "--reason", "theirs")
+        assert theirs.middleware.wait_outcome(their_message.message_id, WAIT) is Outcome.ABORTED
+        # Stopped by their rule, not by ours before it.
+        assert theirs.middleware.outcome_reason(their_message.message_id) == "theirs"
+        # Asked after their rule: had it reached our workers, they read it first.
+        listed = ours.middleware.running_messages(timeout=WAIT)
+        assert [(message.message_id, message.abort_requested) for message in listed.messages] == [
+            (our_message.message_id, False)
+        ]
+        stop_them(ours, [our_message.message_id])
+        assert ours.middleware.outcome_reason(our_message.message_id) is None

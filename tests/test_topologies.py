@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import select
 import subprocess
 import threading
 import time
@@ -18,15 +19,17 @@ from dramatiq.brokers.stub import StubBroker
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
-from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_requested
+from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, abort_requested
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.backends.redis import CHUNK_SIZE
 from dramatiq_abort.cli import main as cli_main
 
 from .support import (
+    SHORT_SOCKET_TIMEOUT,
     WAIT,
     PrivateRedis,
     assert_a_cancelled_message_never_runs,
+    assert_waits_outlast_the_socket_timeout,
     spin_until_aborted,
     start_private_redis,
     start_worker,
@@ -150,6 +153,41 @@ def test_workers_on_a_cluster_url_abort_and_cancel(
         backend.client.close()
 
 
+def test_namespaces_on_a_cluster_have_channels_of_their_own(cluster: list[PrivateRedis]) -> None:
+    # A cluster publishes to the subscribers of every node, and has only
+    # database 0: the namespace in the channel's name keeps them apart.
+    url = f"redis://127.0.0.1:{cluster[1].port}/0?cluster=true"
+    ours = RedisBackend.from_url(url, namespace="cluster-test:ours:")
+    theirs = RedisBackend.from_url(url, namespace="cluster-test:theirs:")
+    assert (ours.channel, ours.outcomes_channel) == (
+        "cluster-test:ours:{aborts}:db0:events",
+        "cluster-test:ours:{aborts}:db0:outcomes",
+    )
+    subscription = theirs.subscribe()
+    try:
+        ours.notify([Event("abort:shared-id", {})], ttl=60_000)
+        assert theirs.poll("abort:shared-id") is None
+        assert not select.select([subscription.fileno()], [], [], 0.05)[0]
+    finally:
+        subscription.close()
+        ours.client.close()
+        theirs.client.close()
+
+
+def test_waits_on_a_cluster_outlast_the_clients_socket_timeout(
+    cluster: list[PrivateRedis],
+) -> None:
+    # How many listen is unknown on a cluster: a listing waits all its time.
+    backend = RedisBackend.from_url(
+        f"redis://127.0.0.1:{cluster[0].port}/0?cluster=true&socket_timeout={SHORT_SOCKET_TIMEOUT}",
+        namespace="cluster-test:socket-timeout:",
+    )
+    try:
+        assert_waits_outlast_the_socket_timeout(backend)
+    finally:
+        backend.client.close()
+
+
 def test_a_listing_on_a_cluster_says_who_answered_and_that_how_many_listen_is_unknown(
     stub_broker: StubBroker, cluster: list[PrivateRedis], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -191,42 +229,57 @@ def test_a_bad_cluster_flag_is_refused_without_echoing_the_url(flag: str) -> Non
     assert password not in str(info.value)
 
 
-def test_the_client_of_a_sentinel_is_accepted(
-    stub_broker: StubBroker, private_redis: PrivateRedis, tmp_path: Path
-) -> None:
+@pytest.fixture
+def sentinel(private_redis: PrivateRedis, tmp_path: Path) -> Iterator[Sentinel]:
+    """A Sentinel, started for the test, that watches ``private_redis``
+    under the name ``primary`` and knows it already."""
     config = tmp_path / "sentinel.conf"
     config.write_text(f"sentinel monitor primary 127.0.0.1 {private_redis.port} 1\n")
     sentinel_server = start_private_redis(str(tmp_path), "--sentinel", config=str(config))
-    sentinel = Sentinel([("127.0.0.1", sentinel_server.port)], socket_timeout=2)
+    try:
+        sentinel = Sentinel([("127.0.0.1", sentinel_server.port)], socket_timeout=2)
 
-    def primary_known() -> bool:
-        try:
-            address: tuple[str, int] = sentinel.discover_master("primary")
-            return address == ("127.0.0.1", private_redis.port)
-        except redis.RedisError:
-            return False
+        def primary_known() -> bool:
+            try:
+                address: tuple[str, int] = sentinel.discover_master("primary")
+                return address == ("127.0.0.1", private_redis.port)
+            except redis.RedisError:
+                return False
 
+        wait_until(primary_known, "the sentinel knows the primary")
+        yield sentinel
+    finally:
+        sentinel_server.stop()
+
+
+def test_the_client_of_a_sentinel_is_accepted(stub_broker: StubBroker, sentinel: Sentinel) -> None:
     started, interrupted = threading.Event(), threading.Event()
 
     @dramatiq.actor(max_retries=0)
     def crunch() -> None:
         spin_until_aborted(started.set, interrupted.set)
 
-    worker = None
+    middleware = Abortable(
+        backend=RedisBackend(client=sentinel.master_for("primary"), namespace="sentinel-test:")
+    )
+    worker = start_worker(stub_broker, middleware)
     try:
-        wait_until(primary_known, "the sentinel knows the primary")
-        middleware = Abortable(
-            backend=RedisBackend(client=sentinel.master_for("primary"), namespace="sentinel-test:")
-        )
-        worker = start_worker(stub_broker, middleware)
         message = crunch.send()
         assert started.wait(WAIT)
         abort(message.message_id)
         assert interrupted.wait(WAIT)
     finally:
-        if worker is not None:
-            worker.stop()
-        sentinel_server.stop()
+        worker.stop()
+
+
+def test_waits_through_a_sentinel_outlast_the_clients_socket_timeout(sentinel: Sentinel) -> None:
+    client = sentinel.master_for("primary", socket_timeout=SHORT_SOCKET_TIMEOUT)
+    try:
+        assert_waits_outlast_the_socket_timeout(
+            RedisBackend(client=client, namespace="sentinel-test:")
+        )
+    finally:
+        client.close()
 
 
 def test_rules_and_reasons_work_on_a_cluster(

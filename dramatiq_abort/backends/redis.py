@@ -47,6 +47,11 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 #: Shortest wait, in seconds, for which ``collect_answers`` still blocks
 #: on Redis: what is left of a wait below it is not waited for.
 MIN_BLOCK = 0.001
+#: The share of the client's socket timeout that one blocking command of
+#: ``collect_answers`` lasts at most: redis-py fails a read that waits
+#: longer than the socket timeout, so a longer wait is made of several,
+#: each answered by Redis well before the client gives up.
+BLOCK_SHARE = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +136,24 @@ def _prefix_of(namespace: object) -> str:
     return prefix
 
 
+def _database(client: Any) -> int:
+    """The number of the database that ``client`` selects: 0 on a cluster,
+    which has no other."""
+    if isinstance(client, RedisCluster):
+        return 0
+    return int(client.connection_pool.connection_kwargs.get("db") or 0)
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """How long, in seconds, the connections of ``client`` (a ``redis.Redis``)
+    wait for a reply before they fail (``None``: for ever). Read from a
+    connection made the way its pool makes them: the pool's settings leave
+    out redis-py's default, which differs between its versions."""
+    pool = client.connection_pool
+    timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
+    return None if timeout is None else float(timeout)
+
+
 def _split_cluster_flag(url: str) -> tuple[str, bool]:
     """``url`` without its ``cluster`` query parameter, and that parameter."""
     parts = urlsplit(url)
@@ -152,15 +175,19 @@ class RedisBackend(EventBackend):
     tag (``{aborts}:``) unless the namespace has one: all of them are in one
     slot of a cluster. Each event is a key ``prefix + event.key`` holding
     its parameters for its TTL; ``prefix + "index"`` indexes them by expiry,
-    and every notification is published on ``prefix + "events"``. Workers
-    subscribe once per process, on the node that holds the keys, and issue
-    no command while nothing is aborted.
+    and every notification is published on ``prefix + "db<n>:events"``,
+    ``n`` being the client's database: Redis hands what is published to the
+    subscribers of every database (and of every node of a cluster), so
+    applications on different databases of one server never hear each
+    other. Workers subscribe once per process, on the node that holds the
+    keys, and issue no command while nothing is aborted.
 
     :param client: The redis-py client: a ``redis.Redis`` (one from a
         Sentinel's ``master_for()`` too) or a ``redis.cluster.RedisCluster``.
         Defaults to one for ``redis://localhost:6379/0``.
     :param namespace: Prefix of every key and of the channels. Applications
-        that share a Redis but not their messages use different namespaces.
+        that share a Redis but not their messages use different databases
+        or different namespaces.
     :param max_payload: Largest notification or record, in bytes, that is
         read; a larger one is refused with a warning.
     :param plain_reads: Read subscriptions through redis-py's ``PubSub``
@@ -200,6 +227,11 @@ class RedisBackend(EventBackend):
         self.plain_reads = plain_reads
         self.client: Any = client if client is not None else redis.Redis()
         self.namespace = namespace
+        timeout = _socket_timeout(self._node_client())
+        #: Longest block of one BLPOP of ``collect_answers``, in seconds
+        #: (see ``BLOCK_SHARE``); ``None`` for no limit. Never 0, which
+        #: BLPOP reads as for ever.
+        self._longest_block = None if not timeout else max(timeout * BLOCK_SHARE, MIN_BLOCK)
         self._notify = self.client.register_script(_NOTIFY)
         self._recorded = self.client.register_script(_RECORDED)
         self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
@@ -219,8 +251,13 @@ class RedisBackend(EventBackend):
         #: What every key and channel name starts with.
         self.prefix = prefix
         self.index_key = prefix + "index"
-        self.channel = prefix + "events"
-        self.outcomes_channel = prefix + "outcomes"
+        # Channels are server-wide; keys are not: the database in the name
+        # keeps apart what the keys of each database keep apart.
+        channels = f"{prefix}db{_database(self.client)}:"
+        #: The channel of every notification: requests, rules, inquiries.
+        self.channel = channels + "events"
+        #: The channel on which a recorded outcome names its message.
+        self.outcomes_channel = channels + "outcomes"
 
     @classmethod
     def from_url(cls, url: str, *args: Any, **kwargs: Any) -> RedisBackend:
@@ -390,9 +427,10 @@ class RedisBackend(EventBackend):
                 # BLPOP reads a timeout of 0 as for ever.
                 if left < MIN_BLOCK:
                     break
-                popped = self.client.blpop([key], timeout=left)
+                block = left if self._longest_block is None else min(left, self._longest_block)
+                popped = self.client.blpop([key], timeout=block)
                 if popped is None:
-                    break
+                    continue
                 value = popped[1]
                 if len(value) > self.max_payload:
                     logger.warning("Skipping an answer of %d bytes: too large.", len(value))
@@ -423,11 +461,16 @@ class RedisBackend(EventBackend):
     def listen(self, channel: str) -> Channel:
         """A new connection subscribed to ``channel`` on the node that holds
         this backend's keys, where its scripts publish."""
+        kind = PubSubChannel if self.plain_reads else RawChannel
+        return kind(self._node_client(), channel, self.max_payload)
+
+    def _node_client(self) -> Any:
+        """The ``redis.Redis`` of the node that holds this backend's keys:
+        the client itself, unless it is a cluster's."""
         client = self.client
         if isinstance(client, RedisCluster):
-            client = client.get_redis_connection(client.get_node_from_key(self.index_key))
-        kind = PubSubChannel if self.plain_reads else RawChannel
-        return kind(client, channel, self.max_payload)
+            return client.get_redis_connection(client.get_node_from_key(self.index_key))
+        return client
 
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
