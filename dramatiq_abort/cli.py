@@ -807,7 +807,7 @@ def _started(message: RunningMessage, now: float) -> str:
     if message.started_at is not None:
         return _ago(now - message.started_at)
     if message.state == DELAYED and message.eta is not None:
-        return f"delayed, due in {_duration(message.eta / 1000 - now)}"
+        return f"delayed, due in {_duration(message.eta - now)}"
     return "waiting for a thread"
 
 

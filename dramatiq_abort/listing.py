@@ -58,10 +58,9 @@ class RunningMessage(NamedTuple):
     #: ``time.time()`` on the worker when the message started; ``None``
     #: unless it runs.
     started_at: float | None
-    #: When the message was sent: its ``message_timestamp``, milliseconds
-    #: since the epoch (seconds in :meth:`Listing.as_json`, as every time
-    #: point the command and the page give).
-    sent_at: int
+    #: When the message was sent: its ``message_timestamp``, in seconds
+    #: since the epoch, as every time point of a listing.
+    sent_at: float
     #: The host name of the worker process, and its pid.
     host: str
     pid: int
@@ -81,9 +80,9 @@ class RunningMessage(NamedTuple):
     #: it until its ETA. An abort or a rule reaches a held message too: it
     #: is cancelled as it starts.
     state: str = RUNNING
-    #: When a delayed message is due, milliseconds since the epoch, as
-    #: dramatiq's ``eta`` option (seconds in :meth:`Listing.as_json`).
-    eta: int | None = None
+    #: When a delayed message is due, in seconds since the epoch (dramatiq's
+    #: ``eta`` option, which counts milliseconds, over 1,000).
+    eta: float | None = None
 
 
 class Listing(NamedTuple):
@@ -118,16 +117,12 @@ class Listing(NamedTuple):
     def as_json(self, with_args: bool = False) -> dict[str, Any]:
         """The listing as ``dramatiq-abort list --json`` prints it and the
         web page's API gives it: every time point in seconds since the
-        epoch (``sent_at`` and ``eta`` too, which :class:`RunningMessage`
-        keeps in dramatiq's milliseconds), a grace that never ends
+        epoch, as in :class:`RunningMessage`, a grace that never ends
         :data:`FOREVER`, each worker ``host:pid``, and a message's arguments
         only ``with_args``."""
         messages = []
         for message in self.messages:
             entry = message._asdict()
-            entry["sent_at"] = message.sent_at / 1000
-            if message.eta is not None:
-                entry["eta"] = message.eta / 1000
             if message.grace_left == math.inf:
                 entry["grace_left"] = FOREVER
             if not with_args:
@@ -316,7 +311,8 @@ def _decode(answer: str) -> _Answer | None:
                     str(listed["actor"]),
                     str(listed["queue"]),
                     None if started_at is None else float(started_at),
-                    int(listed["sent_at"]),
+                    # Answers carry dramatiq's milliseconds.
+                    int(listed["sent_at"]) / 1000,
                     host,
                     pid,
                     bool(listed["abort_requested"]),
@@ -325,7 +321,7 @@ def _decode(answer: str) -> _Answer | None:
                     None if listed.get("args") is None else str(listed["args"]),
                     # Workers of earlier versions list running messages only.
                     str(listed.get("state", RUNNING)),
-                    None if eta is None else int(eta),
+                    None if eta is None else int(eta) / 1000,
                 )
             )
         return _Answer(str(data["process"]), (host, pid), messages, actors)

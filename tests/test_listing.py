@@ -85,7 +85,7 @@ def test_a_listing_says_what_runs_who_runs_it_and_since_when(
     assert (shown.actor, shown.queue) == ("export", "nightly")
     assert by_id[rebuild.message_id].actor == "rebuild_index"
     assert shown.started_at is not None and before <= shown.started_at <= after
-    assert shown.sent_at == export.message_timestamp
+    assert shown.sent_at == export.message_timestamp / 1000
     assert (shown.host, shown.pid) == (socket.gethostname(), os.getpid())
     assert (shown.abort_requested, shown.grace_left) == (False, None)
     # Arguments only when asked.
@@ -188,7 +188,7 @@ def test_a_listing_shows_the_messages_a_worker_holds_for_a_thread_or_for_their_e
     states = [(message.state, message.started_at is None) for message in listed.messages]
     assert states == [(RUNNING, False)] * 4 + [(WAITING, True), (DELAYED, True)]
     shown = listed.messages[-1]
-    assert (shown.queue, shown.eta) == ("default", delayed.options["eta"])
+    assert (shown.queue, shown.eta) == ("default", delayed.options["eta"] / 1000)
     only_delayed = abortable.running_messages(actor="rebuild_index", timeout=LISTING_WAIT)
     assert [message.message_id for message in only_delayed.messages] == [delayed.message_id]
 

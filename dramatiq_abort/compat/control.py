@@ -175,7 +175,7 @@ def _info(message: RunningMessage) -> dict[str, Any]:
 def _scheduled(message: RunningMessage) -> dict[str, Any]:
     eta = None
     if message.eta is not None:
-        eta = datetime.datetime.fromtimestamp(message.eta / 1000, datetime.timezone.utc)
+        eta = datetime.datetime.fromtimestamp(message.eta, datetime.timezone.utc)
     return {
         "eta": None if eta is None else eta.isoformat(),
         "priority": None,
