@@ -331,7 +331,8 @@ class PrivateRedis:
         ``"--cluster-enabled", "yes"``; ``config`` a configuration file."""
         self.options = options
         self.config = config
-        self.port = free_port()
+        # Low enough for a cluster node: any of these servers may be one.
+        self.port = free_port(below=REDIS_CLUSTER_PORTS_BELOW)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -457,11 +458,22 @@ def assert_refused(
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
 
 
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+#: Ports a Redis cluster node may take: it also listens 10000 ports higher,
+#: for the bus, and refuses to start on a port above 55535.
+REDIS_CLUSTER_PORTS_BELOW = 55536
+
+
+def free_port(below: int = 65536) -> int:
+    """A loopback TCP port lower than ``below`` that nothing listens on now."""
+    # The system picks at random among its ephemeral ports (often 32768 to
+    # 60999): a few picks find one below any bound those reach.
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < below:
+            return port
+    raise RuntimeError(f"the system offered no free loopback port below {below}")
 
 
 @contextlib.contextmanager
