@@ -31,6 +31,10 @@ from dramatiq_abort.watcher import Watcher
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0
+#: Milliseconds a message that must still be queued when the test aborts it
+#: in its own process waits before a worker takes it: far longer than an
+#: abort takes, even on a busy machine.
+QUEUED_FOR = 1_000
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = os.environ.get("DRAMATIQ_ABORT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 
@@ -216,9 +220,18 @@ class App:
         self.commands.append(command)
         return command
 
-    def send(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
+    def send(
+        self, mode: str, *, delay: int | None = None, **options: Any
+    ) -> tuple[str, dramatiq.Message[Any]]:
+        token, message = self.message(mode, **options)
+        return token, self.app.broker.enqueue(message, delay=delay)
+
+    def message(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
+        """A message of ``mode``, and its token, not sent yet: ``self.app.broker.enqueue``
+        sends it, such as after an abort whose command may take longer to start
+        on a busy machine than a delay would last."""
         token = uuid.uuid4().hex
-        return token, self.app.work.send_with_options(args=(token, mode), **options)
+        return token, self.app.work.message_with_options(args=(token, mode), **options)
 
     def report(self, token: str, timeout: float = WAIT) -> str | None:
         """The next thing the worker processes reported of ``token``."""

@@ -19,7 +19,15 @@ import redis
 
 from dramatiq_abort import Outcome
 
-from .support import ROOT, WAIT, App, require_rabbitmq, run_on_both_processes, wait_until
+from .support import (
+    QUEUED_FOR,
+    ROOT,
+    WAIT,
+    App,
+    require_rabbitmq,
+    run_on_both_processes,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,8 +51,11 @@ def app(
 
 
 def test_cancel_abort_grace_and_no_op_across_processes(app: App) -> None:
-    queued_token, queued = app.send("spin", delay=1000)
+    # Queued once the command returned: it may take longer to start on a
+    # busy machine than any delay would last.
+    queued_token, queued = app.message("spin")
     app.abort_from_another_process(queued.message_id, "--mode", "cancel")
+    app.app.broker.enqueue(queued, delay=QUEUED_FOR)
     assert app.middleware.wait_outcome(queued.message_id, WAIT) is Outcome.CANCELLED
     assert app.report(queued_token, timeout=0.2) is None
 
@@ -133,7 +144,8 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
     stuck_id, stuck_pid = next(iter(pids.items()))
     os.kill(stuck_pid, signal.SIGSTOP)
     try:
-        listed = app.middleware.running_messages(timeout=1)
+        # Long enough for the other process to answer on a busy machine.
+        listed = app.middleware.running_messages(timeout=WAIT / 5)
     finally:
         os.kill(stuck_pid, signal.SIGCONT)
     try:
@@ -170,11 +182,14 @@ def test_a_worker_process_slow_to_answer_is_still_listed_by_default(app: App) ->
 def test_a_rule_from_the_cli_stops_running_and_queued_messages_across_processes(app: App) -> None:
     token, running = app.send("spin")
     assert app.report(token) == "started"
-    delayed_token, delayed = app.send("spin", delay=1500)
+    # Created before the rule, queued once the command returned: it may take
+    # longer to start on a busy machine than any delay would last.
+    delayed_token, delayed = app.message("spin")
     # The rule is stamped in another process, a moment after the messages.
     app.abort_from_another_process(
         "--actor", "work", "--queue", app.queue, "--reason", "bad deploy"
     )
+    app.app.broker.enqueue(delayed, delay=QUEUED_FOR)
     later_token, _ = app.send("quick")
 
     assert app.report(token) == "aborted"

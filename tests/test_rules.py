@@ -23,6 +23,7 @@ from dramatiq_abort.rules import AbortRules
 from dramatiq_abort.wire import rule_event
 
 from .support import (
+    QUEUED_FOR,
     WAIT,
     PrivateRedis,
     connected_watcher,
@@ -91,7 +92,7 @@ def test_a_rule_never_cancels_a_message_sent_after_its_sent_before(
     def job(name: str) -> None:
         ran.append(name)
 
-    early = job.send_with_options(args=("early",), delay=300)
+    early = job.send_with_options(args=("early",), delay=QUEUED_FOR)
     after_the_clock_ticks(early)
     # Naive: local time, as datetime.timestamp() reads it.
     moment = datetime.datetime.now()
