@@ -35,6 +35,9 @@ WAIT = 10.0
 #: in its own process waits before a worker takes it: far longer than an
 #: abort takes, even on a busy machine.
 QUEUED_FOR = 1_000
+#: How long a test waits for freshly started worker processes to take their
+#: first message: on a busy machine, starting Python and dramatiq takes seconds.
+BOOT_WAIT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = os.environ.get("DRAMATIQ_ABORT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 
@@ -61,9 +64,9 @@ def recorded(backend: EventBackend) -> list[Event]:
         subscription.close()
 
 
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``WAIT`` seconds."""
-    deadline = time.monotonic() + WAIT
+def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.02)
@@ -300,7 +303,8 @@ def run_on_both_processes(app: App) -> dict[str, int]:
     sent = [app.send("spin") for _ in range(2)]
     pids = {}
     for token, message in sent:
-        reported = app.report_and_pid(token)
+        # The other process may still be booting.
+        reported = app.report_and_pid(token, BOOT_WAIT)
         assert reported is not None and reported[0] == "started"
         pids[message.message_id] = reported[1]
     assert len(set(pids.values())) == 2

@@ -27,6 +27,7 @@ from dramatiq_abort.backends.redis_channels import KEEPALIVE
 from dramatiq_abort.checks import check_postgres_url
 
 from .support import (
+    BOOT_WAIT,
     QUEUED_FOR,
     WAIT,
     App,
@@ -444,8 +445,10 @@ def test_worker_processes_cancel_abort_and_list_through_postgres(
     middleware = Abortable(backend=postgres_backend)
     try:
         token, _ = app.send("quick")
-        assert app.report(token, timeout=60) == "started"
-        wait_until(lambda: postgres_backend.subscribers() == 2, "both worker processes listen")
+        assert app.report(token, timeout=BOOT_WAIT) == "started"
+        wait_until(
+            lambda: postgres_backend.subscribers() == 2, "both worker processes listen", BOOT_WAIT
+        )
 
         queued_token, queued = app.send("spin", delay=QUEUED_FOR)
         abort(queued.message_id, middleware=middleware, mode=AbortMode.CANCEL)

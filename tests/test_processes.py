@@ -20,6 +20,7 @@ import redis
 from dramatiq_abort import Outcome
 
 from .support import (
+    BOOT_WAIT,
     QUEUED_FOR,
     ROOT,
     WAIT,
@@ -44,7 +45,7 @@ def app(
     try:
         # Ready once a message went through a worker process.
         token, _ = started.send("quick")
-        assert started.report(token, timeout=60) == "started"
+        assert started.report(token, timeout=BOOT_WAIT) == "started"
         yield started
     finally:
         started.close()
@@ -218,13 +219,15 @@ def test_a_listing_counts_the_messages_a_busy_worker_process_fetched_and_holds(
                     started.add(token)
             return len(started) == 3
 
-        wait_until(three_started, "three messages start in the only worker process")
+        wait_until(three_started, "three messages start in the only worker process", BOOT_WAIT)
         wait_until(
             lambda: redis_client.llen(f"{namespace}broker:{app.queue}") == 0,
             "the worker process fetches the fourth message",
         )
         app.start_workers(1, 3)
-        wait_until(lambda: app.backend.subscribers() == 2, "a second worker process listens")
+        wait_until(
+            lambda: app.backend.subscribers() == 2, "a second worker process listens", BOOT_WAIT
+        )
 
         document = list_from_another_process(app, "--actor", "work")
         assert (document["answered"], document["expected"]) == (2, 2)
