@@ -482,8 +482,8 @@ REDIS_CLUSTER_PORTS_BELOW = 55536
 
 def free_port(below: int = 65536) -> int:
     """A loopback TCP port lower than ``below`` that nothing listens on now."""
-    # The system picks at random among its ephemeral ports (often 32768 to
-    # 60999): a few picks find one below any bound those reach.
+    # The system picks among its ephemeral ports (often 32768 to 60999) at
+    # random: a few picks find one below a bound inside that range.
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
