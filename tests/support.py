@@ -34,6 +34,13 @@ from dramatiq_abort.wire import is_inquiry
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0
+#: Milliseconds a message that must still be queued when the test aborts it
+#: in its own process waits before a worker takes it: far longer than an
+#: abort takes, even on a busy machine.
+QUEUED_FOR = 1_000
+#: How long a test waits for freshly started worker processes to take their
+#: first message: on a busy machine, starting Python and dramatiq takes seconds.
+BOOT_WAIT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = os.environ.get("DRAMATIQ_ABORT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 
@@ -60,9 +67,9 @@ def recorded(backend: EventBackend) -> list[Event]:
         subscription.close()
 
 
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``WAIT`` seconds."""
-    deadline = time.monotonic() + WAIT
+def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.02)
@@ -224,9 +231,18 @@ class App:
         self.commands.append(command)
         return command
 
-    def send(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
+    def send(
+        self, mode: str, *, delay: int | None = None, **options: Any
+    ) -> tuple[str, dramatiq.Message[Any]]:
+        token, message = self.message(mode, **options)
+        return token, self.broker.enqueue(message, delay=delay)
+
+    def message(self, mode: str, **options: Any) -> tuple[str, dramatiq.Message[Any]]:
+        """A message of ``mode``, and its token, not sent yet: ``self.broker.enqueue``
+        sends it, such as after an abort whose command may take longer to start
+        on a busy machine than a delay would last."""
         token = uuid.uuid4().hex
-        return token, self.work.send_with_options(args=(token, mode), **options)
+        return token, self.work.message_with_options(args=(token, mode), **options)
 
     def report(self, token: str, timeout: float = WAIT) -> str | None:
         """The next thing the worker processes reported of ``token``."""
@@ -295,7 +311,8 @@ def run_on_both_processes(app: App) -> dict[str, int]:
     sent = [app.send("spin") for _ in range(2)]
     pids = {}
     for token, message in sent:
-        reported = app.report_and_pid(token)
+        # The other process may still be booting.
+        reported = app.report_and_pid(token, BOOT_WAIT)
         assert reported is not None and reported[0] == "started"
         pids[message.message_id] = reported[1]
     assert len(set(pids.values())) == 2
@@ -339,7 +356,8 @@ class PrivateRedis:
         ``"--cluster-enabled", "yes"``; ``config`` a configuration file."""
         self.options = options
         self.config = config
-        self.port = free_port()
+        # Low enough for a cluster node: any of these servers may be one.
+        self.port = free_port(below=REDIS_CLUSTER_PORTS_BELOW)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -476,11 +494,22 @@ def assert_refused(
     assert list(redis_client.scan_iter(match=namespace + "*")) == []
 
 
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+#: Ports a Redis cluster node may take: it also listens 10000 ports higher,
+#: for the bus, and refuses to start on a port above 55535.
+REDIS_CLUSTER_PORTS_BELOW = 55536
+
+
+def free_port(below: int = 65536) -> int:
+    """A loopback TCP port lower than ``below`` that nothing listens on now."""
+    # The system picks among its ephemeral ports (often 32768 to 60999) at
+    # random: a few picks find one below a bound inside that range.
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < below:
+            return port
+    raise RuntimeError(f"the system offered no free loopback port below {below}")
 
 
 @contextlib.contextmanager

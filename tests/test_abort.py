@@ -20,7 +20,7 @@ from dramatiq_abort import Abort, Abortable, AbortMode, Outcome, abort, abort_re
 from dramatiq_abort.errors import MessageAborted
 from dramatiq_abort.execution import ExecutionState
 
-from .support import WAIT, spin_until_aborted, wait_until
+from .support import QUEUED_FOR, WAIT, spin_until_aborted, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,7 +72,7 @@ def test_cancel_stops_a_queued_message_and_leaves_a_running_one(
 
     running = job.send("running")
     assert started.wait(WAIT)
-    queued = job.send_with_options(args=("queued",), delay=200)
+    queued = job.send_with_options(args=("queued",), delay=QUEUED_FOR)
     abort(queued.message_id, mode=AbortMode.CANCEL)
     abort(running.message_id, mode=AbortMode.CANCEL)
     finish.set()
@@ -151,10 +151,14 @@ def test_abortable_option_priority(stub_broker: StubBroker, abortable: Abortable
             ran.append(tag)
 
         sent = [
-            plain.send_with_options(args=("middleware default: not abortable",), delay=100),
-            plain.send_with_options(args=("message says abortable",), delay=100, abortable=True),
-            opted_in.send_with_options(args=("actor says abortable",), delay=100),
-            opted_in.send_with_options(args=("message says not",), delay=100, abortable=False),
+            plain.send_with_options(args=("middleware default: not abortable",), delay=QUEUED_FOR),
+            plain.send_with_options(
+                args=("message says abortable",), delay=QUEUED_FOR, abortable=True
+            ),
+            opted_in.send_with_options(args=("actor says abortable",), delay=QUEUED_FOR),
+            opted_in.send_with_options(
+                args=("message says not",), delay=QUEUED_FOR, abortable=False
+            ),
         ]
         for message in sent:
             abort(message.message_id)
@@ -270,7 +274,7 @@ def test_on_redis_broker_aborted_messages_are_acknowledged_not_dead_lettered(
         raise ValueError("dead-lettered, as a control")
 
     message = crunch.send()
-    queued = crunch.send_with_options(delay=300)
+    queued = crunch.send_with_options(delay=QUEUED_FOR)
     abort(queued.message_id, mode=AbortMode.CANCEL)
     assert started.wait(WAIT)
     abort(message.message_id)
@@ -407,7 +411,7 @@ def test_workers_report_what_became_of_aborted_messages(
 
     running = crunch.send()
     assert started.wait(WAIT)
-    queued = crunch.send_with_options(delay=100)
+    queued = crunch.send_with_options(delay=QUEUED_FOR)
     abortable.abort_many([queued.message_id, running.message_id])
 
     assert abortable.wait_outcome(running.message_id, WAIT) is Outcome.ABORTED

@@ -34,7 +34,12 @@ from dramatiq_abort import middleware as middleware_module
 from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 
-from .support import WAIT, assert_nothing_written, start_worker
+from .support import (
+    QUEUED_FOR,
+    WAIT,
+    assert_nothing_written,
+    start_worker,
+)
 
 
 def test_public_names_match_the_documentation() -> None:
@@ -129,7 +134,7 @@ def test_a_backend_that_records_no_outcomes_is_never_asked_for_one(
         pass
 
     try:
-        cancelled = job.send_with_options(delay=200)
+        cancelled = job.send_with_options(delay=QUEUED_FOR)
         abort(cancelled.message_id)
         with pytest.raises(ResultFailure, match="MessageAborted"):
             cancelled.get_result(block=True, timeout=int(WAIT * 1000))

@@ -23,6 +23,7 @@ from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.backends.redis import KEEPALIVE
 
 from .support import (
+    QUEUED_FOR,
     SHORT_SOCKET_TIMEOUT,
     WAIT,
     assert_waits_outlast_the_socket_timeout,
@@ -228,7 +229,7 @@ def test_a_poll_only_backend_still_cancels_and_aborts(stub_broker: StubBroker) -
     worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
     worker.start()
     try:
-        queued = job.send_with_options(args=("queued",), delay=100)
+        queued = job.send_with_options(args=("queued",), delay=QUEUED_FOR)
         abort(queued.message_id)
         running = job.send("running")
         assert started.wait(WAIT)

@@ -182,15 +182,29 @@ def test_run_subprocess_takes_what_subprocess_run_takes(tmp_path: Path) -> None:
         run_subprocess(["true"], capture_output=True, stdout=subprocess.PIPE)
 
 
-def test_a_timeout_kills_the_child_and_raises_timeout_expired(tmp_path: Path) -> None:
+def test_a_timeout_kills_the_child_and_raises_timeout_expired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pid_file = tmp_path / "child.pid"
+    # The child as started: on a busy machine the timeout may come before
+    # it could write its pid.
+    children: list[subprocess.Popen[Any]] = []
+
+    class Recorded(subprocess.Popen[Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            children.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
     try:
         with pytest.raises(subprocess.TimeoutExpired) as expired:
             run_subprocess(child_command(pid_file, ignore_term=True), timeout=0.5)
         assert expired.value.timeout == 0.5
-        assert gone(int(pid_file.read_text())), "the child was left running or unreaped"
+        [child] = children
+        assert gone(child.pid), "the child was left running or unreaped"
     finally:
-        kill_child(pid_file)
+        for child in children:
+            child.kill()
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ from dramatiq_abort import Abort, Abortable, Outcome, abort, abort_requested
 from dramatiq_abort.backends import StubBackend
 from dramatiq_abort.middleware import abortable_of
 
-from .support import WAIT, spin_until_aborted, wait_until
+from .support import QUEUED_FOR, WAIT, spin_until_aborted, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 logger = logging.getLogger(__name__)
@@ -133,9 +133,10 @@ def test_states_through_a_pending_task_aborted_then_picked_up(
     def later() -> None:
         ran.set()
 
-    result = later.apply_async(countdown=0.3)
+    sent = time.time()
+    result = later.apply_async(countdown=QUEUED_FOR / 1000)
     eta = result.options["eta"]
-    assert eta >= time.time() * 1000 + 200
+    assert eta >= int(sent * 1000) + QUEUED_FOR
     assert result.state == PENDING and not result.ready()
     result.abort()
     assert result.state == ABORTED and not result.ready()
@@ -158,7 +159,9 @@ def test_failure_and_revoke_states(
     assert isinstance(failing.get(timeout=WAIT, propagate=False), ValueError)
     assert failing.state == FAILURE and failing.failed()
 
-    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.3)
+    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+        milliseconds=QUEUED_FOR
+    )
     revoked = breaks.apply_async(eta=when.replace(tzinfo=None))
     assert revoked.revoke(wait=True, timeout=WAIT) is True
     assert revoked.state == REVOKED
@@ -405,7 +408,7 @@ def test_compat_revoke_and_abort_carry_a_reason(
             pass
 
     abortable = abortable_of(redis_broker)
-    revoked = task.apply_async(args=(False,), countdown=0.3)
+    revoked = task.apply_async(args=(False,), countdown=QUEUED_FOR / 1000)
     assert revoked.revoke(wait=True, timeout=WAIT, reason="not needed") is True
     assert abortable.wait_outcome(revoked.message, WAIT) is Outcome.CANCELLED
     assert abortable.outcome_reason(revoked.message) == "not needed"

@@ -29,7 +29,7 @@ from compat.contrib.abortable import ABORTED, AbortableTask
 from compat.exceptions import Ignore
 from compat.result import AsyncResult
 
-from .support import RABBITMQ_URL, WAIT, require_rabbitmq, wait_until
+from .support import QUEUED_FOR, RABBITMQ_URL, WAIT, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -126,11 +126,11 @@ def test_control_revoke_of_a_list_keeps_every_queued_task_from_running(app: Cele
     def send_reminder(user_id: int) -> None:
         ran.append(user_id)
 
-    results = [send_reminder.apply_async((n,), countdown=0.2) for n in range(3)]
+    results = [send_reminder.apply_async((n,), countdown=QUEUED_FOR / 1000) for n in range(3)]
     app.control.revoke([result.id for result in results])
     assert [result.state for result in results] == [states.REVOKED] * 3
     # Due after the others: once it ran, a revoked task would have run too.
-    send_reminder.apply_async((99,), countdown=0.3).get(timeout=WAIT)
+    send_reminder.apply_async((99,), countdown=QUEUED_FOR / 1000 + 0.1).get(timeout=WAIT)
     assert ran == [99]
 
 

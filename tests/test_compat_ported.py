@@ -30,7 +30,7 @@ from compat.result import AsyncResult
 from dramatiq_abort import EventBackend
 from dramatiq_abort.backends import StubBackend
 
-from .support import WAIT, wait_until
+from .support import QUEUED_FOR, WAIT, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,7 +105,7 @@ def test_revoke_keeps_a_queued_task_from_ever_running(app: Any) -> None:
     def send_reminder(user_id: int) -> None:
         ran.append(user_id)
 
-    result = send_reminder.apply_async(args=[7], countdown=0.2)
+    result = send_reminder.apply_async(args=[7], countdown=QUEUED_FOR / 1000)
     AsyncResult(result.id).revoke()
     assert result.state == states.REVOKED
     with pytest.raises(TaskRevokedError):

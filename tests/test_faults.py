@@ -16,12 +16,9 @@ import redis
 
 from dramatiq_abort import Outcome, abort
 
-from .support import WAIT, App, PrivateRedis, require_rabbitmq, wait_until
+from .support import BOOT_WAIT, WAIT, App, PrivateRedis, require_rabbitmq, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-#: How long a test waits for the first message of freshly started workers.
-BOOT_WAIT = 60.0
 
 
 def started_in(app: App, token: str, timeout: float = WAIT) -> int:

@@ -225,7 +225,7 @@ def test_a_process_that_does_not_answer_is_not_counted_as_running_nothing(
     try:
         holding.export.send()
         holding.wait_started(1)
-        listed = abortable.running_messages(timeout=0.5)
+        listed = abortable.running_messages(timeout=LISTING_WAIT)
     finally:
         silent.close()
     assert (listed.answered, listed.expected) == (1, 2)

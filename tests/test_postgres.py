@@ -28,6 +28,8 @@ from dramatiq_abort.checks import check_postgres_url
 from dramatiq_abort.cli import main
 
 from .support import (
+    BOOT_WAIT,
+    QUEUED_FOR,
     WAIT,
     App,
     GatedPostgresBackend,
@@ -364,7 +366,7 @@ def test_a_real_worker_aborts_a_running_message_and_cancels_a_queued_one(
 
     worker = start_worker(stub_broker, middleware)
     try:
-        queued = crunch.send_with_options(args=("queued",), delay=200)
+        queued = crunch.send_with_options(args=("queued",), delay=QUEUED_FOR)
         abort(queued.message_id, mode="cancel", reason="not needed")  # type: ignore[arg-type]
         running = crunch.send("running")
         assert started.wait(WAIT)
@@ -446,10 +448,12 @@ def test_worker_processes_cancel_abort_and_list_through_postgres(
     middleware = Abortable(backend=postgres_backend)
     try:
         token, _ = app.send("quick")
-        assert app.report(token, timeout=60) == "started"
-        wait_until(lambda: postgres_backend.subscribers() == 2, "both worker processes listen")
+        assert app.report(token, timeout=BOOT_WAIT) == "started"
+        wait_until(
+            lambda: postgres_backend.subscribers() == 2, "both worker processes listen", BOOT_WAIT
+        )
 
-        queued_token, queued = app.send("spin", delay=1000)
+        queued_token, queued = app.send("spin", delay=QUEUED_FOR)
         abort(queued.message_id, middleware=middleware, mode=AbortMode.CANCEL)
         assert middleware.wait_outcome(queued.message_id, WAIT) is Outcome.CANCELLED
         assert app.report(queued_token, timeout=0.2) is None

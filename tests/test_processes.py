@@ -22,7 +22,9 @@ import redis
 from dramatiq_abort import Outcome
 
 from .support import (
+    BOOT_WAIT,
     LONG_WAIT,
+    QUEUED_FOR,
     ROOT,
     SHORT_SOCKET_TIMEOUT,
     WAIT,
@@ -57,12 +59,15 @@ def app(
 def wait_ready(app: App) -> None:
     """Wait until a message went through one of ``app``'s worker processes."""
     token, _ = app.send("quick")
-    assert app.report(token, timeout=60) == "started"
+    assert app.report(token, timeout=BOOT_WAIT) == "started"
 
 
 def test_cancel_abort_grace_and_no_op_across_processes(app: App) -> None:
-    queued_token, queued = app.send("spin", delay=1000)
+    # Queued once the command returned: it may take longer to start on a
+    # busy machine than any delay would last.
+    queued_token, queued = app.message("spin")
     app.abort_from_another_process(queued.message_id, "--mode", "cancel")
+    app.broker.enqueue(queued, delay=QUEUED_FOR)
     assert app.middleware.wait_outcome(queued.message_id, WAIT) is Outcome.CANCELLED
     assert app.report(queued_token, timeout=0.2) is None
 
@@ -151,7 +156,8 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
     stuck_id, stuck_pid = next(iter(pids.items()))
     os.kill(stuck_pid, signal.SIGSTOP)
     try:
-        listed = app.middleware.running_messages(timeout=1)
+        # Long enough for the other process to answer on a busy machine.
+        listed = app.middleware.running_messages(timeout=WAIT / 5)
     finally:
         os.kill(stuck_pid, signal.SIGCONT)
     try:
@@ -224,11 +230,14 @@ def test_a_worker_process_slow_to_answer_is_still_listed_by_default(app: App) ->
 def test_a_rule_from_the_cli_stops_running_and_queued_messages_across_processes(app: App) -> None:
     token, running = app.send("spin")
     assert app.report(token) == "started"
-    delayed_token, delayed = app.send("spin", delay=1500)
+    # Created before the rule, queued once the command returned: it may take
+    # longer to start on a busy machine than any delay would last.
+    delayed_token, delayed = app.message("spin")
     # The rule is stamped in another process, a moment after the messages.
     app.abort_from_another_process(
         "--actor", "work", "--queue", app.queue, "--reason", "bad deploy"
     )
+    app.broker.enqueue(delayed, delay=QUEUED_FOR)
     later_token, _ = app.send("quick")
 
     assert app.report(token) == "aborted"
@@ -257,13 +266,15 @@ def test_a_listing_counts_the_messages_a_busy_worker_process_fetched_and_holds(
                     started.add(token)
             return len(started) == 3
 
-        wait_until(three_started, "three messages start in the only worker process")
+        wait_until(three_started, "three messages start in the only worker process", BOOT_WAIT)
         wait_until(
             lambda: redis_client.llen(f"{namespace}broker:{app.queue}") == 0,
             "the worker process fetches the fourth message",
         )
         app.start_workers(1, 3)
-        wait_until(lambda: app.backend.subscribers() == 2, "a second worker process listens")
+        wait_until(
+            lambda: app.backend.subscribers() == 2, "a second worker process listens", BOOT_WAIT
+        )
 
         document = list_from_another_process(app, "--actor", "work")
         assert (document["answered"], document["expected"]) == (2, 2)

@@ -23,6 +23,7 @@ from dramatiq_abort.errors import ActorOptionError, MessageOptionError
 from dramatiq_abort.lineage import ANCESTRY, MAX_DEPTH, ancestry_of, give_ancestry
 
 from .support import (
+    QUEUED_FOR,
     WAIT,
     GatedBackend,
     PrivateRedis,
@@ -36,10 +37,6 @@ from .support import (
 pytestmark = pytest.mark.timeout(60)
 
 ABORTABLE_LOGGER = "dramatiq_abort.middleware.Abortable"
-
-#: Milliseconds a child that must still be queued when its parent is
-#: aborted waits before a worker takes it: far longer than an abort takes.
-QUEUED_FOR = 1_000
 
 
 class Family:
