@@ -19,10 +19,10 @@ from dramatiq.common import q_name
 
 from .backend import EventBackend
 from .checks import check_bool, check_moment, check_name
-from .execution import Execution
-from .requests import AbortRequests
-from .rules import message_matches
 from .wire import Inquiry, inquiry_event
+from .worker.execution import Execution
+from .worker.requests import AbortRequests
+from .worker.rules import message_matches
 
 __all__ = ["DELAYED", "RUNNING", "WAITING", "Listing", "RunningMessage"]
 

@@ -51,7 +51,7 @@ from dramatiq.middleware import Middleware
 
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.watcher import FORGET_DELAY, SYNC_TIMEOUT
+from dramatiq_abort.worker.watcher import FORGET_DELAY, SYNC_TIMEOUT
 
 from .support import ROOT, stop_process_group
 

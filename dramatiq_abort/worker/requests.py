@@ -11,9 +11,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .backend import TimedEvent
-from .mode import AbortMode
-from .wire import parse_event
+from ..backend import TimedEvent
+from ..mode import AbortMode
+from ..wire import parse_event
 
 __all__ = ["EXPIRY_GRACE", "AbortRequest", "AbortRequests", "Looks"]
 
@@ -42,7 +42,7 @@ class AbortRequest(NamedTuple):
     #: Why the sender stopped the message, if it said.
     reason: str | None = None
     #: The message the request was sent for, when it reached this one as
-    #: its descendant (see :mod:`dramatiq_abort.lineage`).
+    #: its descendant (see :mod:`dramatiq_abort.worker.lineage`).
     ancestor: str | None = None
 
     def for_descendant(self, message_id: str) -> AbortRequest:

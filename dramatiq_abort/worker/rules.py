@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 
 from dramatiq.common import q_name
 
-from .backend import TimedEvent
-from .mode import AbortMode
+from ..backend import TimedEvent
+from ..mode import AbortMode
+from ..wire import parse_rule
 from .requests import EXPIRY_GRACE, AbortRequest, Looks
-from .wire import parse_rule
 
 __all__ = ["AbortRule", "AbortRules"]
 
