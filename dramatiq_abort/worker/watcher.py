@@ -19,10 +19,10 @@ from dramatiq.broker import MessageProxy
 
 from .. import nogil
 from ..backend import EventBackend, Subscription, TimedEvent
-from ..listing import Answerer
 from ..metrics import AbortMetrics
 from ..mode import AbortMode
 from ..wire import event_key, is_inquiry, is_rule, parse_inquiry
+from .answerer import Answerer
 from .execution import Execution
 from .executions import Executions
 from .lineage import ANCESTRY, check_ancestry
