@@ -489,8 +489,8 @@ class Tables(NamedTuple):
         watcher = abortable._watcher
         return cls(
             at=time.monotonic(),
-            requests=len(abortable.requests._by_message),
-            expiries=len(abortable.requests._expiries),
+            requests=len(abortable.requests._table),
+            expiries=abortable.requests._table.scheduled,
             executions=len(abortable.executions.running()),
             deadlines=len(watcher._deadlines) if watcher is not None else 0,
         )
