@@ -15,7 +15,7 @@ import dramatiq
 from .dramatiq_internals import prometheus_dir
 from .mode import AbortMode
 from .outcome import Outcome
-from .requests import AbortRequest
+from .worker.requests import AbortRequest
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

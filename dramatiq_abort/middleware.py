@@ -20,7 +20,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
-from . import coroutines, lineage, listing, settings
+from . import listing, settings
 from .backend import Event, EventBackend
 from .checks import (
     check_abort_timeout,
@@ -34,7 +34,6 @@ from .checks import (
     check_sent_before,
     shown_url,
 )
-from .delivery import Executions
 from .dramatiq_internals import (
     AnyMessage,
     DramatiqInternals,
@@ -45,17 +44,19 @@ from .dramatiq_internals import (
     unwrapped,
 )
 from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
-from .execution import Execution
-from .lineage import ANCESTRY
 from .listing import Listing
 from .metrics import AbortMetrics, worker_metrics
 from .mode import AbortMode
 from .outcome import Outcome
-from .requests import AbortRequest, AbortRequests, prevailing
-from .rules import AbortRules
 from .settings import UNSET, OrUnset
-from .watcher import Watcher
 from .wire import event_key, events_for, key_message_id, rule_event
+from .worker import coroutines, lineage
+from .worker.execution import Execution
+from .worker.executions import Executions
+from .worker.lineage import ANCESTRY
+from .worker.requests import AbortRequest, AbortRequests, prevailing
+from .worker.rules import AbortRules
+from .worker.watcher import Watcher
 
 __all__ = [
     "AbortMode",

@@ -51,7 +51,7 @@ from dramatiq.middleware import Middleware
 
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.watcher import FORGET_DELAY, SYNC_TIMEOUT
+from dramatiq_abort.worker.watcher import FORGET_DELAY, SYNC_TIMEOUT
 
 from .support import ROOT, stop_process_group
 
@@ -489,8 +489,8 @@ class Tables(NamedTuple):
         watcher = abortable._watcher
         return cls(
             at=time.monotonic(),
-            requests=len(abortable.requests._by_message),
-            expiries=len(abortable.requests._expiries),
+            requests=len(abortable.requests._table),
+            expiries=abortable.requests._table.scheduled,
             executions=len(abortable.executions.running()),
             deadlines=len(watcher._deadlines) if watcher is not None else 0,
         )

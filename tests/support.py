@@ -29,8 +29,8 @@ from dramatiq.results.backends import RedisBackend as RedisResultBackend
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, EventBackend, abort
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.cli import main
-from dramatiq_abort.watcher import Watcher
 from dramatiq_abort.wire import is_inquiry
+from dramatiq_abort.worker.watcher import Watcher
 
 #: How long a test waits for anything before it calls it a failure.
 WAIT = 10.0

@@ -19,7 +19,7 @@ from dramatiq.middleware import SkipMessage
 from dramatiq_abort import Abortable, AbortMode, Event, EventBackend, abort, abort_requested
 from dramatiq_abort.backends import RedisBackend, StubBackend
 from dramatiq_abort.dramatiq_internals import AnyMessage
-from dramatiq_abort.lineage import ANCESTRY
+from dramatiq_abort.worker.lineage import ANCESTRY
 
 from .support import WAIT, spin_until_aborted
 

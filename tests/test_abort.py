@@ -18,7 +18,7 @@ from dramatiq.results import ResultFailure, Results
 
 from dramatiq_abort import Abort, Abortable, AbortMode, Outcome, abort, abort_requested
 from dramatiq_abort.errors import MessageAborted
-from dramatiq_abort.execution import ExecutionState
+from dramatiq_abort.worker.execution import ExecutionState
 
 from .support import QUEUED_FOR, WAIT, spin_until_aborted, wait_until
 

@@ -21,14 +21,14 @@ import pytest
 from dramatiq.broker import MessageProxy
 
 from dramatiq_abort.backend import TimedEvent
-from dramatiq_abort.delivery import Executions
 from dramatiq_abort.dramatiq_internals import DramatiqInternals
 from dramatiq_abort.errors import Abort
-from dramatiq_abort.execution import Execution
 from dramatiq_abort.mode import AbortMode
 from dramatiq_abort.outcome import Outcome
-from dramatiq_abort.requests import AbortRequest, AbortRequests
 from dramatiq_abort.wire import events_for
+from dramatiq_abort.worker.execution import Execution
+from dramatiq_abort.worker.executions import Executions
+from dramatiq_abort.worker.requests import AbortRequest, AbortRequests
 
 from .support import WAIT
 

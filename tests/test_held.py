@@ -19,7 +19,7 @@ from dramatiq.results import ResultFailure
 from dramatiq_abort import Abortable, AbortMode, Outcome, abort, abort_where
 from dramatiq_abort.backends import RedisBackend
 from dramatiq_abort.middleware import abortable_of
-from dramatiq_abort.requests import EXPIRY_GRACE
+from dramatiq_abort.worker.requests import EXPIRY_GRACE
 
 from .support import WAIT, App, PrivateRedis, recorded, spin_until_aborted, wait_until
 

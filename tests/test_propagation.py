@@ -20,7 +20,7 @@ from dramatiq.rate_limits.backends import StubBackend as StubRateLimiterBackend
 from dramatiq_abort import Abortable, AbortMode, EventBackend, Outcome, abort, abort_many
 from dramatiq_abort.backends import StubBackend
 from dramatiq_abort.errors import ActorOptionError, MessageOptionError
-from dramatiq_abort.lineage import ANCESTRY, MAX_DEPTH, ancestry_of, give_ancestry
+from dramatiq_abort.worker.lineage import ANCESTRY, MAX_DEPTH, ancestry_of, give_ancestry
 
 from .support import (
     QUEUED_FOR,

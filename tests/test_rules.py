@@ -19,9 +19,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abort, Abortable, AbortMode, Event, Outcome, abort_where
 from dramatiq_abort.backend import TimedEvent
 from dramatiq_abort.backends import RedisBackend, StubBackend
-from dramatiq_abort.requests import EXPIRY_GRACE
-from dramatiq_abort.rules import AbortRules
 from dramatiq_abort.wire import rule_event
+from dramatiq_abort.worker.requests import EXPIRY_GRACE
+from dramatiq_abort.worker.rules import AbortRules
 
 from .support import (
     QUEUED_FOR,

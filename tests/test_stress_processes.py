@@ -36,7 +36,7 @@ import redis
 
 from dramatiq_abort import Abortable, AbortMode
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.watcher import FORGET_DELAY
+from dramatiq_abort.worker.watcher import FORGET_DELAY
 
 from .stress_harness import (
     NEVER,

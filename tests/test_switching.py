@@ -11,8 +11,9 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from dramatiq_abort import Abort, Abortable, abort, switching
-from dramatiq_abort.switching import FAST_INTERVAL, MAX_WAIT, FastSwitching
+from dramatiq_abort import Abort, Abortable, abort
+from dramatiq_abort.worker import switching
+from dramatiq_abort.worker.switching import FAST_INTERVAL, MAX_WAIT, FastSwitching
 
 from .support import WAIT, spin_until_aborted, wait_until
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from .. import nogil
 from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
 from ..checks import check_milliseconds
+from ..expiring import ExpiringTable
 from ..mode import AbortMode
 from ..wire import event_key
 
@@ -33,17 +35,21 @@ class StubBackend(EventBackend):
     def __init__(self) -> None:
         self._changed = threading.Condition()
         #: key -> (params, ttl, expires_at as time.monotonic())
-        self._records: dict[str, tuple[dict[str, object], int, float]] = {}
+        self._records: ExpiringTable[tuple[dict[str, object], int, float]] = ExpiringTable(
+            operator.itemgetter(2)
+        )
         self._subscriptions: set[StubSubscription] = set()
         #: message id -> (outcome, expires_at as time.monotonic())
-        self._outcomes: dict[str, tuple[str, float]] = {}
+        self._outcomes: ExpiringTable[tuple[str, float]] = ExpiringTable(operator.itemgetter(1))
         #: message id -> the reason recorded with its outcome
         self._reasons: dict[str, str] = {}
         #: message id -> (state, expires_at as time.monotonic())
-        self._states: dict[str, tuple[str, float]] = {}
+        self._states: ExpiringTable[tuple[str, float]] = ExpiringTable(operator.itemgetter(1))
         #: reply address -> (answers handed to it and not collected yet,
         #: expires_at as time.monotonic())
-        self._answers: dict[str, tuple[list[str], float]] = {}
+        self._answers: ExpiringTable[tuple[list[str], float]] = ExpiringTable(
+            operator.itemgetter(1)
+        )
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
@@ -52,7 +58,7 @@ class StubBackend(EventBackend):
             expires_at = time.monotonic() + ttl / 1000
             self._forget_expired()
             for key, params in events:
-                self._records[key] = (params, ttl, expires_at)
+                self._records.put(key, (params, ttl, expires_at))
             pushed = [TimedEvent(event, ttl, ttl) for event in events]
             for subscription in self._subscriptions:
                 subscription.push(pushed)
@@ -80,7 +86,7 @@ class StubBackend(EventBackend):
         self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
     ) -> None:
         with self._changed:
-            self._outcomes[message_id] = (outcome, time.monotonic() + ttl / 1000)
+            self._outcomes.put(message_id, (outcome, time.monotonic() + ttl / 1000))
             if reason is None:
                 self._reasons.pop(message_id, None)
             else:
@@ -89,15 +95,13 @@ class StubBackend(EventBackend):
 
     def outcome_reason(self, message_id: str) -> str | None:
         with self._changed:
-            _outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
-            return self._reasons.get(message_id) if expires_at > time.monotonic() else None
+            recorded = self._outcomes.get(message_id, time.monotonic())
+            return None if recorded is None else self._reasons.get(message_id)
 
     def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
         def recorded() -> str | None:
-            outcome, expires_at = self._outcomes.get(message_id, (None, 0.0))
-            if expires_at <= time.monotonic():
-                return None
-            return outcome
+            recorded = self._outcomes.get(message_id, time.monotonic())
+            return None if recorded is None else recorded[0]
 
         with self._changed:
             return self._changed.wait_for(recorded, timeout)
@@ -105,43 +109,44 @@ class StubBackend(EventBackend):
     def record_state(self, message_id: str, state: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
         with self._changed:
-            self._states[message_id] = (state, time.monotonic() + ttl / 1000)
+            self._states.put(message_id, (state, time.monotonic() + ttl / 1000))
 
     def records(self, message_id: str) -> MessageRecords:
         with self._changed:
             now = time.monotonic()
-            outcome, outcome_expiry = self._outcomes.get(message_id, (None, 0.0))
-            state, state_expiry = self._states.get(message_id, (None, 0.0))
+            outcome = self._outcomes.get(message_id, now)
+            state = self._states.get(message_id, now)
             return MessageRecords(
                 self._valid(event_key(message_id, AbortMode.ABORT)),
                 self._valid(event_key(message_id, AbortMode.CANCEL)),
-                outcome if outcome_expiry > now else None,
-                state if state_expiry > now else None,
+                None if outcome is None else outcome[0],
+                None if state is None else state[0],
             )
 
     def forget(self, message_id: str) -> None:
         with self._changed:
-            self._outcomes.pop(message_id, None)
+            self._outcomes.pop(message_id)
             self._reasons.pop(message_id, None)
-            self._states.pop(message_id, None)
+            self._states.pop(message_id)
 
     def answer(self, reply_to: str, payload: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
         with self._changed:
             self._forget_expired()
-            answers, _ = self._answers.get(reply_to, ([], 0.0))
+            answers, _ = self._answers.entries.get(reply_to, ([], 0.0))
             answers.append(payload)
-            self._answers[reply_to] = (answers, time.monotonic() + ttl / 1000)
+            self._answers.put(reply_to, (answers, time.monotonic() + ttl / 1000))
             self._changed.notify_all()
 
     def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
         def enough() -> bool:
-            answers, _ = self._answers.get(reply_to, ([], 0.0))
+            answers, _ = self._answers.entries.get(reply_to, ([], 0.0))
             return expected is not None and len(answers) >= expected
 
         with self._changed:
             self._changed.wait_for(enough, timeout)
-            return self._answers.pop(reply_to, ([], 0.0))[0]
+            collected = self._answers.pop(reply_to)
+            return [] if collected is None else collected[0]
 
     def subscribers(self) -> int:
         with self._changed:
@@ -160,7 +165,7 @@ class StubBackend(EventBackend):
             now = time.monotonic()
             return [
                 TimedEvent(Event(key, dict(params)), max(1, int((expires_at - now) * 1000)), ttl)
-                for key, (params, ttl, expires_at) in self._records.items()
+                for key, (params, ttl, expires_at) in self._records.entries.items()
             ]
 
     def unsubscribe(self, subscription: StubSubscription) -> None:
@@ -168,19 +173,15 @@ class StubBackend(EventBackend):
             self._subscriptions.discard(subscription)
 
     def _valid(self, key: str) -> Event | None:
-        record = self._records.get(key)
-        if record is None or record[2] <= time.monotonic():
-            return None
-        return Event(key, dict(record[0]))
+        record = self._records.get(key, time.monotonic())
+        return None if record is None else Event(key, dict(record[0]))
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
-        for key in [key for key, record in self._records.items() if record[2] <= now]:
-            del self._records[key]
-        for kept in (self._outcomes, self._states, self._answers):
-            for name in [key for key, (_, expires) in kept.items() if expires <= now]:
-                del kept[name]
-        for message_id in [key for key in self._reasons if key not in self._outcomes]:
+        for table in (self._records, self._outcomes, self._states, self._answers):
+            table.forget_expired(now)
+        outcomes = self._outcomes.entries
+        for message_id in [key for key in self._reasons if key not in outcomes]:
             del self._reasons[message_id]
 
 

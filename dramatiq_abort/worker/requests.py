@@ -5,15 +5,17 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import operator
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .backend import TimedEvent
-from .mode import AbortMode
-from .wire import parse_event
+from ..backend import TimedEvent
+from ..expiring import ExpiringTable
+from ..mode import AbortMode
+from ..wire import parse_event
 
 __all__ = ["EXPIRY_GRACE", "AbortRequest", "AbortRequests", "Looks"]
 
@@ -42,7 +44,7 @@ class AbortRequest(NamedTuple):
     #: Why the sender stopped the message, if it said.
     reason: str | None = None
     #: The message the request was sent for, when it reached this one as
-    #: its descendant (see :mod:`dramatiq_abort.lineage`).
+    #: its descendant (see :mod:`dramatiq_abort.worker.lineage`).
     ancestor: str | None = None
 
     def for_descendant(self, message_id: str) -> AbortRequest:
@@ -102,9 +104,9 @@ class AbortRequests:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         self._lock = threading.Lock()
+        self._table: ExpiringTable[AbortRequest] = ExpiringTable(operator.attrgetter("expires_at"))
         # Changed in place, never replaced: ``held`` is bound to it.
-        self._by_message: dict[str, AbortRequest] = {}
-        self._expiries: list[tuple[float, str]] = []
+        self._by_message = self._table.entries
         self._looks = Looks()
         #: The messages that keep a request in force past its TTL, by id:
         #: weak references to the proxies this process fetched, so that the
@@ -171,11 +173,10 @@ class AbortRequests:
                 in_force = previous is not None and previous.expires_at > now
                 before[message_id] = previous if in_force else None
             request = prevailing(previous, request)
-            self._by_message[message_id] = request
+            self._table.put(message_id, request)
             if request.expires_at != math.inf:
-                heapq.heappush(self._expiries, (request.expires_at, message_id))
                 self._looks.add(message_id, request.expires_at)
-            self._forget_expired(now)
+            self._table.forget_expired(now)
         return request
 
     def next_look(self) -> float | None:
@@ -201,7 +202,7 @@ class AbortRequests:
         message_id = request.message_id
         with self._lock:
             kept = request._replace(expires_at=math.inf)
-            self._by_message[message_id] = prevailing(self._by_message.get(message_id), kept)
+            self._table.put(message_id, prevailing(self._by_message.get(message_id), kept))
             holders = self._holders.setdefault(message_id, [])
             if not any(ref() is holder for ref in holders):
                 holders.append(weakref.ref(holder))
@@ -247,17 +248,9 @@ class AbortRequests:
     def next_expiry(self) -> float | None:
         """``time.monotonic()`` at which the next request expires, if any."""
         with self._lock:
-            return self._expiries[0][0] if self._expiries else None
+            return self._table.next_expiry()
 
     def forget_expired(self, now: float) -> None:
         """Drop the requests expired by ``now`` (``time.monotonic()``)."""
         with self._lock:
-            self._forget_expired(now)
-
-    def _forget_expired(self, now: float) -> None:
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            _expires_at, message_id = heapq.heappop(expiries)
-            request = self._by_message.get(message_id)
-            if request is not None and request.expires_at <= now:
-                del self._by_message[message_id]
+            self._table.forget_expired(now)

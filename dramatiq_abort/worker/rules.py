@@ -3,19 +3,20 @@ the messages of an actor or a queue that were sent before a moment."""
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
+import operator
 import threading
 import time
 from typing import Any, NamedTuple
 
 from dramatiq.common import q_name
 
-from .backend import TimedEvent
-from .mode import AbortMode
+from ..backend import TimedEvent
+from ..expiring import ExpiringTable
+from ..mode import AbortMode
+from ..wire import parse_rule
 from .requests import EXPIRY_GRACE, AbortRequest, Looks
-from .wire import parse_rule
 
 __all__ = ["AbortRule", "AbortRules"]
 
@@ -85,8 +86,8 @@ class AbortRules:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         self._lock = threading.Lock()
-        self._rules: dict[str, AbortRule] = {}
-        self._expiries: list[tuple[float, str]] = []
+        self._table: ExpiringTable[AbortRule] = ExpiringTable(operator.attrgetter("expires_at"))
+        self._rules = self._table.entries
         self._looks = Looks()
         self._by_actor: dict[str, tuple[AbortRule, ...]] = {}
         self._by_queue: dict[str, tuple[AbortRule, ...]] = {}
@@ -154,10 +155,9 @@ class AbortRules:
             return recorded
         with self._lock:
             for rule in recorded:
-                self._rules[rule.rule_id] = rule
-                heapq.heappush(self._expiries, (rule.expires_at, rule.rule_id))
+                self._table.put(rule.rule_id, rule)
                 self._looks.add(rule.rule_id, rule.expires_at)
-            self._forget_expired(now)
+            self._table.forget_expired(now)
             self._index()
         return recorded
 
@@ -180,24 +180,13 @@ class AbortRules:
     def next_expiry(self) -> float | None:
         """``time.monotonic()`` at which the next rule expires, if any."""
         with self._lock:
-            return self._expiries[0][0] if self._expiries else None
+            return self._table.next_expiry()
 
     def forget_expired(self, now: float) -> None:
         """Drop the rules expired by ``now`` (``time.monotonic()``)."""
         with self._lock:
-            if self._forget_expired(now):
+            if self._table.forget_expired(now):
                 self._index()
-
-    def _forget_expired(self, now: float) -> bool:
-        forgot = False
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            _expires_at, rule_id = heapq.heappop(expiries)
-            rule = self._rules.get(rule_id)
-            if rule is not None and rule.expires_at <= now:
-                del self._rules[rule_id]
-                forgot = True
-        return forgot
 
     def _index(self) -> None:
         by_actor: dict[str, list[AbortRule]] = {}

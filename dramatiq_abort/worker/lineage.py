@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .checks import MAX_MESSAGE_ID_LENGTH
+from ..checks import MAX_MESSAGE_ID_LENGTH
 
 __all__ = ["ANCESTRY", "MAX_DEPTH", "ancestry_of", "check_ancestry", "give_ancestry"]
 

@@ -14,11 +14,11 @@ from typing import Any, NoReturn, TypeVar
 
 from dramatiq.middleware.threading import is_gevent_active
 
-from .dramatiq_internals import AnyMessage, DramatiqInternals
-from .errors import Abort
+from ..dramatiq_internals import AnyMessage, DramatiqInternals
+from ..errors import Abort
+from ..outcome import Outcome
 from .execution import STARTING, AbortSignal, Execution, ExecutionState
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
-from .outcome import Outcome
 from .requests import AbortRequest, prevailing
 from .switching import FastSwitching
 
@@ -42,7 +42,7 @@ class Executions:
     Each worker thread registers the message it processes in a slot of
     its own, so that threads share nothing on their way through a message.
     The watcher finds messages by scanning the slots, and the descendants
-    of a message (see :mod:`dramatiq_abort.lineage`) in an index by
+    of a message (see :mod:`dramatiq_abort.worker.lineage`) in an index by
     ancestor, which only the messages that carry an ancestry join.
 
     No lock is taken on the way through a message. The watcher and the

@@ -9,9 +9,9 @@ from typing import Any, Generic, TypeVar
 
 from dramatiq.asyncio import get_event_loop_thread
 
-from .delivery import Executions
-from .errors import Abort, AsyncAbort
+from ..errors import Abort, AsyncAbort
 from .execution import Execution
+from .executions import Executions
 from .interrupters import AsyncioInterrupter
 
 R = TypeVar("R")

@@ -17,17 +17,17 @@ from collections.abc import Callable, Collection, Iterable
 
 from dramatiq.broker import MessageProxy
 
-from . import nogil
-from .backend import EventBackend, Subscription, TimedEvent
-from .delivery import Executions
+from .. import nogil
+from ..backend import EventBackend, Subscription, TimedEvent
+from ..metrics import AbortMetrics
+from ..mode import AbortMode
+from ..wire import event_key, is_inquiry, is_rule, parse_inquiry
+from .answerer import Answerer
 from .execution import Execution
+from .executions import Executions
 from .lineage import ANCESTRY, check_ancestry
-from .listing import Answerer
-from .metrics import AbortMetrics
-from .mode import AbortMode
 from .requests import AbortRequest, AbortRequests
 from .rules import AbortRule, AbortRules
-from .wire import event_key, is_inquiry, is_rule, parse_inquiry
 
 #: Longest wait between two attempts to reach a backend that fails.
 MAX_BACKOFF = 30.0

@@ -9,8 +9,8 @@ import asyncio
 import ctypes
 from typing import Any
 
-from .dramatiq_internals import DramatiqInternals
-from .errors import Abort
+from ..dramatiq_internals import DramatiqInternals
+from ..errors import Abort
 from .execution import Execution, ExecutionState
 from .switching import FastSwitching
 
@@ -44,7 +44,7 @@ class Interrupter(abc.ABC):
 class ThreadInterrupter(Interrupter):
     """Sets :class:`Abort` as the asynchronous exception of the thread; it
     is raised the next time the thread runs Python code, which a shorter
-    switch interval hastens (see :mod:`dramatiq_abort.switching`)."""
+    switch interval hastens (see :mod:`dramatiq_abort.worker.switching`)."""
 
     def __init__(self, internals: DramatiqInternals, switching: FastSwitching) -> None:
         super().__init__(internals)

@@ -8,7 +8,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .dramatiq_internals import AnyMessage
+    from ..dramatiq_internals import AnyMessage
     from .interrupters import Interrupter
     from .requests import AbortRequest
 
@@ -72,7 +72,7 @@ class Execution:
     Two parties touch it: the worker thread that owns it, which moves its
     :attr:`state`, and the watcher, which sets :attr:`request` and
     interrupts it. They synchronise without a lock: see
-    :class:`~dramatiq_abort.delivery.Executions`.
+    :class:`~dramatiq_abort.worker.executions.Executions`.
     """
 
     __slots__ = (
@@ -109,7 +109,7 @@ class Execution:
         self.interrupter = interrupter
         self.state = STARTING
         #: The messages whose abort reaches it as well as its own (see
-        #: :mod:`dramatiq_abort.lineage`), nearest first; set before it starts.
+        #: :mod:`dramatiq_abort.worker.lineage`), nearest first; set before it starts.
         self.ancestors: tuple[str, ...] = ()
         #: The abort request that reached it while it ran: it holds until
         #: the message ends, however short its TTL.

@@ -1,0 +1,109 @@
+"""A worker process's answer to a listing's inquiry, made from what it
+runs and holds (see :mod:`dramatiq_abort.listing` for the asking side)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import reprlib
+import socket
+import time
+import uuid
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from dramatiq.common import q_name
+
+from ..listing import ARGS_LENGTH, DELAYED, FOREVER, RUNNING, WAITING
+from ..wire import Inquiry
+from .execution import Execution
+from .requests import AbortRequests
+from .rules import message_matches
+
+_args_repr = reprlib.Repr()
+_args_repr.maxstring = 60
+_args_repr.maxother = 60
+
+
+class Answerer:
+    """Makes a worker process's answer to an inquiry from what it runs;
+    used by its watcher. Reads only the snapshot the process keeps in memory."""
+
+    def __init__(self, requests: AbortRequests, actors: Collection[str] = ()) -> None:
+        """``actors``: the names of the actors this process declares, as
+        they are declared (read at each answer that asks for them)."""
+        self.requests = requests
+        self.actors = actors
+        #: Names this process in its answers, so that the asker counts it
+        #: once, even if it answers twice or shares a host name and pid.
+        self.process = uuid.uuid4().hex
+        self.host = socket.gethostname()
+
+    def answer(
+        self,
+        inquiry: Inquiry,
+        running: Iterable[Execution],
+        held: Iterable[tuple[bool, Any]] = (),
+    ) -> str:
+        """The answer to ``inquiry``: ``running`` being the executions of this
+        process, and ``held`` the messages it fetched and has not started,
+        each with whether it is delayed. A message in both is listed running."""
+        now = time.monotonic()
+        listed: dict[str, dict[str, Any]] = {}
+        for execution in running:
+            entry = self._entry(inquiry, execution.message, now)
+            if entry is not None:
+                entry.update(state=RUNNING, started_at=execution.started_at)
+                listed[execution.message_id] = entry
+        for delayed, message in held:
+            if message.message_id in listed:
+                continue
+            entry = self._entry(inquiry, message, now)
+            if entry is not None:
+                entry["state"] = DELAYED if delayed else WAITING
+                if delayed:
+                    entry["eta"] = message.options.get("eta")
+                listed[message.message_id] = entry
+        answer: dict[str, Any] = {
+            "process": self.process,
+            "host": self.host,
+            "pid": os.getpid(),
+            "messages": list(listed.values()),
+        }
+        if inquiry.actors:
+            answer["actors"] = sorted(self.actors)
+        return json.dumps(answer)
+
+    def _entry(self, inquiry: Inquiry, message: Any, now: float) -> dict[str, Any] | None:
+        """What an answer says of ``message``; ``None`` when the inquiry's
+        filters leave it out."""
+        if not message_matches(message, inquiry.actor, inquiry.queue, inquiry.sent_before):
+            return None
+        request = self.requests.get(message.message_id)
+        requested = request is not None and request.interrupts
+        grace: float | str | None = None
+        if request is not None and requested and request.abort_at > now:
+            left = request.abort_at - now
+            grace = FOREVER if left == math.inf else round(left * 1000)
+        entry: dict[str, Any] = {
+            "id": message.message_id,
+            "actor": message.actor_name,
+            "queue": q_name(message.queue_name),
+            "sent_at": message.message_timestamp,
+            "abort_requested": requested,
+            "grace_left": grace,
+            "reason": request.reason if requested and request is not None else None,
+        }
+        if inquiry.args:
+            entry["args"] = shortened_args(message.args, message.kwargs)
+        return entry
+
+
+def shortened_args(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
+    """``args`` and ``kwargs`` as a call would show them, each value
+    shortened, the whole cut to at most ``ARGS_LENGTH`` characters."""
+    parts = [_args_repr.repr(value) for value in args]
+    parts += [f"{name}={_args_repr.repr(value)}" for name, value in kwargs.items()]
+    shown = ", ".join(parts)
+    return shown if len(shown) <= ARGS_LENGTH else shown[: ARGS_LENGTH - 3] + "..."
