@@ -10,6 +10,8 @@ import multiprocessing
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -22,8 +24,9 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, running_messages
 from dramatiq_abort.backend import Subscription
 from dramatiq_abort.backends import check_url, from_url
-from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
-from dramatiq_abort.backends.redis_channels import KEEPALIVE
+from dramatiq_abort.backends.postgres import PostgresBackend
+from dramatiq_abort.backends.postgres.backend import FRAGMENT_SIZE
+from dramatiq_abort.backends.sockets import KEEPALIVE
 from dramatiq_abort.checks import check_postgres_url
 from dramatiq_abort.cli import main
 
@@ -87,6 +90,18 @@ def test_from_url_builds_a_postgres_backend_for_both_schemes(
         finally:
             backend.drop()
             backend.close()
+
+
+def test_the_postgres_backend_never_imports_redis_py() -> None:
+    # A process of its own: this one has imported redis-py long ago.
+    code = (
+        "import sys; from dramatiq_abort.backends import PostgresBackend;"
+        " print(sorted(name for name in sys.modules if name.partition('.')[0] == 'redis'))"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=BOOT_WAIT, check=True
+    )
+    assert finished.stdout.strip() == "[]"
 
 
 def test_a_url_of_several_hosts_is_taken_as_libpq_takes_it() -> None:
