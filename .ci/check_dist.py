@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: succeeds, and fails only when it is read.
 DATA_FILES = [
     "*/py.typed",
-    "dramatiq_abort/static/*",
+    "dramatiq_abort/web/static/*",
     "dramatiq_abort/backends/redis/scripts/*",
     "dramatiq_abort/backends/postgres/sql/*",
 ]
