@@ -5,6 +5,7 @@ and dramatiq workers that abort through it, its connections killed."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ from dramatiq_abort.backends.postgres.backend import FRAGMENT_SIZE
 from dramatiq_abort.backends.sockets import KEEPALIVE
 from dramatiq_abort.checks import check_postgres_url
 from dramatiq_abort.cli import main
+from dramatiq_abort.settings import URL_VARIABLE
 
 from .support import (
     BOOT_WAIT,
@@ -92,16 +94,35 @@ def test_from_url_builds_a_postgres_backend_for_both_schemes(
             backend.close()
 
 
-def test_the_postgres_backend_never_imports_redis_py() -> None:
-    # A process of its own: this one has imported redis-py long ago.
-    code = (
-        "import sys; from dramatiq_abort.backends import PostgresBackend;"
-        " print(sorted(name for name in sys.modules if name.partition('.')[0] == 'redis'))"
-    )
+def redis_modules_imported_by(code: str, environ: dict[str, str] | None = None) -> list[str]:
+    """The modules of redis-py that a process of its own imports to run
+    ``code`` (this one imported them long ago), with ``environ`` added to
+    its environment."""
+    listed = "import json, sys; print(json.dumps(sorted(sys.modules)))"
     finished = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=BOOT_WAIT, check=True
+        [sys.executable, "-c", f"{code}\n{listed}"],
+        env={**os.environ, **(environ or {})},
+        capture_output=True,
+        text=True,
+        timeout=BOOT_WAIT,
+        check=True,
     )
-    assert finished.stdout.strip() == "[]"
+    modules: list[str] = json.loads(finished.stdout.splitlines()[-1])
+    return [name for name in modules if name.partition(".")[0] == "redis"]
+
+
+def test_the_postgres_backend_never_imports_redis_py() -> None:
+    assert redis_modules_imported_by("from dramatiq_abort.backends import PostgresBackend") == []
+
+
+def test_the_command_never_imports_redis_py_for_a_postgres_url(
+    postgres_url: str, postgres_namespace: str
+) -> None:
+    code = (
+        "from dramatiq_abort.cli import main\n"
+        f"assert main(['list', '--namespace', {postgres_namespace!r}, '--wait', '0.1']) == 0"
+    )
+    assert redis_modules_imported_by(code, {URL_VARIABLE: postgres_url}) == []
 
 
 def test_a_url_of_several_hosts_is_taken_as_libpq_takes_it() -> None:
