@@ -13,7 +13,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +24,7 @@ from ...backend import Event, EventBackend, MessageRecords, TimedEvent
 from ...checks import check_milliseconds, check_postgres_url
 from ...mode import AbortMode
 from ...wire import event_key, is_inquiry
+from ..files import shipped_text
 from ..pushed import encode_batch, encode_params
 from .connections import Connect, Listener, Pool
 from .subscription import PostgresSubscription
@@ -59,24 +59,16 @@ CLEAN_UP_INTERVAL = 10.0
 #: package's rather than this module's.
 logger = logging.getLogger("dramatiq_abort.backends.postgres")
 
-#: Where the statements are, each in a file named after it; their
-#: placeholders (``{events}``...) stand for this namespace's tables.
-STATEMENTS = resources.files(__package__) / "sql"
-
-
-def _statement(name: str) -> str:
-    """The text of ``sql/<name>.sql``: what it does is said atop it."""
-    return (STATEMENTS / f"{name}.sql").read_text(encoding="utf-8")
-
-
-_SCHEMA = _statement("schema")
-_NOTIFY = _statement("notify")
-_PUSH = _statement("push")
-_RECORD_OUTCOME = _statement("record_outcome")
-_RECORD_STATE = _statement("record_state")
-_ANSWER = _statement("answer")
-_RECORDS = _statement("records")
-_CLEAN_UP = _statement("clean_up")
+# The statements, each in a file of its own, which says what it does atop
+# it; their placeholders (``{events}``...) stand for the namespace's tables.
+_SCHEMA = shipped_text(__package__, "sql/schema.sql")
+_NOTIFY = shipped_text(__package__, "sql/notify.sql")
+_PUSH = shipped_text(__package__, "sql/push.sql")
+_RECORD_OUTCOME = shipped_text(__package__, "sql/record_outcome.sql")
+_RECORD_STATE = shipped_text(__package__, "sql/record_state.sql")
+_ANSWER = shipped_text(__package__, "sql/answer.sql")
+_RECORDS = shipped_text(__package__, "sql/records.sql")
+_CLEAN_UP = shipped_text(__package__, "sql/clean_up.sql")
 
 
 def _check_namespace(namespace: object) -> str:

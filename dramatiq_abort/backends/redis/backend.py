@@ -8,7 +8,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +19,7 @@ from ...backend import Event, EventBackend, MessageRecords, TimedEvent
 from ...checks import check_milliseconds, check_redis_url, check_text
 from ...mode import AbortMode
 from ...wire import event_key
+from ..files import shipped_text
 from ..pushed import decode_batch, encode_batch, encode_params
 from .channels import Channel, PubSubChannel, RawChannel, text
 from .subscription import RedisSubscription
@@ -55,19 +55,12 @@ BLOCK_SHARE = 0.5
 #: The name under which it logs since 2.0, the package's rather than this module's.
 logger = logging.getLogger("dramatiq_abort.backends.redis")
 
-#: Where the Lua scripts are, each run by Redis as one atomic step.
-SCRIPTS = resources.files(__package__) / "scripts"
-
-
-def _lua(name: str) -> str:
-    """The text of the script ``scripts/<name>.lua``: what it does is said atop it."""
-    return (SCRIPTS / f"{name}.lua").read_text(encoding="utf-8")
-
-
-_NOTIFY = _lua("notify")
-_RECORD_OUTCOME = _lua("record_outcome")
-_ANSWER = _lua("answer")
-_RECORDED = _lua("recorded")
+# The Lua scripts, each run by Redis as one atomic step: what each does is
+# said atop its file.
+_NOTIFY = shipped_text(__package__, "scripts/notify.lua")
+_RECORD_OUTCOME = shipped_text(__package__, "scripts/record_outcome.lua")
+_ANSWER = shipped_text(__package__, "scripts/answer.lua")
+_RECORDED = shipped_text(__package__, "scripts/recorded.lua")
 
 
 def _safe_repr(value: Any) -> str:
