@@ -25,9 +25,15 @@ from trove_classifiers import classifiers, deprecated_classifiers
 
 #: The source tree: every data file of its packages must reach the wheel.
 ROOT = Path(__file__).resolve().parent.parent
-#: Files a package ships beside its modules: the page's files and the
-#: PEP 561 markers. A build that loses one still succeeds.
-DATA_FILES = ["*/py.typed", "dramatiq_abort/static/*"]
+#: Files a package ships beside its modules: the page's files, the
+#: backends' scripts and the PEP 561 markers. A build that loses one still
+#: succeeds, and fails only when it is read.
+DATA_FILES = [
+    "*/py.typed",
+    "dramatiq_abort/web/static/*",
+    "dramatiq_abort/backends/redis/scripts/*",
+    "dramatiq_abort/backends/postgres/sql/*",
+]
 #: The license's texts: the LGPL, and the GPL it adds its permissions to.
 LICENSE_FILES = ["COPYING", "COPYING.LESSER"]
 #: Files a build from the sdist needs besides the packages.

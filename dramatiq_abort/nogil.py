@@ -13,7 +13,7 @@ whether a descriptor has data (worker threads ask it once per message, so
 it is one system call with no Python frame), and :func:`read_ready` reads
 what is there. ``ReadinessProbe(fd, plain=True)`` uses ``select`` instead,
 for subscriptions read the plain way (see
-:mod:`dramatiq_abort.backends.redis_channels`).
+:mod:`dramatiq_abort.backends.redis.channels`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from dramatiq_abort import Abortable, Event, __version__, abort
 from dramatiq_abort.backends import PostgresBackend, RedisBackend
 from dramatiq_abort.checks import MAX_MESSAGE_ID_LENGTH
 from dramatiq_abort.cli import ACTOR_CHECK_WAIT, REDIS_URL_VARIABLE, default_reason, main
-from dramatiq_abort.demo import run
+from dramatiq_abort.cli.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
 from .support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of, wait_until

@@ -5,11 +5,14 @@ and dramatiq workers that abort through it, its connections killed."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -22,10 +25,12 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, running_messages
 from dramatiq_abort.backend import Subscription
 from dramatiq_abort.backends import check_url, from_url
-from dramatiq_abort.backends.postgres import FRAGMENT_SIZE, PostgresBackend
-from dramatiq_abort.backends.redis_channels import KEEPALIVE
+from dramatiq_abort.backends.postgres import PostgresBackend
+from dramatiq_abort.backends.postgres.backend import FRAGMENT_SIZE
+from dramatiq_abort.backends.sockets import KEEPALIVE
 from dramatiq_abort.checks import check_postgres_url
 from dramatiq_abort.cli import main
+from dramatiq_abort.settings import URL_VARIABLE
 
 from .support import (
     BOOT_WAIT,
@@ -87,6 +92,37 @@ def test_from_url_builds_a_postgres_backend_for_both_schemes(
         finally:
             backend.drop()
             backend.close()
+
+
+def redis_modules_imported_by(code: str, environ: dict[str, str] | None = None) -> list[str]:
+    """The modules of redis-py that a process of its own imports to run
+    ``code`` (this one imported them long ago), with ``environ`` added to
+    its environment."""
+    listed = "import json, sys; print(json.dumps(sorted(sys.modules)))"
+    finished = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{listed}"],
+        env={**os.environ, **(environ or {})},
+        capture_output=True,
+        text=True,
+        timeout=BOOT_WAIT,
+        check=True,
+    )
+    modules: list[str] = json.loads(finished.stdout.splitlines()[-1])
+    return [name for name in modules if name.partition(".")[0] == "redis"]
+
+
+def test_the_postgres_backend_never_imports_redis_py() -> None:
+    assert redis_modules_imported_by("from dramatiq_abort.backends import PostgresBackend") == []
+
+
+def test_the_command_never_imports_redis_py_for_a_postgres_url(
+    postgres_url: str, postgres_namespace: str
+) -> None:
+    code = (
+        "from dramatiq_abort.cli import main\n"
+        f"assert main(['list', '--namespace', {postgres_namespace!r}, '--wait', '0.1']) == 0"
+    )
+    assert redis_modules_imported_by(code, {URL_VARIABLE: postgres_url}) == []
 
 
 def test_a_url_of_several_hosts_is_taken_as_libpq_takes_it() -> None:

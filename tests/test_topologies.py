@@ -21,7 +21,7 @@ from redis.sentinel import Sentinel
 
 from dramatiq_abort import Abortable, AbortMode, Event, Outcome, abort, abort_requested
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.backends.redis import CHUNK_SIZE
+from dramatiq_abort.backends.redis.backend import CHUNK_SIZE
 from dramatiq_abort.cli import main as cli_main
 
 from .support import (

@@ -21,14 +21,12 @@ from typing import Any
 
 import redis
 
-from .. import nogil
+from ... import nogil
+from ..sockets import keep_alive
 
-#: TCP keepalive of a subscription, in seconds: idle time before the first
-#: probe, time between probes, and probes unanswered before the connection
-#: is dropped. A subscription sends nothing while no abort comes, so a host
-#: gone without closing it would otherwise go unnoticed for hours.
-KEEPALIVE = (10, 5, 3)
-logger = logging.getLogger(__name__)
+#: The name under which it logs since 2.0, from when it was a module of
+#: its own beside the backend's.
+logger = logging.getLogger("dramatiq_abort.backends.redis_channels")
 
 
 def text(value: Any) -> str:
@@ -153,19 +151,6 @@ class RawChannel(Channel):
             if not data:
                 raise redis.ConnectionError("the subscription was closed by the server")
             self._replies.feed(data)
-
-
-def keep_alive(sock: socket.socket) -> None:
-    """Turn TCP keepalive on for ``sock`` (see ``KEEPALIVE``)."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in zip(
-        ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE, strict=False
-    ):
-        # Not every platform has all three.
-        if hasattr(socket, option):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class _ReplyReader:

@@ -1,28 +1,22 @@
-"""The ``dramatiq-abort`` command: ``demo`` to see aborts at work, ``abort``,
-``list`` and ``web`` for operators."""
+"""The ``dramatiq-abort`` command's arguments: its parser, each option's
+check of the text typed (built on the Python API's checks, ``checks.py``),
+and the checks across options, all before anything is sent."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import getpass
-import json
-import logging
 import math
 import os
 import socket
-import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
-import redis
-
-from . import __version__
-from .backend import EventBackend
-from .backends import backend_name, check_url
-from .checks import (
+from .. import __version__
+from ..backends import backend_name, check_url
+from ..checks import (
     MIN_REFRESH,
     check_milliseconds,
     check_name,
@@ -34,24 +28,16 @@ from .checks import (
     check_sent_before,
     check_text,
 )
-from .listing import DELAYED, RUNNING, Listing, RunningMessage, check_inquiry
-from .listing import ask as ask_workers
-from .middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
-from .mode import AbortMode
-from .settings import URL_VARIABLE
-from .web import DEFAULT_REFRESH, serve
+from ..middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
+from ..mode import AbortMode
+from ..settings import URL_VARIABLE
+from ..web import DEFAULT_REFRESH
 
 #: The variable's name before backends other than Redis: still read, after
 #: :data:`URL_VARIABLE`.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"
-#: Exit statuses: a backend error (the request may not have been recorded);
-#: bad arguments (nothing was sent); interrupted by Ctrl-C (128 + SIGINT).
-BACKEND_ERROR, BAD_ARGUMENTS, INTERRUPTED = 1, 2, 130
-#: Longest wait, in seconds, once a rule that names an actor is recorded,
-#: for the workers to say which actors they declare: the rule is recorded
-#: first, and the wait ends as soon as every worker process that listens
-#: answered, so it delays only the exit, and only while one is slow.
-ACTOR_CHECK_WAIT = 1.0
+#: The exit status of bad arguments: nothing was sent.
+BAD_ARGUMENTS = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -455,7 +441,9 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The checked arguments of ``argv`` (the command line when ``None``); on a
+    bad one, exits with ``BAD_ARGUMENTS`` and a line that names it."""
     parser = _parser()
     # argparse takes the IDs of abort only before the first option: the ones
     # after it (abort ID --mode cancel ID) come back as unknown arguments.
@@ -483,360 +471,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         if filtered and args.sent_before is None:
             # Now, read once: the rule and a dry run's count mean the same moment.
             args.sent_before = time.time()
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print(
-            "dramatiq-abort: interrupted"
-            + ("; the request may have been recorded" if args.command == "abort" else ""),
-            file=sys.stderr,
-        )
-        return INTERRUPTED
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "demo" and args.redis is None:
-        return _demo(None)
-    try:
-        if args.command == "demo":
-            return _demo(args.redis)
-        if args.command == "list":
-            return _list(args)
-        if args.command == "web":
-            return _web(args)
-        return _abort(args)
-    except (TypeError, ValueError, ImportError) as e:
-        # An ImportError: the backend's client library, an extra, is missing.
-        print(f"dramatiq-abort: {e}", file=sys.stderr)
-        return BAD_ARGUMENTS
-    except redis.RedisError as e:
-        # The client's words name the host and port, never the password that
-        # the URL may hold; a traceback would say no more to an operator.
-        print(f"dramatiq-abort: Redis error: {str(e).rstrip('.')}{_redis_hint(e)}", file=sys.stderr)
-        return BACKEND_ERROR
-    except Exception as e:
-        if not _is_postgres_error(e):
-            raise
-        # libpq's words name the host, port, user and database, never the password.
-        first_line = " ".join(str(e).split("\n", 1)[0].split())
-        print(
-            f"dramatiq-abort: PostgreSQL error: {first_line.rstrip('.')}: check the host, port,"
-            f" user, password and database that --backend (or ${URL_VARIABLE}) gives",
-            file=sys.stderr,
-        )
-        return BACKEND_ERROR
-
-
-def _is_postgres_error(error: Exception) -> bool:
-    """Whether ``error`` is psycopg's, without importing psycopg where no
-    PostgreSQL backend was built."""
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(error, psycopg.Error)
-
-
-def _demo(redis_url: str | None) -> int:
-    from .demo import main
-
-    return main(redis_url)
-
-
-def _backend(args: argparse.Namespace) -> EventBackend:
-    """The workers' backend that ``--backend`` and ``--namespace`` name."""
-    from .backends import from_url
-
-    options = {} if args.namespace is None else {"namespace": args.namespace}
-    return from_url(args.url, **options)
-
-
-def _redis_hint(error: Exception) -> str:
-    """What to check after ``error``, for the errors an operator's URL
-    causes; nothing for the others, whose words say enough."""
-    where = f"--backend (or ${URL_VARIABLE})"
-    if isinstance(error, redis.AuthenticationError):
-        return f": check the user and password that {where} gives"
-    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
-        return f": check that Redis runs at the host and port that {where} names"
-    return ""
-
-
-def _abort(args: argparse.Namespace) -> int:
-    from .middleware import Abortable
-
-    backend = _backend(args)
-    middleware = Abortable(backend=backend)
-    mode = AbortMode(args.mode)
-    if args.message_ids:
-        # One call: every id is checked before any is sent.
-        middleware.abort_many(args.message_ids, args.ttl, mode, args.timeout, reason=args.reason)
-        print(
-            f"sent {args.mode} for {len(args.message_ids)} message(s): {_effect(args)}.\n"
-            f"The request is recorded even for an id no worker knows (yet), and expires after"
-            f" {args.ttl:,} ms (--ttl). Reason: {args.reason!r}."
-        )
-        _not_uuids(args.message_ids)
-    elif args.dry_run:
-        return _dry_run(args, backend)
-    else:
-        rule_id = middleware.abort_where(
-            actor=args.actor,
-            queue=args.queue,
-            sent_before=args.sent_before,
-            mode=mode,
-            abort_timeout=args.timeout,
-            abort_ttl=args.ttl,
-            reason=args.reason,
-        )
-        when = (
-            datetime.datetime.fromtimestamp(args.sent_before).astimezone().isoformat("T", "seconds")
-        )
-        matched = " and ".join(
-            f"{name} {value!r}"
-            for name, value in (("actor", args.actor), ("queue", args.queue))
-            if value is not None
-        )
-        print(
-            f"recorded rule {rule_id}: {args.mode} every message of {matched} sent before"
-            f" {when}: {_effect(args)}.\n"
-            f"A message sent after that is never touched. The rule expires after {args.ttl:,} ms"
-            f" (--ttl). Reason: {args.reason!r}."
-        )
-        if args.actor is not None:
-            _check_actor(args, backend)
-            return 0
-    if backend.subscribers() == 0:
-        _no_worker_listens(args)
-    return 0
-
-
-def _check_actor(args: argparse.Namespace, backend: EventBackend) -> None:
-    """After the rule is recorded: say when no worker process listens, or
-    when those that answer within ``ACTOR_CHECK_WAIT`` declare no actor
-    named ``--actor``. A failure to ask changes nothing: the rule stands."""
-    try:
-        if backend.subscribers() == 0:
-            # Nobody to ask: no inquiry is written.
-            _no_worker_listens(args)
-            return
-        listed = _ask(args, backend, ACTOR_CHECK_WAIT)
-    except Exception as e:
-        print(
-            f"Could not ask the workers whether they declare actor {args.actor!r}"
-            f" ({type(e).__name__}); the rule is recorded.",
-            file=sys.stderr,
-        )
-        return
-    _warn_if_no_worker_declares(args, listed, ACTOR_CHECK_WAIT)
-
-
-def _ask(args: argparse.Namespace, backend: EventBackend, wait: float) -> Listing:
-    """What ``list`` asks, for the messages that --actor, --queue and
-    --sent-before match; given --actor, which actors each process declares too."""
-    inquiry = check_inquiry(
-        args.actor, args.queue, args.sent_before, False, actors=args.actor is not None
-    )
-    return ask_workers(backend, inquiry, wait)
-
-
-def _warn_if_no_worker_declares(args: argparse.Namespace, listed: Listing, wait: float) -> None:
-    """Warn, as ``abort_where()`` does in a process that declares actors,
-    when worker processes answered and none declares --actor: likely a
-    misspelt name. Nothing when none answered, or when one did not say."""
-    if listed.actors is None or not listed.answered or args.actor in listed.actors:
-        return
-    missing = 0 if listed.expected is None else listed.expected - listed.answered
-    silent = f" ({missing} more did not answer within {wait:g} s)" if missing > 0 else ""
-    rule = "the rule would be recorded" if args.dry_run else "the rule is recorded"
-    print(
-        f"Warning: none of the {listed.answered} worker process(es) that answered{silent}"
-        f" declares actor {args.actor!r}, so none of them runs its messages. Check the name: an"
-        " actor is named after its function unless actor_name= says otherwise. Meanwhile"
-        f" {rule} anyway, for workers that may declare it.",
-        file=sys.stderr,
-    )
-
-
-def _not_uuids(message_ids: list[str]) -> None:
-    """Name the ids that are not UUIDs as dramatiq writes them: an actor's
-    name, a result key or an id with a stray quote is recorded as an id all
-    the same, and would never match a message."""
-    odd = [message_id for message_id in message_ids if not _is_uuid(message_id)]
-    if not odd:
-        return
-    shown = ", ".join(repr(message_id[:40]) for message_id in odd[:3])
-    if len(odd) > 3:
-        shown += f" and {len(odd) - 3:,} more"
-    print(
-        f"Note: {shown} {'is not a UUID' if len(odd) == 1 else 'are not UUIDs'}, as dramatiq's"
-        " message ids are: unless your ids are of your own making, compare with the IDs"
-        " that `dramatiq-abort list` shows; --actor NAME stops the messages of an actor."
-    )
-
-
-def _is_uuid(text: str) -> bool:
-    """Whether ``text`` is a UUID in the form dramatiq gives message ids."""
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
-
-
-def _dry_run(args: argparse.Namespace, backend: EventBackend) -> int:
-    """``abort --actor/--queue --dry-run``: how many messages that workers
-    run or hold the rule would stop now. Those still in the broker's
-    queues cannot be counted."""
-    listed = _ask(args, backend, LISTING_WAIT)
-    running = sum(message.state == RUNNING for message in listed.messages)
-    left_alone = (
-        " (--mode cancel would leave them running)"
-        if running and args.mode == AbortMode.CANCEL.value
-        else ""
-    )
-    print(
-        f"dry run, no rule recorded: {running} running message(s) match now{left_alone},"
-        f" and {len(listed.messages) - running} that workers hold to run"
-        f" ({_answered(listed, LISTING_WAIT)}). Messages still in the broker's queues"
-        " are not counted: the rule would cancel them as they start."
-    )
-    if listed.expected == 0 and not listed.answered:
-        _no_worker_listens(args)
-    else:
-        _warn_if_no_worker_declares(args, listed, LISTING_WAIT)
-    return 0
-
-
-def _no_worker_listens(args: argparse.Namespace) -> None:
-    # The likeliest mistake: a namespace or backend that no worker uses.
-    namespace = (
-        "the default namespace" if args.namespace is None else f"namespace {args.namespace!r}"
-    )
-    print(
-        f"No worker listens to {namespace} of this backend now: if workers run, check"
-        " --namespace and the URL against those of their backend."
-    )
-
-
-def _list(args: argparse.Namespace) -> int:
-    from .middleware import Abortable
-
-    listed = Abortable(backend=_backend(args)).running_messages(
-        actor=args.actor, queue=args.queue, args=args.args, timeout=args.wait
-    )
-    if args.json:
-        print(json.dumps(listed.as_json(args.args), indent=2))
-        return 0
-    if listed.messages:
-        print(_table(listed.messages, args.args, time.time()))
-    elif listed.answered:
-        print("No matching abortable message runs in the worker processes that answered.")
-    if listed.expected == 0 and not listed.answered:
-        _no_worker_listens(args)
-    else:
-        print(_answered(listed, args.wait) + ".")
-    return 0
-
-
-def _web(args: argparse.Namespace) -> int:
-    from .middleware import Abortable
-
-    backend = _backend(args)
-    middleware = Abortable(backend=backend)
-    # A read that writes nothing: a backend the URL does not reach fails
-    # here, in one line, rather than in every listing the page asks for.
-    middleware.outcome(str(uuid.uuid4()))
-    if backend.subscribers() == 0:
-        _no_worker_listens(args)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    serve(middleware, args.host, args.port, allow_abort=args.allow_abort, refresh=args.refresh)
-    return 0
-
-
-def _answered(listed: Listing, wait: float) -> str:
-    """How many worker processes answered, said so that silence is never
-    read as nothing running."""
-    if listed.expected is None:
-        return f"{listed.answered} answered; how many worker processes listen is unknown"
-    text = f"{listed.answered} of {listed.expected} worker processes answered"
-    missing = listed.expected - listed.answered
-    if missing > 0:
-        text += f"; {missing} did not within {wait:g} s: what they run is not listed"
-    return text
-
-
-def _effect(args: argparse.Namespace) -> str:
-    """What the request or rule sent does to a matching message."""
-    if args.mode == AbortMode.CANCEL.value:
-        return "a message that has not started will not start; a running one is left alone"
-    if args.timeout == math.inf:
-        return "a running message is asked to stop and never forced; a queued one will not start"
-    if args.timeout:
-        return (
-            f"a running message has {args.timeout:,} ms to stop before it is interrupted;"
-            " a queued one will not start"
-        )
-    return "a running message is interrupted; a queued one will not start"
-
-
-def _table(messages: list[RunningMessage], with_args: bool, now: float) -> str:
-    """One line per message under a header, in columns."""
-    rows = [["ID", "ACTOR", "QUEUE", "STARTED", "WORKER", "ABORT"]]
-    if with_args:
-        rows[0].append("ARGS")
-    for message in messages:
-        row = [
-            message.message_id,
-            message.actor,
-            message.queue,
-            _started(message, now),
-            f"{message.host}:{message.pid}",
-            _abort_state(message),
-        ]
-        if with_args:
-            row.append(message.args or "")
-        rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        for row in rows
-    )
-
-
-def _started(message: RunningMessage, now: float) -> str:
-    """When ``message`` started; for one held by a worker, what it waits for."""
-    if message.started_at is not None:
-        return _ago(now - message.started_at)
-    if message.state == DELAYED and message.eta is not None:
-        return f"delayed, due in {_duration(message.eta - now)}"
-    return "waiting for a thread"
-
-
-def _ago(seconds: float) -> str:
-    return _duration(seconds) + " ago"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def _abort_state(message: RunningMessage) -> str:
-    if not message.abort_requested:
-        return "-"
-    if message.grace_left is None:
-        state = "requested, interrupting"
-    elif message.grace_left == math.inf:
-        state = "requested, asked to stop"
-    else:
-        state = f"requested, {message.grace_left:,.0f} ms of grace left"
-    return state if message.reason is None else f"{state} ({message.reason!r})"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return args

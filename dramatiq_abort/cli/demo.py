@@ -14,11 +14,11 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultFailure, Results
 
-from .backend import EventBackend
-from .backends import StubBackend
-from .errors import Abort
-from .middleware import Abortable, abort, abort_requested, abort_where, running_messages
-from .mode import AbortMode
+from ..backend import EventBackend
+from ..backends import StubBackend
+from ..errors import Abort
+from ..middleware import Abortable, abort, abort_requested, abort_where, running_messages
+from ..mode import AbortMode
 
 #: How long the demo waits for any one step before it calls it a failure.
 STEP_TIMEOUT = 10.0
@@ -37,7 +37,7 @@ def _broker(redis_url: str | None) -> Iterator[tuple[dramatiq.Broker, EventBacke
     from dramatiq.brokers.redis import RedisBroker
     from dramatiq.results.backends import RedisBackend as RedisResults
 
-    from .backends.redis import RedisBackend
+    from ..backends.redis import RedisBackend
 
     namespace = f"dramatiq-abort-demo:{uuid.uuid4().hex}:"
     # First: it says what is wrong with a bad URL in its own words.

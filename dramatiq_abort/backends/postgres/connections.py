@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
-from .. import nogil
-from .redis_channels import keep_alive
+from ... import nogil
+from ..sockets import keep_alive
 
 #: What makes a new connection: a callable with no argument that returns
 #: an open ``psycopg.Connection``.

@@ -8,12 +8,10 @@ import json
 import logging
 import os
 import re
-import select
 import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,15 +20,16 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
-from ..checks import check_milliseconds, check_postgres_url
-from ..mode import AbortMode
-from ..wire import event_key, is_inquiry
-from .postgres_connections import Connect, Listener, Pool
-from .pushed import decode_batch, encode_batch, encode_params
+from ...backend import Event, EventBackend, MessageRecords, TimedEvent
+from ...checks import check_milliseconds, check_postgres_url
+from ...mode import AbortMode
+from ...wire import event_key, is_inquiry
+from ..files import shipped_text
+from ..pushed import encode_batch, encode_params
+from .connections import Connect, Listener, Pool
+from .subscription import PostgresSubscription
 
-__all__ = ["PostgresBackend", "PostgresSubscription"]
-
+#: The namespace of a backend built without one.
 DEFAULT_NAMESPACE = "dramatiq_aborts"
 #: A namespace: a lower-case SQL name, short enough that the longest name
 #: made from it (``<namespace>_outcomes_expiry``) fits PostgreSQL's 63 bytes.
@@ -50,133 +49,26 @@ FRAGMENT_SIZE = 7900
 #: Most events pushed as one batch: a larger notify pushes several, in
 #: the same transaction.
 CHUNK_SIZE = 1000
-#: Most fragments of one batch that a subscription assembles: 16 MB of
-#: JSON, more than ``CHUNK_SIZE`` events of this package take (about 70
-#: bytes each, 8 kB at most with the longest reason and names).
-MAX_FRAGMENTS = 2000
-#: Batches a subscription holds incomplete at most; one of a hostile
-#: sender's is then dropped rather than memory exhausted.
-MAX_INCOMPLETE = 100
 #: Longest wait, in seconds, of ``notify`` for the subscriptions of its
 #: own process to see the batch (see ``PostgresBackend.notify``).
 DELIVERY_WAIT = 1.0
-#: Names of the batches received lately that a subscription remembers.
-SEEN_BATCHES = 1000
 #: Seconds between two clean-ups of a table's expired rows by one process.
 CLEAN_UP_INTERVAL = 10.0
 
-logger = logging.getLogger(__name__)
+#: The name under which it logs since 2.0, its subscriptions too: the
+#: package's rather than this module's.
+logger = logging.getLogger("dramatiq_abort.backends.postgres")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS {events} (
-    key text PRIMARY KEY,
-    params text NOT NULL,
-    ttl bigint NOT NULL,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {events_expiry} ON {events} (expires_at);
-CREATE TABLE IF NOT EXISTS {outcomes} (
-    message_id text PRIMARY KEY,
-    outcome text NOT NULL,
-    reason text,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {outcomes_expiry} ON {outcomes} (expires_at);
-CREATE TABLE IF NOT EXISTS {states} (
-    message_id text PRIMARY KEY,
-    state text NOT NULL,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {states_expiry} ON {states} (expires_at);
-CREATE TABLE IF NOT EXISTS {answers} (
-    id bigserial PRIMARY KEY,
-    reply_to text NOT NULL,
-    payload text NOT NULL,
-    expires_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {answers_reply_to} ON {answers} (reply_to);
-CREATE INDEX IF NOT EXISTS {answers_expiry} ON {answers} (expires_at);
-"""
-
-#: When a row written now with a TTL of ``%(ttl)s`` milliseconds expires,
-#: by the server's clock.
-_EXPIRY = "now() + %(ttl)s::bigint * interval '1 millisecond'"
-
-# Record the batch and notify it in one statement, so one transaction: a
-# subscriber that catches up after it listens cannot miss an event. The
-# rows are written in key order, so that two batches that share messages
-# lock them in the same order and never deadlock.
-_NOTIFY = (
-    """
-WITH written AS (
-    INSERT INTO {events} (key, params, ttl, expires_at)
-    SELECT key, params, %(ttl)s::bigint, """
-    + _EXPIRY
-    + """
-    FROM unnest(%(keys)s::text[], %(params)s::text[]) AS batch(key, params)
-    ORDER BY key
-    ON CONFLICT (key) DO UPDATE
-    SET params = excluded.params, ttl = excluded.ttl, expires_at = excluded.expires_at
-)
-SELECT pg_notify(%(channel)s, fragment) FROM unnest(%(fragments)s::text[]) AS f(fragment)
-"""
-)
-
-# A batch of inquiries only: pushed, never recorded (see notify()).
-_PUSH = "SELECT pg_notify(%(channel)s, fragment) FROM unnest(%(fragments)s::text[]) AS f(fragment)"
-
-_RECORD_OUTCOME = (
-    """
-WITH written AS (
-    INSERT INTO {outcomes} (message_id, outcome, reason, expires_at)
-    VALUES (%(message_id)s, %(outcome)s, %(reason)s, """
-    + _EXPIRY
-    + """)
-    ON CONFLICT (message_id) DO UPDATE
-    SET outcome = excluded.outcome, reason = excluded.reason, expires_at = excluded.expires_at
-)
-SELECT pg_notify(%(channel)s, %(message_id)s)
-"""
-)
-
-_RECORD_STATE = (
-    """
-INSERT INTO {states} (message_id, state, expires_at)
-VALUES (%(message_id)s, %(state)s, """
-    + _EXPIRY
-    + """)
-ON CONFLICT (message_id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at
-"""
-)
-
-_ANSWER = (
-    """
-WITH written AS (
-    INSERT INTO {answers} (reply_to, payload, expires_at)
-    VALUES (%(reply_to)s, %(payload)s, """
-    + _EXPIRY
-    + """)
-)
-SELECT pg_notify(%(channel)s, %(reply_to)s)
-"""
-)
-
-_RECORDS = """
-SELECT
-    (SELECT params FROM {events} WHERE key = %(abort)s AND expires_at > now()),
-    (SELECT params FROM {events} WHERE key = %(cancel)s AND expires_at > now()),
-    (SELECT outcome FROM {outcomes} WHERE message_id = %(message_id)s AND expires_at > now()),
-    (SELECT state FROM {states} WHERE message_id = %(message_id)s AND expires_at > now())
-"""
-
-# Expired rows are deleted apart from the writes, and skipped when another
-# transaction holds them: a clean-up never waits on a write, so the two
-# cannot deadlock.
-_CLEAN_UP = """
-DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM {table} WHERE expires_at <= now() FOR UPDATE SKIP LOCKED
-))
-"""
+# The statements, each in a file of its own, which says what it does atop
+# it; their placeholders (``{events}``...) stand for the namespace's tables.
+_SCHEMA = shipped_text(__package__, "sql/schema.sql")
+_NOTIFY = shipped_text(__package__, "sql/notify.sql")
+_PUSH = shipped_text(__package__, "sql/push.sql")
+_RECORD_OUTCOME = shipped_text(__package__, "sql/record_outcome.sql")
+_RECORD_STATE = shipped_text(__package__, "sql/record_state.sql")
+_ANSWER = shipped_text(__package__, "sql/answer.sql")
+_RECORDS = shipped_text(__package__, "sql/records.sql")
+_CLEAN_UP = shipped_text(__package__, "sql/clean_up.sql")
 
 
 def _check_namespace(namespace: object) -> str:
@@ -679,92 +571,3 @@ class PostgresBackend(EventBackend):
             logger.warning("Skipping malformed abort record %r (%s): %.200r", key, e, params)
             return None
         return Event(key, decoded)
-
-
-class PostgresSubscription(Subscription):
-    """A worker's connection listening on the backend's events channel."""
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self.backend = backend
-        # A worker's subscription creates the tables, which its outcomes need.
-        self._listener = backend._listener(backend.channel, backend.application_name, create=True)
-        #: The process that opened it.
-        self.pid = os.getpid()
-        #: The names of the batches received lately, oldest first.
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        backend._subscriptions.add(self)
-        #: Batch name -> its fragments received so far (``None`` for those
-        #: still to come) and how many those are.
-        self._incomplete: dict[str, tuple[list[str | None], int]] = {}
-
-    @property
-    def backend_pid(self) -> int:
-        """The process id of the server's end of the subscription."""
-        return self._listener.connection.info.backend_pid
-
-    def fileno(self) -> int:
-        return self._listener.fileno()
-
-    def recorded(self) -> list[TimedEvent]:
-        return self.backend.recorded()
-
-    def has(self, name: str) -> bool:
-        """Whether the batch ``name`` was received, or something waits on
-        the socket (it, or what came before it)."""
-        if name in self._seen:
-            return True
-        try:
-            return bool(select.select([self.fileno()], [], [], 0)[0])
-        except (OSError, ValueError, psycopg.Error):
-            # Closed meanwhile: nothing more will reach it.
-            return True
-
-    def receive(self) -> list[TimedEvent]:
-        events: list[TimedEvent] = []
-        names = []
-        for _, payload in self._listener.ready():
-            name, batch = self._assemble(payload)
-            if batch is not None:
-                events.extend(decode_batch(batch))
-                names.append(name)
-        if names:
-            with self.backend._received:
-                for name in names:
-                    self._seen[name] = None
-                while len(self._seen) > SEEN_BATCHES:
-                    self._seen.popitem(last=False)
-                self.backend._received.notify_all()
-        return events
-
-    def _assemble(self, payload: str) -> tuple[str, str | None]:
-        """The batch's name, and the whole batch once ``payload`` was its
-        last fragment missing."""
-        try:
-            name, index_text, count_text, piece = payload.split(" ", 3)
-            index, count = int(index_text), int(count_text)
-            if not 0 <= index < count <= MAX_FRAGMENTS:
-                raise ValueError(f"fragment {index} of {count}")
-        except ValueError as e:
-            logger.warning("Skipping a malformed abort notification (%s): %.200r", e, payload)
-            return "", None
-        if count == 1:
-            return name, piece
-        if name not in self._incomplete and len(self._incomplete) >= MAX_INCOMPLETE:
-            dropped = next(iter(self._incomplete))
-            del self._incomplete[dropped]
-            logger.warning("Dropping the incomplete abort notification %r.", dropped)
-        pieces, missing = self._incomplete.get(name, ([None] * count, count))
-        if len(pieces) != count or pieces[index] is not None:
-            logger.warning("Skipping a malformed abort notification: %.200r", payload)
-            return name, None
-        pieces[index] = piece
-        missing -= 1
-        if missing:
-            self._incomplete[name] = (pieces, missing)
-            return name, None
-        self._incomplete.pop(name, None)
-        return name, "".join(piece or "" for piece in pieces)
-
-    def close(self) -> None:
-        self.backend._subscriptions.discard(self)
-        self._listener.close()

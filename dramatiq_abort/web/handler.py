@@ -1,43 +1,28 @@
-"""The ``dramatiq-abort web`` server: one page listing what every worker
-process runs, and a small JSON API behind it that aborts, when allowed."""
+"""One request to the ``dramatiq-abort web`` server: the page's files,
+the listing and outcomes it reads, and the aborts it asks for, each
+checked before anything is written."""
 
 from __future__ import annotations
 
 import hmac
-import html
 import ipaddress
 import json
 import logging
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from .checks import (
-    MAX_REFRESH,
-    MIN_REFRESH,
-    check_bool,
-    check_message_id,
-    check_mode,
-    check_name,
-    check_port,
-    check_reason,
-    check_refresh,
-    check_seconds,
-)
-from .listing import Listing
-from .middleware import LISTING_WAIT, Abortable
-from .mode import AbortMode
+from ..checks import check_message_id, check_mode, check_name, check_reason
+from ..listing import Listing
+from ..mode import AbortMode
 
-__all__ = ["DEFAULT_REFRESH", "MAX_REFRESH", "MIN_REFRESH", "WebServer", "serve"]
+if TYPE_CHECKING:
+    from .server import WebServer
 
-#: Seconds between two listings the page asks for, unless told otherwise.
-DEFAULT_REFRESH = 5.0
 #: Largest request body read, in bytes: a reason of ``MAX_REASON_LENGTH``
 #: characters and two names fit many times over.
 MAX_BODY = 16_384
@@ -74,7 +59,8 @@ READ_ONLY = (
     " from the page"
 )
 
-logger = logging.getLogger(__name__)
+#: The server's logger, under the name it has had since 2.0.
+logger = logging.getLogger("dramatiq_abort.web")
 
 
 class Refused(Exception):
@@ -88,78 +74,8 @@ class Refused(Exception):
         self.field = field
 
 
-class WebServer(ThreadingHTTPServer):
-    """Serves the page and its API for ``middleware`` at ``host`` and
-    ``port`` (0: a free port; :attr:`url` says which).
-
-    :param allow_abort: Whether the page may abort; without it every write
-        answers 403.
-    :param refresh: Seconds between two listings the page asks for.
-    :param wait: Longest wait, in seconds, for the workers' answers to one listing.
-    :raises ValueError: when the address cannot be listened on, saying why.
-    """
-
-    daemon_threads = True
-
-    def __init__(
-        self,
-        middleware: Abortable,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        *,
-        allow_abort: bool = False,
-        refresh: float = DEFAULT_REFRESH,
-        wait: float = LISTING_WAIT,
-    ) -> None:
-        # Checked before anything listens: a string "false" would allow writes.
-        self.allow_abort = check_bool("allow_abort", allow_abort)
-        self.refresh = check_refresh("refresh", refresh)
-        self.wait = check_seconds("wait", wait)
-        check_port("port", port)
-        self.middleware = middleware
-        #: What every write must carry: given to the page only, never in a cookie,
-        #: so that a request another site makes the browser send lacks it.
-        self.token = secrets.token_urlsafe(32)
-        try:
-            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-            self.address_family = family
-            super().__init__((str(address[0]), int(address[1])), Handler)
-        except OSError as e:
-            raise ValueError(
-                f"cannot listen on {host!r} port {port}: {e.strerror or e}; give another"
-                " --host or --port"
-            ) from None
-        #: The host names a request may give in its Host header, besides IP
-        #: addresses: any other is a name someone else's DNS points here.
-        self.names = {"localhost", host.lower()}
-        bound = ipaddress.ip_address(str(self.server_address[0]))
-        if bound.is_unspecified:
-            self.names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
-        #: Whether only this machine can reach the server.
-        self.loopback = bound.is_loopback
-
-    @property
-    def url(self) -> str:
-        """Where the page is."""
-        address, port = self.server_address[:2]
-        shown = str(address)
-        if ipaddress.ip_address(shown).is_unspecified:
-            shown = socket.gethostname()
-        elif ":" in shown:
-            shown = f"[{shown}]"
-        return f"http://{shown}:{port}/"
-
-    def page(self) -> bytes:
-        """The page, with what its script needs to know: the token only
-        when it may abort, so that a read-only page gives away nothing that writes."""
-        config: dict[str, Any] = {"allowAbort": self.allow_abort, "refresh": self.refresh}
-        if self.allow_abort:
-            config["token"] = self.token
-        text = _static("web.html").decode()
-        return text.replace("{{config}}", html.escape(json.dumps(config), quote=True)).encode()
-
-
-def _static(name: str) -> bytes:
+def static_file(name: str) -> bytes:
+    """The file ``static/<name>`` of the package."""
     return (resources.files(__package__) / STATIC / name).read_bytes()
 
 
@@ -268,7 +184,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path in FILES:
             name, content_type = FILES[parts.path]
-            return self.server.page() if name == "web.html" else _static(name), content_type
+            return self.server.page() if name == "web.html" else static_file(name), content_type
         if parts.path == "/api/messages":
             return _json(self._listing())
         if parts.path == "/api/outcome":
@@ -471,31 +387,3 @@ def _mode_and_reason(given: dict[str, Any]) -> tuple[AbortMode, str]:
             "reason",
         )
     return mode, reason
-
-
-def serve(
-    middleware: Abortable,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    allow_abort: bool = False,
-    refresh: float = DEFAULT_REFRESH,
-) -> None:
-    """Serve the page for ``middleware`` until Ctrl-C; see :class:`WebServer`."""
-    server = WebServer(middleware, host, port, allow_abort=allow_abort, refresh=refresh)
-    with server:
-        if not server.loopback:
-            logger.warning(
-                "Listening on %s, beyond this machine: whoever reaches it sees what runs%s.",
-                host,
-                ", and can abort it" if allow_abort else "",
-            )
-        logger.info(
-            "Serving the running messages at %s (%s); Ctrl-C stops.",
-            server.url,
-            "aborts allowed" if allow_abort else "read-only: --allow-abort to abort from the page",
-        )
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            logger.info("Stopped.")

@@ -15,21 +15,20 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from .. import nogil
-from ..backend import Event, EventBackend, MessageRecords, Subscription, TimedEvent
-from ..checks import check_milliseconds, check_redis_url, check_text
-from ..mode import AbortMode
-from ..wire import event_key
-from .pushed import decode_batch, encode_batch, encode_params
-from .redis_channels import KEEPALIVE, Channel, PubSubChannel, RawChannel, text
-
-# Where tests and users find it.
-__all__ = ["KEEPALIVE", "PLAIN_READS_VARIABLE", "RedisBackend", "RedisSubscription"]
+from ...backend import Event, EventBackend, MessageRecords, TimedEvent
+from ...checks import check_milliseconds, check_redis_url, check_text
+from ...mode import AbortMode
+from ...wire import event_key
+from ..files import shipped_text
+from ..pushed import decode_batch, encode_batch, encode_params
+from .channels import Channel, PubSubChannel, RawChannel, text
+from .subscription import RedisSubscription
 
 #: The environment variable that makes ``plain_reads`` default to true when
 #: it is ``1``, ``true`` or ``yes``.
 PLAIN_READS_VARIABLE = "DRAMATIQ_ABORT_PLAIN_READS"
 
+#: The namespace of a backend built without one.
 DEFAULT_NAMESPACE = "dramatiq:aborts:"
 #: Appended to a namespace without a hash tag, so that all of its keys fall
 #: in one slot of a Redis Cluster, as its Lua scripts require.
@@ -53,60 +52,15 @@ MIN_BLOCK = 0.001
 #: each answered by Redis well before the client gives up.
 BLOCK_SHARE = 0.5
 
-logger = logging.getLogger(__name__)
+#: The name under which it logs since 2.0, the package's rather than this module's.
+logger = logging.getLogger("dramatiq_abort.backends.redis")
 
-# Record every event under its own key with its TTL, index it by expiry
-# (server time, so producers' clocks do not matter) and publish the batch,
-# all in one atomic step: a subscriber that catches up after subscribing
-# cannot miss an event.
-_NOTIFY = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 2], 'PX', ttl)
-  redis.call('ZADD', KEYS[1], now + ttl, KEYS[i])
-end
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return #KEYS - 1
-"""
-
-# The outcome, and its reason under a key of its own, empty for none, so
-# that an earlier one does not linger (SET rather than DEL: no other grant
-# in the ACL): the outcome key keeps the bare outcome that its readers expect.
-_RECORD_OUTCOME = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
-"""
-
-# One worker's answer to an inquiry, on a list that the asker empties and
-# deletes, and that expires by itself if the asker is gone.
-_ANSWER = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
-
-# Every recorded event still valid: key, stored value and milliseconds left.
-_RECORDED = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local found = {}
-for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
-  local value = redis.call('GET', key)
-  local left = redis.call('PTTL', key)
-  if value and left > 0 then
-    table.insert(found, key)
-    table.insert(found, value)
-    table.insert(found, left)
-  end
-end
-return found
-"""
+# The Lua scripts, each run by Redis as one atomic step: what each does is
+# said atop its file.
+_NOTIFY = shipped_text(__package__, "scripts/notify.lua")
+_RECORD_OUTCOME = shipped_text(__package__, "scripts/record_outcome.lua")
+_ANSWER = shipped_text(__package__, "scripts/answer.lua")
+_RECORDED = shipped_text(__package__, "scripts/recorded.lua")
 
 
 def _safe_repr(value: Any) -> str:
@@ -504,29 +458,3 @@ class RedisBackend(EventBackend):
             logger.warning("Skipping malformed abort record %r (%s): %.200r", key, e, value)
             return None
         return Event(key, params), ttl
-
-
-class RedisSubscription(Subscription):
-    """A worker's subscription to the backend's events."""
-
-    def __init__(self, backend: RedisBackend) -> None:
-        self.backend = backend
-        self._channel = backend.listen(backend.channel)
-
-    def fileno(self) -> int:
-        return self._channel.fileno()
-
-    def probe(self) -> nogil.ReadinessProbe:
-        return self._channel.probe()
-
-    def recorded(self) -> list[TimedEvent]:
-        return self.backend.recorded()
-
-    def receive(self) -> list[TimedEvent]:
-        events: list[TimedEvent] = []
-        for payload in self._channel.ready_payloads():
-            events.extend(self.backend.decode_pushed(payload))
-        return events
-
-    def close(self) -> None:
-        self._channel.close()

@@ -1,0 +1,8 @@
+"""The PostgreSQL event backend, on psycopg 3: the backend (:mod:`.backend`),
+its statements (``sql/``), its connections (:mod:`.connections`) and a
+worker's subscription (:mod:`.subscription`)."""
+
+from .backend import PostgresBackend
+from .subscription import PostgresSubscription
+
+__all__ = ["PostgresBackend", "PostgresSubscription"]

@@ -1,0 +1,120 @@
+"""A worker's connection listening on the PostgreSQL backend's events
+channel, which puts fragmented batches together again."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from ...backend import Subscription, TimedEvent
+from ..pushed import decode_batch
+
+if TYPE_CHECKING:
+    from .backend import PostgresBackend
+
+#: The backend's logger, under the name it has had since 2.0.
+logger = logging.getLogger("dramatiq_abort.backends.postgres")
+#: Most fragments of one batch that a subscription assembles: 16 MB of
+#: JSON, more than a batch of the backend's ``CHUNK_SIZE``
+#: events takes (about 70
+#: bytes each, 8 kB at most with the longest reason and names).
+MAX_FRAGMENTS = 2000
+#: Batches a subscription holds incomplete at most; one of a hostile
+#: sender's is then dropped rather than memory exhausted.
+MAX_INCOMPLETE = 100
+#: Names of the batches received lately that a subscription remembers.
+SEEN_BATCHES = 1000
+
+
+class PostgresSubscription(Subscription):
+    """A worker's connection listening on the backend's events channel."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        # A worker's subscription creates the tables, which its outcomes need.
+        self._listener = backend._listener(backend.channel, backend.application_name, create=True)
+        #: The process that opened it.
+        self.pid = os.getpid()
+        #: The names of the batches received lately, oldest first.
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        backend._subscriptions.add(self)
+        #: Batch name -> its fragments received so far (``None`` for those
+        #: still to come) and how many those are.
+        self._incomplete: dict[str, tuple[list[str | None], int]] = {}
+
+    @property
+    def backend_pid(self) -> int:
+        """The process id of the server's end of the subscription."""
+        return self._listener.connection.info.backend_pid
+
+    def fileno(self) -> int:
+        return self._listener.fileno()
+
+    def recorded(self) -> list[TimedEvent]:
+        return self.backend.recorded()
+
+    def has(self, name: str) -> bool:
+        """Whether the batch ``name`` was received, or something waits on
+        the socket (it, or what came before it)."""
+        if name in self._seen:
+            return True
+        try:
+            return bool(select.select([self.fileno()], [], [], 0)[0])
+        except (OSError, ValueError, psycopg.Error):
+            # Closed meanwhile: nothing more will reach it.
+            return True
+
+    def receive(self) -> list[TimedEvent]:
+        events: list[TimedEvent] = []
+        names = []
+        for _, payload in self._listener.ready():
+            name, batch = self._assemble(payload)
+            if batch is not None:
+                events.extend(decode_batch(batch))
+                names.append(name)
+        if names:
+            with self.backend._received:
+                for name in names:
+                    self._seen[name] = None
+                while len(self._seen) > SEEN_BATCHES:
+                    self._seen.popitem(last=False)
+                self.backend._received.notify_all()
+        return events
+
+    def _assemble(self, payload: str) -> tuple[str, str | None]:
+        """The batch's name, and the whole batch once ``payload`` was its
+        last fragment missing."""
+        try:
+            name, index_text, count_text, piece = payload.split(" ", 3)
+            index, count = int(index_text), int(count_text)
+            if not 0 <= index < count <= MAX_FRAGMENTS:
+                raise ValueError(f"fragment {index} of {count}")
+        except ValueError as e:
+            logger.warning("Skipping a malformed abort notification (%s): %.200r", e, payload)
+            return "", None
+        if count == 1:
+            return name, piece
+        if name not in self._incomplete and len(self._incomplete) >= MAX_INCOMPLETE:
+            dropped = next(iter(self._incomplete))
+            del self._incomplete[dropped]
+            logger.warning("Dropping the incomplete abort notification %r.", dropped)
+        pieces, missing = self._incomplete.get(name, ([None] * count, count))
+        if len(pieces) != count or pieces[index] is not None:
+            logger.warning("Skipping a malformed abort notification: %.200r", payload)
+            return name, None
+        pieces[index] = piece
+        missing -= 1
+        if missing:
+            self._incomplete[name] = (pieces, missing)
+            return name, None
+        self._incomplete.pop(name, None)
+        return name, "".join(piece or "" for piece in pieces)
+
+    def close(self) -> None:
+        self.backend._subscriptions.discard(self)
+        self._listener.close()
