@@ -1,0 +1,1 @@
+"""Real ``dramatiq`` worker processes, and the frameworks that start them (Django, gevent)."""
