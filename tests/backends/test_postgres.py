@@ -430,6 +430,7 @@ def test_a_watcher_whose_connection_is_killed_reconnects_and_catches_up(
             worker.stop()
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(120)
 def test_worker_processes_cancel_abort_and_list_through_postgres(
     redis_url: str,

@@ -45,7 +45,7 @@ from ..support import (
     wait_until_cut_off,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.servers]
 
 APP_USER = "dramatiq-abort-app"
 

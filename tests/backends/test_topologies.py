@@ -80,6 +80,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PrivateRe
             node.stop()
 
 
+@pytest.mark.servers
 def test_a_cluster_backend_records_and_pushes_without_crossslot_errors(
     cluster: list[PrivateRedis],
 ) -> None:
@@ -108,6 +109,7 @@ def test_a_cluster_backend_records_and_pushes_without_crossslot_errors(
         client.close()
 
 
+@pytest.mark.servers
 def test_workers_on_a_cluster_url_abort_and_cancel(
     stub_broker: StubBroker, cluster: list[PrivateRedis]
 ) -> None:
@@ -157,6 +159,7 @@ def test_workers_on_a_cluster_url_abort_and_cancel(
         backend.client.close()
 
 
+@pytest.mark.servers
 def test_namespaces_on_a_cluster_have_channels_of_their_own(cluster: list[PrivateRedis]) -> None:
     # A cluster publishes to the subscribers of every node, and has only
     # database 0: the namespace in the channel's name keeps them apart.
@@ -178,6 +181,7 @@ def test_namespaces_on_a_cluster_have_channels_of_their_own(cluster: list[Privat
         theirs.client.close()
 
 
+@pytest.mark.servers
 def test_waits_on_a_cluster_outlast_the_clients_socket_timeout(
     cluster: list[PrivateRedis],
 ) -> None:
@@ -192,6 +196,7 @@ def test_waits_on_a_cluster_outlast_the_clients_socket_timeout(
         backend.client.close()
 
 
+@pytest.mark.servers
 def test_a_listing_on_a_cluster_says_who_answered_and_that_how_many_listen_is_unknown(
     stub_broker: StubBroker, cluster: list[PrivateRedis], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -259,6 +264,7 @@ def sentinel(private_redis: PrivateRedis, tmp_path: Path) -> Iterator[Sentinel]:
         sentinel_server.stop()
 
 
+@pytest.mark.servers
 def test_the_client_of_a_sentinel_is_accepted(stub_broker: StubBroker, sentinel: Sentinel) -> None:
     started, interrupted = threading.Event(), threading.Event()
 
@@ -279,6 +285,7 @@ def test_the_client_of_a_sentinel_is_accepted(stub_broker: StubBroker, sentinel:
         worker.stop()
 
 
+@pytest.mark.servers
 def test_waits_through_a_sentinel_outlast_the_clients_socket_timeout(sentinel: Sentinel) -> None:
     client = sentinel.master_for("primary", socket_timeout=SHORT_SOCKET_TIMEOUT)
     try:
@@ -289,6 +296,7 @@ def test_waits_through_a_sentinel_outlast_the_clients_socket_timeout(sentinel: S
         client.close()
 
 
+@pytest.mark.servers
 def test_rules_and_reasons_work_on_a_cluster(
     stub_broker: StubBroker, cluster: list[PrivateRedis]
 ) -> None:

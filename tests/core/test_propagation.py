@@ -492,6 +492,7 @@ def test_on_a_redis_broker_an_abort_of_a_parent_stops_its_running_child(
     assert middleware.outcome_reason(running) == "redis"
 
 
+@pytest.mark.servers
 def test_a_child_that_starts_while_the_watcher_is_cut_off_asks_the_backend_about_its_parent(
     stub_broker: StubBroker, private_redis: PrivateRedis
 ) -> None:

@@ -300,6 +300,7 @@ def test_a_backend_that_does_not_push_refuses_rules_at_once() -> None:
     assert backend.recorded() == []
 
 
+@pytest.mark.servers
 def test_a_rule_recorded_while_the_watcher_is_cut_off_applies_once_it_reconnects(
     stub_broker: StubBroker, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,5 +1,5 @@
 """Abortable() with no backend outside Django: the ``DRAMATIQ_ABORT_URL``
-environment variable, and Django left alone (tests/processes/test_django.py has the
+environment variable, and Django left alone (tests/integrations/test_django.py has the
 Django settings)."""
 
 from __future__ import annotations

@@ -121,6 +121,7 @@ def dramatiq_version(
         client.close()
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(120)
 def test_the_dramatiq_version_starts_follows_and_aborts_exports_with_a_worker_process(
     dramatiq_version: dict[str, str], tmp_path: Path
@@ -255,6 +256,8 @@ def readme_blocks() -> dict[str, tuple[int, str]]:
     }
 
 
+@pytest.mark.processes
+@pytest.mark.servers
 @pytest.mark.timeout(120)
 def test_the_readme_first_run_aborts_a_running_message_in_a_dramatiq_app_worker(
     private_redis: PrivateRedis,

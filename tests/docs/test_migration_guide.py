@@ -79,6 +79,8 @@ def test_the_worker_module_keeps_definitions_and_drops_what_sends_tasks() -> Non
     ]
 
 
+@pytest.mark.processes
+@pytest.mark.servers
 @pytest.mark.timeout(180)
 def test_every_python_block_of_the_guide_runs_against_a_dramatiq_worker_process(
     private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -32,12 +32,23 @@ from dramatiq_abort.cli import ACTOR_CHECK_WAIT, REDIS_URL_VARIABLE, default_rea
 from dramatiq_abort.demo import run
 from dramatiq_abort.settings import URL_VARIABLE
 
-from ..support import ROOT, WAIT, assert_refused, free_port, start_worker, status_of, wait_until
+from ..support import (
+    ROOT,
+    WAIT,
+    assert_refused,
+    free_port,
+    require_mark,
+    start_worker,
+    status_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.mark.processes
 def test_the_demo_runs_in_memory_as_a_console_script() -> None:
+    require_mark("processes")
     finished = subprocess.run(
         [sys.executable, "-m", "dramatiq_abort.cli", "demo"],
         capture_output=True,

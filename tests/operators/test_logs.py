@@ -74,6 +74,7 @@ def test_a_skip_that_is_not_an_abort_still_warns(
     assert [r.getMessage() for r in caplog.records] == [f"Message {message} was skipped."]
 
 
+@pytest.mark.servers
 def test_a_worker_whose_backend_is_down_boots_in_boot_timeout_and_logs_one_line_per_attempt(
     stub_broker: StubBroker, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:

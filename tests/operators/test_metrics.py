@@ -33,6 +33,7 @@ from ..support import (
     PrivateRedis,
     connected_watcher,
     free_port,
+    require_mark,
     spin_until_aborted,
     start_worker,
     wait_until,
@@ -211,6 +212,7 @@ def test_a_message_that_finishes_within_its_grace_counts_as_finished(
     assert counts.added() == {"requests:abort": 1, "finished": 1}
 
 
+@pytest.mark.servers
 def test_a_watcher_that_catches_up_after_reconnecting_counts_only_the_requests_it_missed(
     stub_broker: StubBroker,
     private_redis: PrivateRedis,
@@ -260,6 +262,7 @@ def test_metrics_must_be_true_false_or_none() -> None:
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter from the project's root."""
+    require_mark("processes")
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -299,6 +302,7 @@ worker.stop()
 """
 
 
+@pytest.mark.processes
 def test_the_package_works_without_prometheus_client_and_says_what_to_install_for_metrics() -> None:
     hidden = "import sys\nsys.modules['prometheus_client'] = None\n"
     asks_for_metrics = """
@@ -312,6 +316,7 @@ except ImportError as e:
     assert "pip install 'dramatiq-abort[metrics]'" in finished.stdout
 
 
+@pytest.mark.processes
 def test_no_prometheus_client_import_before_a_worker_counts_metrics() -> None:
     # prometheus_client decides on import whether it writes the files that
     # Prometheus sums across processes: importing it any earlier would keep
@@ -322,6 +327,7 @@ def test_no_prometheus_client_import_before_a_worker_counts_metrics() -> None:
     assert finished.returncode == 0, finished.stderr
 
 
+@pytest.mark.processes
 def test_a_prometheus_that_did_not_set_up_its_directory_is_reported_at_boot(
     tmp_path: Path,
 ) -> None:
@@ -395,6 +401,7 @@ def prometheus_app(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.processes
 def test_prometheus_exposes_the_sum_over_every_worker_process(
     prometheus_app: tuple[App, str],
 ) -> None:

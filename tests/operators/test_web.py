@@ -46,6 +46,7 @@ from ..support import (
     assert_refused,
     free_port,
     recorded,
+    require_mark,
     status_of,
     unavailable,
     wait_until,
@@ -74,6 +75,7 @@ REASON = "bad input file; ticket OPS-7"
 def browser(tmp_path: Any) -> Iterator[WebDriver]:
     """A headless Chromium of the system's, driven by its chromedriver, with
     a profile of its own."""
+    require_mark("browser")
     chromium = shutil.which("chromium")
     if chromium is None or not os.access(CHROMEDRIVER, os.X_OK):
         unavailable("Chromium or its driver is missing: apt-get install chromium chromium-driver")
@@ -172,6 +174,7 @@ def outcome_shown(browser: WebDriver, message_id: str) -> WebElement:
     return browser.find_element(By.CSS_SELECTOR, selector)
 
 
+@pytest.mark.browser
 def test_the_page_lists_a_running_message_and_its_button_aborts_it_with_the_reason_typed(
     browser: WebDriver,
     holding: Holding,
@@ -226,6 +229,7 @@ def test_the_page_lists_a_running_message_and_its_button_aborts_it_with_the_reas
     ]
 
 
+@pytest.mark.browser
 def test_the_page_refreshes_on_its_own_and_shows_a_message_sent_after_it_opened(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:
@@ -240,6 +244,7 @@ def test_the_page_refreshes_on_its_own_and_shows_a_message_sent_after_it_opened(
         )
 
 
+@pytest.mark.browser
 def test_the_page_shows_a_delayed_message_that_a_worker_holds_and_when_it_is_due(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:
@@ -278,6 +283,7 @@ def test_every_time_point_of_the_page_api_is_in_seconds_since_the_epoch(
             assert message[name] is None or abs(message[name] - now) < 3600, (name, message)
 
 
+@pytest.mark.browser
 def test_in_cancel_mode_the_page_cancels_a_message_waiting_for_a_thread_before_it_starts(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:
@@ -315,6 +321,7 @@ def test_in_cancel_mode_the_page_cancels_a_message_waiting_for_a_thread_before_i
     assert holding.aborted == []
 
 
+@pytest.mark.browser
 def test_the_page_stops_the_messages_of_an_actor_and_leaves_the_others(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:
@@ -350,6 +357,7 @@ def test_the_page_stops_the_messages_of_an_actor_and_leaves_the_others(
         assert holding.aborted.count("other") == 0
 
 
+@pytest.mark.browser
 def test_a_read_only_page_has_no_button_and_a_write_gets_403_saying_how_to_allow_it(
     browser: WebDriver, holding: Holding, backend: RedisBackend
 ) -> None:
@@ -375,6 +383,7 @@ def test_a_read_only_page_has_no_button_and_a_write_gets_403_saying_how_to_allow
     assert holding.aborted == []
 
 
+@pytest.mark.browser
 def test_the_page_says_when_the_listing_fails_and_why(browser: WebDriver) -> None:
     # A Redis where none listens: every listing fails.
     unreachable = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
@@ -420,6 +429,7 @@ fetch("{self.target}api/abort-where", {{method: "POST", mode: "no-cors",
         pass
 
 
+@pytest.mark.browser
 def test_a_write_without_the_token_or_from_another_origin_is_refused_and_aborts_nothing(
     browser: WebDriver,
     holding: Holding,

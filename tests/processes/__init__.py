@@ -1,1 +1,1 @@
-"""Real ``dramatiq`` worker processes, and the frameworks that start them (Django, gevent)."""
+"""Real ``dramatiq`` worker processes: commands of several processes, and their faults."""

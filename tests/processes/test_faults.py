@@ -18,7 +18,7 @@ from dramatiq_abort import Outcome, abort
 
 from ..support import BOOT_WAIT, WAIT, App, PrivateRedis, require_rabbitmq, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.processes]
 
 
 def started_in(app: App, token: str, timeout: float = WAIT) -> int:
@@ -45,6 +45,7 @@ def frozen(command: subprocess.Popen[bytes]) -> Iterator[None]:
         os.killpg(command.pid, signal.SIGCONT)
 
 
+@pytest.mark.servers
 def test_workers_survive_a_restart_of_the_abort_backend(
     redis_url: str, namespace: str, redis_client: redis.Redis, private_redis: PrivateRedis
 ) -> None:

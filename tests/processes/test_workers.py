@@ -35,7 +35,7 @@ from ..support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.processes]
 
 #: One message at a time per process: messages sent together spread over
 #: the processes.

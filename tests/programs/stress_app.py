@@ -22,10 +22,10 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from redis.typing import EncodableT, FieldT
-from tests.stress.harness import Handling, Recorder, Tables
 
 from dramatiq_abort import Abort, Abortable
 from dramatiq_abort.backends import RedisBackend
+from tests.stress.harness import Handling, Recorder, Tables
 
 #: The Redis of the run: broker, abort backend and records.
 REDIS_URL = os.environ["STRESS_REDIS_URL"]

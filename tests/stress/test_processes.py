@@ -60,7 +60,7 @@ from .harness import (
 )
 
 # About 25 s on an idle 2-core machine; room for a loaded one.
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.timeout(150), pytest.mark.stress, pytest.mark.processes]
 
 #: Messages of a run.
 MESSAGES = scaled(20_000)

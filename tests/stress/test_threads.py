@@ -66,6 +66,8 @@ from .harness import (
     scaled,
 )
 
+pytestmark = pytest.mark.stress
+
 #: Worker threads: more than the machine's cores, so that they contend.
 THREADS = 5
 #: Messages sent and not finished yet, at most: enough for a backlog that

@@ -1,7 +1,8 @@
 """What several test modules share, one module per kind of help: bounded
 waits and the worker in the test's own process (``waiting``), backends made
 for tests (``backends``), servers (``servers``), ``dramatiq`` worker
-processes (``processes``) and the command line (``commands``)."""
+processes (``processes``), the command line (``commands``), the web page
+(``web``) and the markers of costly tests (``marks``)."""
 
 from .backends import (
     LONG_WAIT,
@@ -17,6 +18,7 @@ from .backends import (
     recorded,
 )
 from .commands import assert_refused, status_of
+from .marks import SLOW_KINDS, require_mark
 from .processes import ROOT, App, run_on_both_processes, start_dramatiq, stop_process_group
 from .servers import (
     RABBITMQ_URL,
@@ -47,6 +49,7 @@ __all__ = [
     "REDIS_CLUSTER_PORTS_BELOW",
     "ROOT",
     "SHORT_SOCKET_TIMEOUT",
+    "SLOW_KINDS",
     "WAIT",
     "App",
     "GatedBackend",
@@ -63,6 +66,7 @@ __all__ = [
     "free_port",
     "postgres_tables",
     "recorded",
+    "require_mark",
     "require_rabbitmq",
     "run_on_both_processes",
     "spin_until_aborted",

@@ -20,6 +20,7 @@ import redis
 from dramatiq_abort import Abortable
 from dramatiq_abort.backends import RedisBackend
 
+from .marks import require_mark
 from .servers import RABBITMQ_URL
 from .waiting import BOOT_WAIT, WAIT
 
@@ -188,6 +189,7 @@ def start_dramatiq(
 ) -> subprocess.Popen[bytes]:
     """The ``dramatiq`` command on module ``app``, run from the project's
     root in a process group of its own (see :func:`stop_process_group`)."""
+    require_mark("processes")
     return subprocess.Popen(
         [sys.executable, "-m", "dramatiq", app, "-p", str(processes), "-t", str(threads)],
         cwd=ROOT,

@@ -13,6 +13,8 @@ from typing import NoReturn
 import pytest
 import redis
 
+from .marks import require_mark
+
 RABBITMQ_URL = os.environ.get("DRAMATIQ_ABORT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 
 
@@ -53,6 +55,7 @@ class PrivateRedis:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        require_mark("servers")
         self.process = subprocess.Popen(
             [
                 "redis-server",

@@ -32,7 +32,7 @@ from dramatiq_abort.wire import events_for
 
 from ..support import WAIT
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.stress]
 
 #: Messages the worker thread runs.
 MESSAGES = 10_000

@@ -232,6 +232,7 @@ def test_a_request_kept_for_a_held_message_ends_when_the_worker_requeues_it_as_i
             restarted.stop()
 
 
+@pytest.mark.servers
 def test_a_held_message_is_cancelled_and_a_grace_runs_out_while_the_backend_is_down(
     stub_broker: StubBroker, private_redis: PrivateRedis, namespace: str
 ) -> None:
@@ -346,6 +347,7 @@ def stop_as_the_ttl_ends(
         assert abortable.wait_outcome(message.message_id, WAIT) is Outcome.CANCELLED
 
 
+@pytest.mark.processes
 def test_a_worker_process_cancels_the_held_messages_that_the_cli_stopped_once_a_thread_frees(
     redis_url: str, namespace: str
 ) -> None:

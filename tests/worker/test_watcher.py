@@ -29,7 +29,7 @@ from ..support import (
     wait_until_cut_off,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.servers]
 
 
 def commands_served(client: redis.Redis) -> int:

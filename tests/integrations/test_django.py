@@ -25,6 +25,7 @@ from dramatiq_abort.dramatiq_internals import middleware_of
 from ..support import (
     ROOT,
     WAIT,
+    require_mark,
     spin_until_aborted,
     stop_process_group,
     unavailable,
@@ -397,6 +398,7 @@ def test_with_a_backend_given_no_setting_is_read(django_settings: Any) -> None:
     assert middleware.backend is backend and middleware.abort_ttl == 90_000
 
 
+@pytest.mark.processes
 def test_a_worker_of_rundramatiq_runs_a_message_that_an_abort_stops(
     redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
@@ -413,6 +415,7 @@ def test_a_worker_of_rundramatiq_runs_a_message_that_an_abort_stops(
         "APP_QUEUE": queue,
         "PYTHONPATH": str(ROOT),
     }
+    require_mark("processes")
     with contextlib.ExitStack() as cleanup:
         command = subprocess.Popen(
             [sys.executable, "-m", "django", "rundramatiq", "--processes", "1", "--threads", "2"],

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from ..support import ROOT
+from ..support import ROOT, require_mark
 
 pytest.importorskip("gevent")
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.processes]
 
 PROGRAM = ROOT / "tests" / "programs" / "gevent_worker.py"
 
@@ -29,6 +29,7 @@ def backend_args(request: pytest.FixtureRequest) -> list[str]:
 
 def run_program(backend_args: list[str]) -> dict[str, Any]:
     """The report of the gevent worker program, run on ``backend_args``."""
+    require_mark("processes")
     finished = subprocess.run(
         [sys.executable, str(PROGRAM), "300", *backend_args],
         capture_output=True,
