@@ -142,6 +142,7 @@ def test_redis_channels_are_named_after_the_database_as_well_as_the_namespace() 
     assert backend(redis.Redis(db=0), "app:{aborts}:db3:").channel != on_3.channel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plain_reads", [False, True], ids=["own-reads", "plain-reads"])
 def test_redis_waits_longer_than_the_clients_socket_timeout_end_as_waits(
     redis_url: str, namespace: str, plain_reads: bool

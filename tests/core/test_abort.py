@@ -336,6 +336,7 @@ def test_a_request_without_grace_limit_asks_and_never_forces(
     assert abortable.wait_outcome(message.message_id, WAIT) is Outcome.STOPPED
 
 
+@pytest.mark.stress
 def test_once_abort_returns_the_messages_running_in_this_process_see_it(
     stub_broker: StubBroker, worker: dramatiq.Worker
 ) -> None:
@@ -357,6 +358,7 @@ def test_once_abort_returns_the_messages_running_in_this_process_see_it(
         assert message.get_result(block=True, timeout=int(WAIT * 1000)) == math.inf
 
 
+@pytest.mark.slow
 def test_a_worker_forgets_expired_requests_without_waiting_for_another(
     stub_broker: StubBroker, worker: dramatiq.Worker, abortable: Abortable
 ) -> None:

@@ -217,6 +217,7 @@ def test_a_listing_leaves_out_held_messages_of_actors_that_are_not_abortable(
     assert [m.message_id for m in listed.messages if m.state == WAITING] == [waiting.message_id]
 
 
+@pytest.mark.slow
 def test_a_process_that_does_not_answer_is_not_counted_as_running_nothing(
     abortable: Abortable, holding: Holding
 ) -> None:

@@ -219,6 +219,7 @@ def test_a_rule_gives_running_messages_their_grace(
     assert told and 0 < (told[0] or 0) <= 60_000
 
 
+@pytest.mark.slow
 def test_a_rule_expires_with_its_ttl(
     stub_broker: StubBroker, abortable: Abortable, worker: dramatiq.Worker
 ) -> None:

@@ -106,6 +106,7 @@ def test_an_abort_after_the_time_limit_fired_is_not_raised_into_the_cleanup(
     assert_an_abort_spares_the_cleanup(slow.send(), cleaning, proceed, raised_in_cleanup, caplog)
 
 
+@pytest.mark.slow
 def test_a_time_limit_reached_after_an_abort_does_not_raise_into_the_cleanup(
     fast_time_limit: None, stub_broker: StubBroker, worker: dramatiq.Worker
 ) -> None:
@@ -200,6 +201,7 @@ def test_an_async_actor_whose_time_limit_fired_is_not_aborted_in_its_cleanup(
     assert_an_abort_spares_the_cleanup(slow.send(), cleaning, proceed, raised_in_cleanup, caplog)
 
 
+@pytest.mark.slow
 def test_a_time_limit_reached_after_an_abort_does_not_cancel_an_async_cleanup(
     fast_time_limit: None, stub_broker: StubBroker, async_worker: dramatiq.Worker
 ) -> None:

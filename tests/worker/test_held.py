@@ -94,6 +94,7 @@ def held_ids(abortable: Abortable) -> set[str]:
     return {message.message_id for _, message in abortable.internals.held()}
 
 
+@pytest.mark.slow
 def test_a_request_and_a_rule_for_held_messages_hold_past_their_ttl_until_the_messages_start(
     stub_broker: StubBroker, abortable: Abortable, busy_worker: Busy
 ) -> None:
