@@ -29,16 +29,34 @@ from dramatiq_abort import Abortable, EventBackend
 from dramatiq_abort.backends import PostgresBackend, RedisBackend, StubBackend
 
 from .support import (
+    SLOW_KINDS,
     NamespacedResults,
     PrivateRedis,
     backend_in,
     delete_namespace,
+    marks,
     start_private_redis,
     unavailable,
 )
 
 # test_migration_guide imports PrivateRedis from here.
 __all__ = ["PrivateRedis"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test marked with one of the costly kinds, before
+    ``-m`` selects: ``-m "not slow"`` is then the quick suite."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Let the helpers that start costly things check the test's markers."""
+    marks.current = item
+
 
 REDIS_URL = os.environ.get("DRAMATIQ_ABORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(

@@ -1,4 +1,4 @@
-"""The application that tests/test_processes.py and tests/test_faults.py run
+"""The application that tests/processes/test_workers.py and tests/processes/test_faults.py run
 under the ``dramatiq`` command: its broker, abort backend and namespaces come
 from the environment."""
 

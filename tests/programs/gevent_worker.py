@@ -1,6 +1,6 @@
 """A monkey-patched worker process with hundreds of greenlets, one of which is
 aborted, then a message whose time limit fires before it is aborted; prints
-a JSON report. Run by tests/test_gevent.py as
+a JSON report. Run by tests/integrations/test_gevent.py as
 ``gevent_worker.py GREENLETS [REDIS_URL NAMESPACE]``: in memory, or on Redis."""
 
 from gevent import monkey

@@ -1,8 +1,8 @@
-"""The application that tests/test_stress_processes.py runs under the
+"""The application that tests/stress/test_processes.py runs under the
 ``dramatiq`` command, configured from the environment.
 
 Each worker process records what became of every message it handles, one
-line per message (tests/stress_harness.py's ``Handling``), in memory; a
+line per message (tests/stress/harness.py's ``Handling``), in memory; a
 background thread pushes the lines to Redis in batches (one pipelined write
 every ``FLUSH_INTERVAL``) together with a snapshot of the sizes of the
 process's Abortable tables.
@@ -25,7 +25,7 @@ from redis.typing import EncodableT, FieldT
 
 from dramatiq_abort import Abort, Abortable
 from dramatiq_abort.backends import RedisBackend
-from tests.stress_harness import Handling, Recorder, Tables
+from tests.stress.harness import Handling, Recorder, Tables
 
 #: The Redis of the run: broker, abort backend and records.
 REDIS_URL = os.environ["STRESS_REDIS_URL"]

@@ -1,0 +1,1 @@
+"""The Celery-compatible compat layer: Celery code run by dramatiq workers."""

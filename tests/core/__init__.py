@@ -1,0 +1,1 @@
+"""The public API on a dramatiq Worker in the test's own process, over every backend."""

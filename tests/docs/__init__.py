@@ -1,0 +1,1 @@
+"""The documentation's examples and migration guide, run as written."""

@@ -1,0 +1,1 @@
+"""Real ``dramatiq`` worker processes: commands of several processes, and their faults."""

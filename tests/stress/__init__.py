@@ -1,0 +1,1 @@
+"""Stress runs: thousands of messages, a random subset aborted at random moments."""
