@@ -13,7 +13,7 @@ From the bottom up:
    states) and ``metrics`` (what a worker counts).
 4. ``core``: the middleware, its settings and the blocking helpers, which
    build and drive the worker's parts.
-5. ``tools``: the command line, the page, the demo and the Celery-style
+5. ``tools``: the command line (with its demo), the page and the Celery-style
    ``compat`` layer (and the top-level ``compat`` package), which use the
    core as any application does: none imports ``dramatiq_abort.worker``.
 
@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("backends", frozenset({"backends"})),
     ("worker", frozenset({"worker", "listing", "metrics"})),
     ("core", frozenset({"__init__", "middleware", "settings", "blocking"})),
-    ("tools", frozenset({"cli", "web", "demo", "__main__", "compat"})),
+    ("tools", frozenset({"cli", "web", "__main__", "compat"})),
 )
 #: The subpackage of worker internals, which no tool imports.
 INTERNALS = "worker"
