@@ -21,8 +21,15 @@ from ..checks import check_redis_url, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable
 from .control import Control
-from .decorators import CLASS_OPTIONS, shared_task, task_name
+from .decorators import shared_task, task_name
 from .middleware import TaskStates
+from .options import (
+    BASE_CLASS_OPTIONS,
+    HONOURED_SETTINGS,
+    IGNORED_APP_OPTIONS,
+    TASK_DEFAULT_SETTINGS,
+    URL_SETTINGS,
+)
 from .result import AbortableResult
 from .task import AbortableActor, send_task
 
@@ -33,36 +40,9 @@ REDIS_SCHEMES = ("redis", "rediss")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 #: URL schemes of an in-memory broker or result backend: one process only.
 MEMORY_SCHEMES = ("memory", "cache+memory")
-#: Options that Celery's constructor takes and that need nothing here:
-#: dramatiq's worker is told on its command line which modules to import
-#: (``include``), and an app is always the current one (``set_as_current``).
-IGNORED_OPTIONS = frozenset({"include", "set_as_current", "autofinalize", "strict_typing"})
-#: Settings that ``Celery(..., key=value)`` and ``app.conf`` honour:
-#: ``task_track_started``, ``task_ignore_result`` and ``task_default_queue``
-#: are the defaults of ``app.task`` (the queue also of ``app.send_task`` for
-#: a task not declared here), ``broker_transport_options``'
-#: ``global_keyprefix`` puts every Redis key of the app under that prefix,
-#: ``result_expires`` is how long the results the app's ``Results`` keeps
-#: live. Other keys are stored in ``app.conf`` and not used.
-HONOURED_SETTINGS = (
-    "task_track_started",
-    "task_ignore_result",
-    "task_default_queue",
-    "broker_transport_options",
-    "result_expires",
-)
 #: How long results live unless ``result_expires`` says: a day, as in
 #: Celery (dramatiq's own ``Results`` keeps them 10 minutes).
 RESULT_EXPIRES = datetime.timedelta(days=1)
-#: The options of ``app.task`` that the settings of the same name give.
-TASK_DEFAULTS = (
-    ("task_track_started", "track_started"),
-    ("task_ignore_result", "ignore_result"),
-    ("task_default_queue", "queue"),
-)
-#: Settings that name the broker or result backend: they take effect only
-#: when given to the constructor, which builds the broker from them.
-URL_SETTINGS = ("broker_url", "broker", "result_backend")
 
 
 class Settings(dict[str, Any]):
@@ -70,8 +50,8 @@ class Settings(dict[str, Any]):
     ``[...]``) that also reads and sets as attributes
     (``app.conf.task_track_started``).
 
-    A setting of :data:`URL_SETTINGS` other than the constructor's is
-    refused: the broker is already built. ``result_expires`` is checked,
+    A setting of :data:`~.options.URL_SETTINGS` other than the
+    constructor's is refused: the broker is already built. ``result_expires`` is checked,
     and applies to the results the app's ``Results`` stores from then on.
     """
 
@@ -139,8 +119,9 @@ class Celery:
         the names of the tasks a script run as ``__main__`` declares.
     :param broker: Celery's broker URL.
     :param backend: Celery's result backend URL.
-    :param options: Celery's settings (see :data:`HONOURED_SETTINGS`), and
-        the options of :data:`IGNORED_OPTIONS`, accepted and unused.
+    :param options: Celery's settings (see
+        :data:`~.options.HONOURED_SETTINGS`), and the options of
+        :data:`~.options.IGNORED_APP_OPTIONS`, accepted and unused.
     """
 
     def __init__(
@@ -153,7 +134,7 @@ class Celery:
     ) -> None:
         if main is not None and not isinstance(main, str):
             raise TypeError(f"main must be the project's name, a str, not {main!r}")
-        ignored = {name: options.pop(name) for name in IGNORED_OPTIONS if name in options}
+        ignored = {name: options.pop(name) for name in IGNORED_APP_OPTIONS if name in options}
         unknown = sorted(set(options) - set(HONOURED_SETTINGS))
         if unknown:
             raise TypeError(
@@ -196,7 +177,7 @@ class Celery:
         if middleware_of(self.broker, Results) is None and backend is not None:
             results = Results(backend=_result_backend(backend, prefix), result_ttl=ttl)
             self.broker.add_middleware(results)
-        #: Celery's settings; see :data:`HONOURED_SETTINGS`.
+        #: Celery's settings; see :data:`~.options.HONOURED_SETTINGS`.
         self.conf = Settings(
             {**options, **ignored, "broker_url": broker, "result_backend": backend}, results
         )
@@ -217,16 +198,16 @@ class Celery:
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Celery's ``@app.task``: :func:`~dramatiq_abort.compat.shared_task`
-        on this app's broker, with the settings of :data:`TASK_DEFAULTS` as
-        defaults."""
+        on this app's broker, with the settings of
+        :data:`~.options.TASK_DEFAULT_SETTINGS` as defaults."""
         if args and (len(args) > 1 or options or not callable(args[0])):
             raise TypeError(f"app.task takes keyword options only, not {args!r}")
         options.setdefault("broker", self.broker)
         base = options.get("base", AbortableActor)
-        for setting, option in TASK_DEFAULTS:
+        for setting, option in TASK_DEFAULT_SETTINGS:
             # As in Celery, the decorator's options and the base class's
             # attributes (those shared_task reads) win over the app's settings.
-            from_base = option in CLASS_OPTIONS and hasattr(base, option)
+            from_base = option in BASE_CLASS_OPTIONS and hasattr(base, option)
             if setting in self.conf and option not in options and not from_base:
                 options[option] = self.conf[setting]
 

@@ -8,34 +8,14 @@ from typing import Any, cast, overload
 import dramatiq
 
 from ..checks import check_bool, check_seconds
-from .task import AbortableActor, pop_time_limit
-
-#: Celery's task options that need nothing here: dramatiq acknowledges
-#: messages once processed, and encodes them as JSON.
-SATISFIED_OPTIONS = {"acks_late", "typing", "trail", "reject_on_worker_lost"}
-#: Celery's task options that a base class may set as class attributes
-#: (``class BaseTaskWithRetry(AbortableTask): autoretry_for = (...)``), as
-#: defaults for the tasks declared with it; the decorator's options win.
-CLASS_OPTIONS = (
-    "autoretry_for",
-    "dont_autoretry_for",
-    "retry_kwargs",
-    "retry_backoff",
-    "retry_backoff_max",
-    "retry_jitter",
-    "ignore_result",
-    "track_started",
-    "time_limit",
-    "soft_time_limit",
+from .options import (
+    BASE_CLASS_OPTIONS,
+    RETRY_KWARGS,
+    SATISFIED_TASK_OPTIONS,
+    UNSUPPORTED_TASK_OPTIONS,
+    pop_time_limit,
 )
-#: What ``retry_kwargs`` may hold: the arguments of ``self.retry()`` that
-#: an automatic retry can honour.
-RETRY_KWARGS = {"max_retries", "countdown"}
-#: Celery's options and what to use instead.
-UNSUPPORTED_OPTIONS = {
-    "rate_limit": "use dramatiq's rate limiters (dramatiq.rate_limits)",
-    "serializer": "dramatiq encodes messages with the broker's encoder (JSON by default)",
-}
+from .task import AbortableActor
 
 
 def _only_asked_retries(
@@ -82,8 +62,8 @@ def shared_task(*args: Any, **options: Any) -> Any:
     ``max_retries`` and ``countdown``); ``time_limit`` and
     ``soft_time_limit`` (seconds) become dramatiq's ``time_limit``. ``bind``
     and ``track_started`` are as in Celery. The options of
-    :data:`CLASS_OPTIONS` may also be class attributes of ``base``, as in
-    Celery. Other options are passed to ``dramatiq.actor`` unchanged.
+    :data:`~.options.BASE_CLASS_OPTIONS` may also be class attributes of
+    ``base``, as in Celery. Other options are passed to ``dramatiq.actor`` unchanged.
     """
     if args and callable(args[0]) and len(args) == 1 and not options:
         return shared_task()(args[0])
@@ -95,12 +75,12 @@ def shared_task(*args: Any, **options: Any) -> Any:
         base = opts.pop("base", AbortableActor)
         if not (isinstance(base, type) and issubclass(base, AbortableActor)):
             raise TypeError(f"base must be AbortableTask or a subclass of it, not {base!r}")
-        for name in CLASS_OPTIONS:
+        for name in BASE_CLASS_OPTIONS:
             if name not in opts and hasattr(base, name):
                 opts[name] = getattr(base, name)
-        for name in SATISFIED_OPTIONS:
+        for name in SATISFIED_TASK_OPTIONS:
             opts.pop(name, None)
-        for name, instead in UNSUPPORTED_OPTIONS.items():
+        for name, instead in UNSUPPORTED_TASK_OPTIONS.items():
             if name in opts:
                 raise TypeError(f"{name}={opts[name]!r} is not supported here: {instead}")
         broker = opts.pop("broker", None) or dramatiq.get_broker()
@@ -154,7 +134,7 @@ def task_name(fn: Callable[..., Any], main: str | None = None) -> str:
 
 
 def _check_retry_kwargs(retry_kwargs: Any) -> dict[str, Any]:
-    """``retry_kwargs``, checked: a dict of :data:`RETRY_KWARGS` only."""
+    """``retry_kwargs``, checked: a dict of :data:`~.options.RETRY_KWARGS` only."""
     if not isinstance(retry_kwargs, dict):
         raise TypeError(
             f"retry_kwargs must be a dict such as {{'max_retries': 5}}, not {retry_kwargs!r}"

@@ -13,11 +13,12 @@ import wrapt
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AgeLimit, Retries
 
-from ..checks import check_bool, check_message_id, check_seconds
+from ..checks import check_message_id, check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable, abortable_of
 from .exceptions import Ignore, MaxRetriesExceededError, Retry
 from .middleware import HOSTNAME, TaskStates, task_states_of
+from .options import UNSUPPORTED_SEND_OPTIONS, send_options
 from .records import format_traceback
 from .result import AbortableResult
 from .states import FAILURE, RETRY, SUCCESS
@@ -26,17 +27,6 @@ from .states import FAILURE, RETRY, SUCCESS
 #: seconds apart, unless the task or the call says otherwise.
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 180.0
-
-#: Options of Celery's ``apply_async`` that dramatiq has no place for: they
-#: are refused rather than silently dropped.
-UNSUPPORTED_OPTIONS = {
-    "link": "pipe the result with dramatiq.pipeline or message.options['pipe_target']",
-    "link_error": "use the on_failure option of dramatiq's Callbacks middleware",
-    "routing_key": "use queue=",
-    "exchange": "use queue=",
-    "chord": "use dramatiq.group(...).add_completion_callback",
-}
-
 
 #: Celery's hooks, run in the worker after the task.
 HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
@@ -500,7 +490,7 @@ def build_message(
         raise TypeError(f"args must be a tuple or list, not {args!r}")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"kwargs must be a dict, not {kwargs!r}")
-    for name, instead in UNSUPPORTED_OPTIONS.items():
+    for name, instead in UNSUPPORTED_SEND_OPTIONS.items():
         if options.get(name) is not None:
             raise TypeError(f"{name}={options[name]!r} is not supported here: {instead}")
     if priority is not None:
@@ -510,7 +500,7 @@ def build_message(
         )
     if task_id is not None:
         task_id = check_message_id(task_id)
-    options = _celery_call_options(options)
+    options = send_options(options)
     if queue is not None and queue != queue_name:
         if not isinstance(queue, str) or queue not in broker.get_declared_queues():
             raise ValueError(
@@ -545,28 +535,6 @@ def build_message(
     if task_id is not None:
         changes["message_id"] = task_id
     return message.copy(**changes)
-
-
-def pop_time_limit(options: dict[str, Any]) -> int | None:
-    """Take Celery's ``time_limit`` and ``soft_time_limit`` (seconds, either
-    may be ``None``) out of ``options``: the smaller one in milliseconds,
-    dramatiq's one time limit, or ``None`` when neither is given."""
-    given = {name: options.pop(name, None) for name in ("time_limit", "soft_time_limit")}
-    limits = [check_seconds(name, value) for name, value in given.items() if value is not None]
-    return max(1, int(min(limits) * 1000)) if limits else None
-
-
-def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with Celery's per-call options in dramatiq's terms: the
-    time limits (see :func:`pop_time_limit`), ``ignore_result`` as
-    ``store_results``."""
-    options = dict(options)
-    time_limit = pop_time_limit(options)
-    if time_limit is not None:
-        options["time_limit"] = time_limit
-    if "ignore_result" in options:
-        options["store_results"] = not check_bool("ignore_result", options.pop("ignore_result"))
-    return options
 
 
 def send_task(
