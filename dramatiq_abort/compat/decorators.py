@@ -7,35 +7,15 @@ from typing import Any, cast, overload
 
 import dramatiq
 
-from ..checks import check_bool, check_seconds
+from ..checks import check_bool
 from .options import (
     BASE_CLASS_OPTIONS,
-    RETRY_KWARGS,
     SATISFIED_TASK_OPTIONS,
     UNSUPPORTED_TASK_OPTIONS,
     pop_time_limit,
 )
+from .retries import check_retry_kwargs, only_asked_retries
 from .task import AbortableActor
-
-
-def _only_asked_retries(
-    autoretry_for: tuple[type[BaseException], ...],
-    dont_autoretry_for: tuple[type[BaseException], ...],
-    limit: int | None,
-) -> Callable[[int, BaseException], bool]:
-    """dramatiq's ``retry_when`` for Celery's rule: a task runs again only
-    when it called ``self.retry()`` (which checked its own limit) or raised
-    one of ``autoretry_for`` and none of ``dont_autoretry_for``, within
-    ``limit`` retries."""
-
-    def retry_when(retries: int, exception: BaseException) -> bool:
-        if isinstance(exception, dramatiq.Retry):
-            return True
-        if isinstance(exception, dont_autoretry_for):
-            return False
-        return isinstance(exception, autoretry_for) and (limit is None or retries < limit)
-
-    return retry_when
 
 
 @overload
@@ -95,7 +75,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
         delay = opts.pop("default_retry_delay", base.default_retry_delay)
         autoretry_for = tuple(opts.pop("autoretry_for", ()))
         dont_autoretry_for = tuple(opts.pop("dont_autoretry_for", ()))
-        retry_kwargs = _check_retry_kwargs(opts.pop("retry_kwargs", None) or {})
+        retry_kwargs = check_retry_kwargs(opts.pop("retry_kwargs", None) or {})
         backoff = opts.pop("retry_backoff", False)
         backoff_max = opts.pop("retry_backoff_max", 600)
         opts.pop("retry_jitter", None)
@@ -103,7 +83,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
         # Celery's automatic retries call self.retry(**retry_kwargs): its
         # max_retries bounds them, not the task's.
         auto_limit = retry_kwargs.get("max_retries", limit)
-        opts["retry_when"] = _only_asked_retries(autoretry_for, dont_autoretry_for, auto_limit)
+        opts["retry_when"] = only_asked_retries(autoretry_for, dont_autoretry_for, auto_limit)
         if backoff:
             first = 1 if backoff is True else backoff
             opts["min_backoff"] = int(first * 1000)
@@ -131,28 +111,6 @@ def task_name(fn: Callable[..., Any], main: str | None = None) -> str:
     if module == "__main__" and main:
         module = main
     return f"{module}.{fn.__name__}"
-
-
-def _check_retry_kwargs(retry_kwargs: Any) -> dict[str, Any]:
-    """``retry_kwargs``, checked: a dict of :data:`~.options.RETRY_KWARGS` only."""
-    if not isinstance(retry_kwargs, dict):
-        raise TypeError(
-            f"retry_kwargs must be a dict such as {{'max_retries': 5}}, not {retry_kwargs!r}"
-        )
-    unknown = sorted(set(retry_kwargs) - RETRY_KWARGS)
-    if unknown:
-        raise TypeError(
-            f"retry_kwargs {unknown!r} are not supported here: an automatic retry honours"
-            f" only {sorted(RETRY_KWARGS)!r}; call self.retry() in the task for the others"
-        )
-    limit = retry_kwargs.get("max_retries")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(
-            f"retry_kwargs max_retries must be a whole number, 0 or more, not {limit!r}"
-        )
-    if "countdown" in retry_kwargs:
-        check_seconds("retry_kwargs countdown", retry_kwargs["countdown"])
-    return retry_kwargs
 
 
 #: Celery's ``app.task`` decorator is the same without an app.
