@@ -30,7 +30,7 @@ from .options import (
     TASK_DEFAULT_SETTINGS,
     URL_SETTINGS,
 )
-from .result import AbortableResult
+from .result import AbortableResult, App
 from .task import AbortableActor, send_task
 
 #: URL schemes of a Redis server, for the broker and the result backend.
@@ -101,7 +101,7 @@ class Settings(dict[str, Any]):
             result_ttl(value)
 
 
-class Celery:
+class Celery(App):
     """Celery's app: ``app = Celery("proj", broker=..., backend=...)``, then
     ``@app.task``, ``app.AsyncResult``, ``app.send_task``,
     ``app.control.revoke`` and ``app.control.inspect()`` as in Celery.
