@@ -1,25 +1,30 @@
 """``Celery``: Celery's app object, building the dramatiq broker and its
-middleware from Celery's broker and backend URLs."""
+middleware from Celery's broker and backend URLs, and ``app.conf``."""
 
 from __future__ import annotations
 
 import datetime
 import importlib
-import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import Results
-from dramatiq.results.backend import ResultBackend
-from dramatiq.results.backends import StubBackend as StubResultBackend
 
-from ..backend import EventBackend
-from ..backends import StubBackend as StubAbortBackend
-from ..checks import check_redis_url, check_seconds
+from ..checks import check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable
+from .connections import (
+    AMQP_SCHEMES,
+    MEMORY_SCHEMES,
+    REDIS_SCHEMES,
+    abort_backend,
+    build_broker,
+    check_scheme,
+    key_prefix,
+    result_backend,
+)
 from .control import Control
 from .decorators import shared_task, task_name
 from .middleware import TaskStates
@@ -33,13 +38,6 @@ from .options import (
 from .result import AbortableResult, App
 from .task import AbortableActor, send_task
 
-#: URL schemes of a Redis server, for the broker and the result backend.
-REDIS_SCHEMES = ("redis", "rediss")
-#: URL schemes of a RabbitMQ server; ``pyamqp`` is Celery's name for
-#: ``amqp`` through the py-amqp client.
-AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
-#: URL schemes of an in-memory broker or result backend: one process only.
-MEMORY_SCHEMES = ("memory", "cache+memory")
 #: How long results live unless ``result_expires`` says: a day, as in
 #: Celery (dramatiq's own ``Results`` keeps them 10 minutes).
 RESULT_EXPIRES = datetime.timedelta(days=1)
@@ -142,10 +140,12 @@ class Celery(App):
                 f" backend= and any of {list(HONOURED_SETTINGS)!r}, then set other"
                 " settings with app.conf.update()"
             )
-        prefix = _key_prefix(options.get("broker_transport_options"))
+        prefix = key_prefix(options.get("broker_transport_options"))
         ttl = result_ttl(options.get("result_expires", RESULT_EXPIRES))
-        broker_scheme = _scheme("broker", broker, (*REDIS_SCHEMES, *AMQP_SCHEMES, *MEMORY_SCHEMES))
-        backend_scheme = _scheme("backend", backend, (*REDIS_SCHEMES, *MEMORY_SCHEMES))
+        broker_scheme = check_scheme(
+            "broker", broker, (*REDIS_SCHEMES, *AMQP_SCHEMES, *MEMORY_SCHEMES)
+        )
+        backend_scheme = check_scheme("backend", backend, (*REDIS_SCHEMES, *MEMORY_SCHEMES))
         abort_url = next(
             (
                 url
@@ -172,17 +172,17 @@ class Celery(App):
         self.main = main
         self.control = Control(self)
         #: The dramatiq broker, which every ``app=`` argument also takes.
-        self.broker: dramatiq.Broker = current or _build_broker(broker, broker_scheme, prefix)
+        self.broker: dramatiq.Broker = current or build_broker(broker, broker_scheme, prefix)
         results = None
         if middleware_of(self.broker, Results) is None and backend is not None:
-            results = Results(backend=_result_backend(backend, prefix), result_ttl=ttl)
+            results = Results(backend=result_backend(backend, prefix), result_ttl=ttl)
             self.broker.add_middleware(results)
         #: Celery's settings; see :data:`~.options.HONOURED_SETTINGS`.
         self.conf = Settings(
             {**options, **ignored, "broker_url": broker, "result_backend": backend}, results
         )
         if not has_abortable:
-            self.broker.add_middleware(Abortable(backend=_abort_backend(abort_url, prefix)))
+            self.broker.add_middleware(Abortable(backend=abort_backend(abort_url, prefix)))
         if middleware_of(self.broker, TaskStates) is None:
             self.broker.add_middleware(TaskStates())
         dramatiq.set_broker(self.broker)
@@ -302,32 +302,6 @@ class Celery(App):
                     raise
 
 
-def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
-    """The scheme of ``url``, checked to be one of ``schemes``; a Redis URL
-    is checked whole (see ``check_redis_url``)."""
-    if url is None:
-        return None
-    scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else None
-    if scheme not in schemes:
-        # A URL may hold a password: only its scheme is repeated.
-        if scheme is not None:
-            given = f"{name}='{scheme}://...'"
-        elif isinstance(url, str):
-            given = f"{name} (a URL without a scheme)"
-        else:
-            given = f"{name}={url!r:.100}"
-        raise ValueError(
-            f"{given} is not supported: give a URL starting with one of"
-            f" {[s + '://' for s in schemes]!r}"
-        )
-    if scheme in REDIS_SCHEMES:
-        try:
-            check_redis_url(url)
-        except ValueError as e:
-            raise ValueError(f"{name}: {e}") from None
-    return scheme
-
-
 def result_ttl(expires: Any) -> int:
     """Celery's ``result_expires`` (seconds, or a ``timedelta``) as the
     milliseconds of dramatiq's ``result_ttl``."""
@@ -339,74 +313,3 @@ def result_ttl(expires: Any) -> int:
             " expire here; give how long they should be kept, such as 86400 (a day)"
         )
     return max(1, round(seconds * 1000))
-
-
-def _key_prefix(transport_options: Any) -> str:
-    """The ``global_keyprefix`` of ``broker_transport_options``, or ``""``."""
-    if transport_options is None:
-        return ""
-    if not isinstance(transport_options, dict):
-        raise TypeError(
-            f"broker_transport_options must be a dict such as {{'global_keyprefix': 'proj:'}},"
-            f" not {transport_options!r}"
-        )
-    unknown = sorted(set(transport_options) - {"global_keyprefix"})
-    if unknown:
-        raise TypeError(
-            f"broker_transport_options {unknown!r} are not supported here: only"
-            " 'global_keyprefix' is"
-        )
-    prefix = transport_options.get("global_keyprefix", "")
-    if not isinstance(prefix, str):
-        raise TypeError(f"global_keyprefix must be a str such as 'proj:', not {prefix!r}")
-    return prefix
-
-
-def _result_backend(url: str, prefix: str) -> ResultBackend:
-    """dramatiq's result backend for Celery's ``backend`` URL, of a checked
-    scheme; with a ``prefix`` its keys start with it."""
-    if url.partition("://")[0] in MEMORY_SCHEMES:
-        return StubResultBackend()
-    # Imported here: redis is an optional dependency.
-    from dramatiq.results.backends import RedisBackend
-
-    if not prefix:
-        backend: ResultBackend = RedisBackend(url=url)
-    else:
-        backend = RedisBackend(
-            url=url, namespace=prefix + "dramatiq-results", use_namespace_prefix_keys=True
-        )
-    return backend
-
-
-def _abort_backend(url: str | None, prefix: str) -> EventBackend:
-    """The abort backend on the Redis of ``url``, in-memory without one; with
-    a ``prefix`` its keys start with it."""
-    if url is None:
-        return StubAbortBackend()
-    from ..backends.redis import DEFAULT_NAMESPACE, RedisBackend
-
-    return RedisBackend.from_url(url, namespace=prefix + DEFAULT_NAMESPACE)
-
-
-def _build_broker(url: str | None, scheme: str | None, prefix: str) -> dramatiq.Broker:
-    """The dramatiq broker for Celery's broker URL, of a checked ``scheme``."""
-    if scheme in REDIS_SCHEMES:
-        from dramatiq.brokers.redis import RedisBroker
-
-        return RedisBroker(url=url, namespace=prefix + "dramatiq")
-    if scheme in AMQP_SCHEMES:
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
-        return RabbitmqBroker(url=_pika_url(str(url)))
-    return StubBroker()
-
-
-def _pika_url(url: str) -> str:
-    """Celery's AMQP URL as pika reads it: ``pyamqp`` is ``amqp``, and the
-    virtual host ``/``, which Celery writes ``//``, is pika's ``%2F``."""
-    parts = urllib.parse.urlsplit(url)
-    scheme = "amqp" if parts.scheme == "pyamqp" else parts.scheme
-    vhost = parts.path[1:] if parts.path.startswith("/") else parts.path
-    path = "/" + urllib.parse.quote(vhost, safe="") if vhost else ""
-    return urllib.parse.urlunsplit((scheme, parts.netloc, path, parts.query, parts.fragment))
