@@ -20,6 +20,9 @@ from .exceptions import TaskAborted, TimeoutError
 from .states import FAILURE, SUCCESS
 from .status import FIRST_PAUSE, Status, TaskReader
 
+#: What ``compat.result`` (Celery's ``celery.result``) gives.
+__all__ = ["AbortableGroupResult", "AbortableResult", "App", "Status"]
+
 
 class App:
     """What ``app=`` takes besides a broker: the

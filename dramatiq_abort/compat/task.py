@@ -319,23 +319,24 @@ class BoundTask(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     def is_aborted(self, task_id: str | None = None, **_: Any) -> bool:
         actor: AbortableActor = self.__wrapped__
-        message = self._self_message
-        if task_id is None and message is not None:
-            task_id = message.message_id
-        return actor.is_aborted(task_id)
+        return actor.is_aborted(self._task_id(task_id))
 
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None, **_: Any
     ) -> None:
         actor: AbortableActor = self.__wrapped__
-        message = self._self_message
-        if task_id is None and message is not None:
-            task_id = message.message_id
-        actor.update_state(task_id, state, meta)
+        actor.update_state(self._task_id(task_id), state, meta)
 
     def retry(self, *args: Any, **kwargs: Any) -> Retry:
         actor: AbortableActor = self.__wrapped__
         return actor._retry(self._self_message, *args, **kwargs)
+
+    def _task_id(self, task_id: str | None) -> str | None:
+        """``task_id``, else the id of the message this task runs."""
+        message = self._self_message
+        if task_id is None and message is not None:
+            return str(message.message_id)
+        return task_id
 
 
 def send_task(
