@@ -1,5 +1,8 @@
 """The dramatiq broker and backends that Celery's broker and result backend
-URLs name, each URL checked before anything is built."""
+URLs name, each URL checked before anything is built.
+
+The clients of Redis and RabbitMQ are optional dependencies: each is
+imported only where a URL asks for it."""
 
 from __future__ import annotations
 
@@ -76,7 +79,6 @@ def result_backend(url: str, prefix: str) -> ResultBackend:
     scheme; with a ``prefix`` its keys start with it."""
     if url.partition("://")[0] in MEMORY_SCHEMES:
         return StubResultBackend()
-    # Imported here: redis is an optional dependency.
     from dramatiq.results.backends import RedisBackend
 
     if not prefix:
