@@ -26,9 +26,10 @@ from .exceptions import (
     TimeoutError,
 )
 from .middleware import TaskStates
+from .request import Request
 from .result import AbortableGroupResult, AbortableResult
 from .states import ABORTED, FAILURE, PENDING, RETRY, REVOKED, STARTED, SUCCESS
-from .task import AbortableActor, BoundTask, Request, send_task
+from .task import AbortableActor, BoundTask, send_task
 
 #: Celery's names, for imports that only change their module.
 AbortableTask = AbortableActor

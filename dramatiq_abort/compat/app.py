@@ -1,68 +1,46 @@
 """``Celery``: Celery's app object, building the dramatiq broker and its
-middleware from Celery's broker and backend URLs."""
+middleware from Celery's broker and backend URLs, and ``app.conf``."""
 
 from __future__ import annotations
 
 import datetime
 import importlib
-import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import Results
-from dramatiq.results.backend import ResultBackend
-from dramatiq.results.backends import StubBackend as StubResultBackend
 
-from ..backend import EventBackend
-from ..backends import StubBackend as StubAbortBackend
-from ..checks import check_redis_url, check_seconds
+from ..checks import check_seconds
 from ..dramatiq_internals import middleware_of
 from ..middleware import Abortable
+from .connections import (
+    AMQP_SCHEMES,
+    MEMORY_SCHEMES,
+    REDIS_SCHEMES,
+    abort_backend,
+    build_broker,
+    check_scheme,
+    key_prefix,
+    result_backend,
+)
 from .control import Control
-from .decorators import CLASS_OPTIONS, shared_task, task_name
+from .decorators import shared_task, task_name
 from .middleware import TaskStates
-from .result import AbortableResult
+from .options import (
+    BASE_CLASS_OPTIONS,
+    HONOURED_SETTINGS,
+    IGNORED_APP_OPTIONS,
+    TASK_DEFAULT_SETTINGS,
+    URL_SETTINGS,
+)
+from .result import AbortableResult, App
 from .task import AbortableActor, send_task
 
-#: URL schemes of a Redis server, for the broker and the result backend.
-REDIS_SCHEMES = ("redis", "rediss")
-#: URL schemes of a RabbitMQ server; ``pyamqp`` is Celery's name for
-#: ``amqp`` through the py-amqp client.
-AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
-#: URL schemes of an in-memory broker or result backend: one process only.
-MEMORY_SCHEMES = ("memory", "cache+memory")
-#: Options that Celery's constructor takes and that need nothing here:
-#: dramatiq's worker is told on its command line which modules to import
-#: (``include``), and an app is always the current one (``set_as_current``).
-IGNORED_OPTIONS = frozenset({"include", "set_as_current", "autofinalize", "strict_typing"})
-#: Settings that ``Celery(..., key=value)`` and ``app.conf`` honour:
-#: ``task_track_started``, ``task_ignore_result`` and ``task_default_queue``
-#: are the defaults of ``app.task`` (the queue also of ``app.send_task`` for
-#: a task not declared here), ``broker_transport_options``'
-#: ``global_keyprefix`` puts every Redis key of the app under that prefix,
-#: ``result_expires`` is how long the results the app's ``Results`` keeps
-#: live. Other keys are stored in ``app.conf`` and not used.
-HONOURED_SETTINGS = (
-    "task_track_started",
-    "task_ignore_result",
-    "task_default_queue",
-    "broker_transport_options",
-    "result_expires",
-)
 #: How long results live unless ``result_expires`` says: a day, as in
 #: Celery (dramatiq's own ``Results`` keeps them 10 minutes).
 RESULT_EXPIRES = datetime.timedelta(days=1)
-#: The options of ``app.task`` that the settings of the same name give.
-TASK_DEFAULTS = (
-    ("task_track_started", "track_started"),
-    ("task_ignore_result", "ignore_result"),
-    ("task_default_queue", "queue"),
-)
-#: Settings that name the broker or result backend: they take effect only
-#: when given to the constructor, which builds the broker from them.
-URL_SETTINGS = ("broker_url", "broker", "result_backend")
 
 
 class Settings(dict[str, Any]):
@@ -70,8 +48,8 @@ class Settings(dict[str, Any]):
     ``[...]``) that also reads and sets as attributes
     (``app.conf.task_track_started``).
 
-    A setting of :data:`URL_SETTINGS` other than the constructor's is
-    refused: the broker is already built. ``result_expires`` is checked,
+    A setting of :data:`~.options.URL_SETTINGS` other than the
+    constructor's is refused: the broker is already built. ``result_expires`` is checked,
     and applies to the results the app's ``Results`` stores from then on.
     """
 
@@ -121,7 +99,7 @@ class Settings(dict[str, Any]):
             result_ttl(value)
 
 
-class Celery:
+class Celery(App):
     """Celery's app: ``app = Celery("proj", broker=..., backend=...)``, then
     ``@app.task``, ``app.AsyncResult``, ``app.send_task``,
     ``app.control.revoke`` and ``app.control.inspect()`` as in Celery.
@@ -139,8 +117,9 @@ class Celery:
         the names of the tasks a script run as ``__main__`` declares.
     :param broker: Celery's broker URL.
     :param backend: Celery's result backend URL.
-    :param options: Celery's settings (see :data:`HONOURED_SETTINGS`), and
-        the options of :data:`IGNORED_OPTIONS`, accepted and unused.
+    :param options: Celery's settings (see
+        :data:`~.options.HONOURED_SETTINGS`), and the options of
+        :data:`~.options.IGNORED_APP_OPTIONS`, accepted and unused.
     """
 
     def __init__(
@@ -153,7 +132,7 @@ class Celery:
     ) -> None:
         if main is not None and not isinstance(main, str):
             raise TypeError(f"main must be the project's name, a str, not {main!r}")
-        ignored = {name: options.pop(name) for name in IGNORED_OPTIONS if name in options}
+        ignored = {name: options.pop(name) for name in IGNORED_APP_OPTIONS if name in options}
         unknown = sorted(set(options) - set(HONOURED_SETTINGS))
         if unknown:
             raise TypeError(
@@ -161,10 +140,12 @@ class Celery:
                 f" backend= and any of {list(HONOURED_SETTINGS)!r}, then set other"
                 " settings with app.conf.update()"
             )
-        prefix = _key_prefix(options.get("broker_transport_options"))
+        prefix = key_prefix(options.get("broker_transport_options"))
         ttl = result_ttl(options.get("result_expires", RESULT_EXPIRES))
-        broker_scheme = _scheme("broker", broker, (*REDIS_SCHEMES, *AMQP_SCHEMES, *MEMORY_SCHEMES))
-        backend_scheme = _scheme("backend", backend, (*REDIS_SCHEMES, *MEMORY_SCHEMES))
+        broker_scheme = check_scheme(
+            "broker", broker, (*REDIS_SCHEMES, *AMQP_SCHEMES, *MEMORY_SCHEMES)
+        )
+        backend_scheme = check_scheme("backend", backend, (*REDIS_SCHEMES, *MEMORY_SCHEMES))
         abort_url = next(
             (
                 url
@@ -191,17 +172,17 @@ class Celery:
         self.main = main
         self.control = Control(self)
         #: The dramatiq broker, which every ``app=`` argument also takes.
-        self.broker: dramatiq.Broker = current or _build_broker(broker, broker_scheme, prefix)
+        self.broker: dramatiq.Broker = current or build_broker(broker, broker_scheme, prefix)
         results = None
         if middleware_of(self.broker, Results) is None and backend is not None:
-            results = Results(backend=_result_backend(backend, prefix), result_ttl=ttl)
+            results = Results(backend=result_backend(backend, prefix), result_ttl=ttl)
             self.broker.add_middleware(results)
-        #: Celery's settings; see :data:`HONOURED_SETTINGS`.
+        #: Celery's settings; see :data:`~.options.HONOURED_SETTINGS`.
         self.conf = Settings(
             {**options, **ignored, "broker_url": broker, "result_backend": backend}, results
         )
         if not has_abortable:
-            self.broker.add_middleware(Abortable(backend=_abort_backend(abort_url, prefix)))
+            self.broker.add_middleware(Abortable(backend=abort_backend(abort_url, prefix)))
         if middleware_of(self.broker, TaskStates) is None:
             self.broker.add_middleware(TaskStates())
         dramatiq.set_broker(self.broker)
@@ -217,16 +198,16 @@ class Celery:
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Celery's ``@app.task``: :func:`~dramatiq_abort.compat.shared_task`
-        on this app's broker, with the settings of :data:`TASK_DEFAULTS` as
-        defaults."""
+        on this app's broker, with the settings of
+        :data:`~.options.TASK_DEFAULT_SETTINGS` as defaults."""
         if args and (len(args) > 1 or options or not callable(args[0])):
             raise TypeError(f"app.task takes keyword options only, not {args!r}")
         options.setdefault("broker", self.broker)
         base = options.get("base", AbortableActor)
-        for setting, option in TASK_DEFAULTS:
+        for setting, option in TASK_DEFAULT_SETTINGS:
             # As in Celery, the decorator's options and the base class's
             # attributes (those shared_task reads) win over the app's settings.
-            from_base = option in CLASS_OPTIONS and hasattr(base, option)
+            from_base = option in BASE_CLASS_OPTIONS and hasattr(base, option)
             if setting in self.conf and option not in options and not from_base:
                 options[option] = self.conf[setting]
 
@@ -321,32 +302,6 @@ class Celery:
                     raise
 
 
-def _scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> str | None:
-    """The scheme of ``url``, checked to be one of ``schemes``; a Redis URL
-    is checked whole (see ``check_redis_url``)."""
-    if url is None:
-        return None
-    scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else None
-    if scheme not in schemes:
-        # A URL may hold a password: only its scheme is repeated.
-        if scheme is not None:
-            given = f"{name}='{scheme}://...'"
-        elif isinstance(url, str):
-            given = f"{name} (a URL without a scheme)"
-        else:
-            given = f"{name}={url!r:.100}"
-        raise ValueError(
-            f"{given} is not supported: give a URL starting with one of"
-            f" {[s + '://' for s in schemes]!r}"
-        )
-    if scheme in REDIS_SCHEMES:
-        try:
-            check_redis_url(url)
-        except ValueError as e:
-            raise ValueError(f"{name}: {e}") from None
-    return scheme
-
-
 def result_ttl(expires: Any) -> int:
     """Celery's ``result_expires`` (seconds, or a ``timedelta``) as the
     milliseconds of dramatiq's ``result_ttl``."""
@@ -358,74 +313,3 @@ def result_ttl(expires: Any) -> int:
             " expire here; give how long they should be kept, such as 86400 (a day)"
         )
     return max(1, round(seconds * 1000))
-
-
-def _key_prefix(transport_options: Any) -> str:
-    """The ``global_keyprefix`` of ``broker_transport_options``, or ``""``."""
-    if transport_options is None:
-        return ""
-    if not isinstance(transport_options, dict):
-        raise TypeError(
-            f"broker_transport_options must be a dict such as {{'global_keyprefix': 'proj:'}},"
-            f" not {transport_options!r}"
-        )
-    unknown = sorted(set(transport_options) - {"global_keyprefix"})
-    if unknown:
-        raise TypeError(
-            f"broker_transport_options {unknown!r} are not supported here: only"
-            " 'global_keyprefix' is"
-        )
-    prefix = transport_options.get("global_keyprefix", "")
-    if not isinstance(prefix, str):
-        raise TypeError(f"global_keyprefix must be a str such as 'proj:', not {prefix!r}")
-    return prefix
-
-
-def _result_backend(url: str, prefix: str) -> ResultBackend:
-    """dramatiq's result backend for Celery's ``backend`` URL, of a checked
-    scheme; with a ``prefix`` its keys start with it."""
-    if url.partition("://")[0] in MEMORY_SCHEMES:
-        return StubResultBackend()
-    # Imported here: redis is an optional dependency.
-    from dramatiq.results.backends import RedisBackend
-
-    if not prefix:
-        backend: ResultBackend = RedisBackend(url=url)
-    else:
-        backend = RedisBackend(
-            url=url, namespace=prefix + "dramatiq-results", use_namespace_prefix_keys=True
-        )
-    return backend
-
-
-def _abort_backend(url: str | None, prefix: str) -> EventBackend:
-    """The abort backend on the Redis of ``url``, in-memory without one; with
-    a ``prefix`` its keys start with it."""
-    if url is None:
-        return StubAbortBackend()
-    from ..backends.redis import DEFAULT_NAMESPACE, RedisBackend
-
-    return RedisBackend.from_url(url, namespace=prefix + DEFAULT_NAMESPACE)
-
-
-def _build_broker(url: str | None, scheme: str | None, prefix: str) -> dramatiq.Broker:
-    """The dramatiq broker for Celery's broker URL, of a checked ``scheme``."""
-    if scheme in REDIS_SCHEMES:
-        from dramatiq.brokers.redis import RedisBroker
-
-        return RedisBroker(url=url, namespace=prefix + "dramatiq")
-    if scheme in AMQP_SCHEMES:
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
-        return RabbitmqBroker(url=_pika_url(str(url)))
-    return StubBroker()
-
-
-def _pika_url(url: str) -> str:
-    """Celery's AMQP URL as pika reads it: ``pyamqp`` is ``amqp``, and the
-    virtual host ``/``, which Celery writes ``//``, is pika's ``%2F``."""
-    parts = urllib.parse.urlsplit(url)
-    scheme = "amqp" if parts.scheme == "pyamqp" else parts.scheme
-    vhost = parts.path[1:] if parts.path.startswith("/") else parts.path
-    path = "/" + urllib.parse.quote(vhost, safe="") if vhost else ""
-    return urllib.parse.urlunsplit((scheme, parts.netloc, path, parts.query, parts.fragment))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..checks import check_seconds
 from ..listing import DELAYED, RUNNING, WAITING, Listing, RunningMessage
 from ..middleware import abortable_of
 from . import records
-
-if TYPE_CHECKING:
-    from .app import Celery
+from .result import App
 
 #: Seconds ``inspect()`` and ``ping()`` wait for the workers' replies, as in Celery.
 INSPECT_TIMEOUT = 1.0
@@ -35,7 +33,7 @@ def node_name(host: str, pid: int) -> str:
 class Control:
     """``app.control``: ``revoke``, ``ping`` and ``inspect``."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
 
     def revoke(
@@ -88,9 +86,7 @@ class Inspect:
     :param timeout: Longest wait for the replies, in seconds.
     """
 
-    def __init__(
-        self, app: Celery, destination: Any = None, timeout: float = INSPECT_TIMEOUT
-    ) -> None:
+    def __init__(self, app: App, destination: Any = None, timeout: float = INSPECT_TIMEOUT) -> None:
         if destination is not None and not isinstance(destination, (str, list, tuple)):
             raise TypeError(
                 f"destination must be a worker process's name (host:pid) or a list of them,"

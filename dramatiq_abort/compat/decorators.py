@@ -7,55 +7,15 @@ from typing import Any, cast, overload
 
 import dramatiq
 
-from ..checks import check_bool, check_seconds
-from .task import AbortableActor, pop_time_limit
-
-#: Celery's task options that need nothing here: dramatiq acknowledges
-#: messages once processed, and encodes them as JSON.
-SATISFIED_OPTIONS = {"acks_late", "typing", "trail", "reject_on_worker_lost"}
-#: Celery's task options that a base class may set as class attributes
-#: (``class BaseTaskWithRetry(AbortableTask): autoretry_for = (...)``), as
-#: defaults for the tasks declared with it; the decorator's options win.
-CLASS_OPTIONS = (
-    "autoretry_for",
-    "dont_autoretry_for",
-    "retry_kwargs",
-    "retry_backoff",
-    "retry_backoff_max",
-    "retry_jitter",
-    "ignore_result",
-    "track_started",
-    "time_limit",
-    "soft_time_limit",
+from ..checks import check_bool
+from .options import (
+    BASE_CLASS_OPTIONS,
+    SATISFIED_TASK_OPTIONS,
+    UNSUPPORTED_TASK_OPTIONS,
+    pop_time_limit,
 )
-#: What ``retry_kwargs`` may hold: the arguments of ``self.retry()`` that
-#: an automatic retry can honour.
-RETRY_KWARGS = {"max_retries", "countdown"}
-#: Celery's options and what to use instead.
-UNSUPPORTED_OPTIONS = {
-    "rate_limit": "use dramatiq's rate limiters (dramatiq.rate_limits)",
-    "serializer": "dramatiq encodes messages with the broker's encoder (JSON by default)",
-}
-
-
-def _only_asked_retries(
-    autoretry_for: tuple[type[BaseException], ...],
-    dont_autoretry_for: tuple[type[BaseException], ...],
-    limit: int | None,
-) -> Callable[[int, BaseException], bool]:
-    """dramatiq's ``retry_when`` for Celery's rule: a task runs again only
-    when it called ``self.retry()`` (which checked its own limit) or raised
-    one of ``autoretry_for`` and none of ``dont_autoretry_for``, within
-    ``limit`` retries."""
-
-    def retry_when(retries: int, exception: BaseException) -> bool:
-        if isinstance(exception, dramatiq.Retry):
-            return True
-        if isinstance(exception, dont_autoretry_for):
-            return False
-        return isinstance(exception, autoretry_for) and (limit is None or retries < limit)
-
-    return retry_when
+from .retries import check_retry_kwargs, only_asked_retries
+from .task import AbortableActor
 
 
 @overload
@@ -82,8 +42,8 @@ def shared_task(*args: Any, **options: Any) -> Any:
     ``max_retries`` and ``countdown``); ``time_limit`` and
     ``soft_time_limit`` (seconds) become dramatiq's ``time_limit``. ``bind``
     and ``track_started`` are as in Celery. The options of
-    :data:`CLASS_OPTIONS` may also be class attributes of ``base``, as in
-    Celery. Other options are passed to ``dramatiq.actor`` unchanged.
+    :data:`~.options.BASE_CLASS_OPTIONS` may also be class attributes of
+    ``base``, as in Celery. Other options are passed to ``dramatiq.actor`` unchanged.
     """
     if args and callable(args[0]) and len(args) == 1 and not options:
         return shared_task()(args[0])
@@ -95,12 +55,12 @@ def shared_task(*args: Any, **options: Any) -> Any:
         base = opts.pop("base", AbortableActor)
         if not (isinstance(base, type) and issubclass(base, AbortableActor)):
             raise TypeError(f"base must be AbortableTask or a subclass of it, not {base!r}")
-        for name in CLASS_OPTIONS:
+        for name in BASE_CLASS_OPTIONS:
             if name not in opts and hasattr(base, name):
                 opts[name] = getattr(base, name)
-        for name in SATISFIED_OPTIONS:
+        for name in SATISFIED_TASK_OPTIONS:
             opts.pop(name, None)
-        for name, instead in UNSUPPORTED_OPTIONS.items():
+        for name, instead in UNSUPPORTED_TASK_OPTIONS.items():
             if name in opts:
                 raise TypeError(f"{name}={opts[name]!r} is not supported here: {instead}")
         broker = opts.pop("broker", None) or dramatiq.get_broker()
@@ -115,7 +75,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
         delay = opts.pop("default_retry_delay", base.default_retry_delay)
         autoretry_for = tuple(opts.pop("autoretry_for", ()))
         dont_autoretry_for = tuple(opts.pop("dont_autoretry_for", ()))
-        retry_kwargs = _check_retry_kwargs(opts.pop("retry_kwargs", None) or {})
+        retry_kwargs = check_retry_kwargs(opts.pop("retry_kwargs", None) or {})
         backoff = opts.pop("retry_backoff", False)
         backoff_max = opts.pop("retry_backoff_max", 600)
         opts.pop("retry_jitter", None)
@@ -123,7 +83,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
         # Celery's automatic retries call self.retry(**retry_kwargs): its
         # max_retries bounds them, not the task's.
         auto_limit = retry_kwargs.get("max_retries", limit)
-        opts["retry_when"] = _only_asked_retries(autoretry_for, dont_autoretry_for, auto_limit)
+        opts["retry_when"] = only_asked_retries(autoretry_for, dont_autoretry_for, auto_limit)
         if backoff:
             first = 1 if backoff is True else backoff
             opts["min_backoff"] = int(first * 1000)
@@ -151,28 +111,6 @@ def task_name(fn: Callable[..., Any], main: str | None = None) -> str:
     if module == "__main__" and main:
         module = main
     return f"{module}.{fn.__name__}"
-
-
-def _check_retry_kwargs(retry_kwargs: Any) -> dict[str, Any]:
-    """``retry_kwargs``, checked: a dict of :data:`RETRY_KWARGS` only."""
-    if not isinstance(retry_kwargs, dict):
-        raise TypeError(
-            f"retry_kwargs must be a dict such as {{'max_retries': 5}}, not {retry_kwargs!r}"
-        )
-    unknown = sorted(set(retry_kwargs) - RETRY_KWARGS)
-    if unknown:
-        raise TypeError(
-            f"retry_kwargs {unknown!r} are not supported here: an automatic retry honours"
-            f" only {sorted(RETRY_KWARGS)!r}; call self.retry() in the task for the others"
-        )
-    limit = retry_kwargs.get("max_retries")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(
-            f"retry_kwargs max_retries must be a whole number, 0 or more, not {limit!r}"
-        )
-    if "countdown" in retry_kwargs:
-        check_seconds("retry_kwargs countdown", retry_kwargs["countdown"])
-    return retry_kwargs
 
 
 #: Celery's ``app.task`` decorator is the same without an app.

@@ -1,5 +1,5 @@
 """AbortableResult: Celery's ``AbortableAsyncResult`` as a transparent proxy
-over a dramatiq ``Message``."""
+over a dramatiq ``Message``; AbortableGroupResult for groups and pipelines."""
 
 from __future__ import annotations
 
@@ -7,57 +7,30 @@ import datetime
 import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 import dramatiq
 import wrapt
-from dramatiq.results import ResultFailure, ResultMissing, Results
 from dramatiq.results.backend import ResultBackend
 
-from ..backend import MessageRecords
 from ..checks import check_message_id, check_seconds
-from ..dramatiq_internals import delete_result, middleware_of
 from ..middleware import Abortable, abortable_of
-from ..outcome import Outcome
 from . import records
 from .exceptions import TaskAborted, TimeoutError
-from .middleware import TaskStates
-from .states import (
-    ABORTED,
-    FAILURE,
-    PENDING,
-    RETRY,
-    REVOKED,
-    SUCCESS,
-)
+from .states import FAILURE, SUCCESS
+from .status import FIRST_PAUSE, Status, TaskReader
 
-if TYPE_CHECKING:
-    from .app import Celery
-    from .task import AbortableActor
-
-#: How long a task that ended may take to have its result stored, in
-#: seconds; past it, it stored none.
-STORE_GRACE = 2.0
-#: The first pause between two looks at a task that is not over, in
-#: seconds; it doubles up to ``get()``'s ``interval``.
-FIRST_PAUSE = 0.005
-
-_STOPPED = (Outcome.ABORTED.value, Outcome.CANCELLED.value)
-_ENDED = (Outcome.STOPPED.value, Outcome.FINISHED.value)
+#: What ``compat.result`` (Celery's ``celery.result``) gives.
+__all__ = ["AbortableGroupResult", "AbortableResult", "App", "Status"]
 
 
-class Status(NamedTuple):
-    """What one read says of a task."""
+class App:
+    """What ``app=`` takes besides a broker: the
+    :class:`~dramatiq_abort.compat.Celery` app derives from it, so that a
+    result knows an app without importing the module that builds one."""
 
-    state: str
-    #: Whether the task is over.
-    ended: bool
-    #: Whether an abort (not only a cancel) was requested or delivered.
-    aborted: bool
-    #: Whether the task ended by itself (it returned or raised).
-    returned: bool
-    #: Its last record, if any.
-    record: records.TaskRecord | None
+    #: The broker the app's tasks are sent on.
+    broker: dramatiq.Broker
 
 
 class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
@@ -85,10 +58,10 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         id: dramatiq.Message[Any] | str | None = None,
         backend: ResultBackend | None = None,
         task_name: str | None = None,
-        app: Celery | dramatiq.Broker | None = None,
+        app: App | dramatiq.Broker | None = None,
         parent: Any = None,
         *,
-        actor: AbortableActor | dramatiq.Actor[Any, Any] | None = None,
+        actor: dramatiq.Actor[Any, Any] | None = None,
         broker: dramatiq.Broker | None = None,
         **celery_options: Any,
     ) -> None:
@@ -97,10 +70,7 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
             raise TypeError(f"unexpected arguments {sorted(celery_options)!r}")
         if backend is not None and not isinstance(backend, ResultBackend):
             raise TypeError(f"backend must be a dramatiq results backend, not {backend!r}")
-        # Imported here: the app module imports this one.
-        from .app import Celery
-
-        if isinstance(app, Celery):
+        if isinstance(app, App):
             app = app.broker
         for name, value in (("app", app), ("broker", broker)):
             if value is not None and not isinstance(value, dramatiq.Broker):
@@ -127,10 +97,13 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
                 message_id=message_id,
             )
         super().__init__(message)
-        self._self_broker = broker
-        self._self_backend = backend
-        self._self_located = located
+        self._self_reader = TaskReader(broker, backend, message, located, self._located)
         self._self_parent = parent
+
+    def _located(self, message: dramatiq.Message[Any]) -> None:
+        # The reader found the actor and queue of a result rebuilt from an
+        # id: the proxy shows them too.
+        self.__wrapped__ = message
 
     def __repr__(self) -> str:
         return f"<AbortableResult: {self.__wrapped__.message_id} {self.__wrapped__!r}>"
@@ -183,7 +156,7 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     @property
     def abortable(self) -> Abortable:
-        return abortable_of(self._self_broker)
+        return self._self_reader.abortable
 
     # Sending abort requests
 
@@ -208,7 +181,7 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         limit = None if timeout is None else check_seconds("timeout", timeout)
         grace = math.inf if wait or limit is None else limit * 1000
         self.abortable.abort(self.message, abort_timeout=grace, reason=reason)
-        return self._stopped(limit) if wait else None
+        return self._self_reader.stopped(limit) if wait else None
 
     def revoke(
         self,
@@ -225,14 +198,13 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         ``wait``, ``timeout`` (seconds) and ``reason`` work as with :meth:`abort`."""
         limit = None if timeout is None else check_seconds("timeout", timeout)
         records.revoke_tasks(self.abortable, [self.message], terminate, reason)
-        return self._stopped(limit) if wait else None
+        return self._self_reader.stopped(limit) if wait else None
 
     # Reading state
 
     def status_now(self) -> Status:
         """Everything one read of the abort backend says of the task."""
-        found = self.abortable.backend.records(self.id)
-        return self._status(found)
+        return self._self_reader.now()
 
     @property
     def state(self) -> str:
@@ -251,7 +223,7 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         """The task's return value once it succeeded, the exception once it
         failed, and the ``meta`` it last reported while it runs (also while
         it is being aborted)."""
-        return self._info(self.status_now())
+        return self._self_reader.info(self.status_now())
 
     result = info
 
@@ -300,7 +272,7 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
         pause, in seconds, between two looks; Celery's other options
         (``no_ack``, ``follow_parents``...) change nothing here.
         """
-        if self._results() is None:
+        if self._self_reader.results() is None:
             raise RuntimeError(
                 "get() cannot work: results are off, the broker has no Results middleware;"
                 " give Celery(..., backend='redis://...'), or add Results to the broker and"
@@ -322,171 +294,22 @@ class AbortableResult(wrapt.ObjectProxy):  # type: ignore[type-arg]
             time.sleep(pause if remaining is None else min(pause, remaining))
             pause = min(pause * 2, max(interval, FIRST_PAUSE))
         if status.state == FAILURE:
-            error = self._info(status)
+            error = self._self_reader.info(status)
             if propagate:
                 raise error
             return error
         if not status.returned:
             if propagate:
                 raise TaskAborted(f"task {self.id!r} was {status.state.lower()}")
-            return self._info(status)
-        return self._value(status, deadline)
+            return self._self_reader.info(status)
+        return self._self_reader.value(status, deadline)
 
     wait = get
 
     def forget(self) -> None:
         """Drop what is kept of the task: its result, state and outcome.
         An abort request stays in force until its TTL runs out."""
-        self.abortable.backend.forget(self.id)
-        results = self._results()
-        if results is not None and self._locate(results, None):
-            delete_result(results, self.__wrapped__)
-
-    # Internals
-
-    def _status(self, found: MessageRecords) -> Status:
-        record = records.decode(found.state)
-        requested = (
-            REVOKED
-            if records.is_revoke(found.abort)
-            else ABORTED
-            if found.abort is not None
-            else REVOKED
-            if found.cancel is not None
-            else None
-        )
-        aborted = found.abort is not None or found.outcome == Outcome.ABORTED.value
-        if record is not None and record.ended:
-            # A task that reported itself aborted has no result to give.
-            return Status(record.state, True, aborted, record.state != ABORTED, record)
-        if found.outcome in _STOPPED:
-            return Status(requested or ABORTED, True, aborted, False, record)
-        if found.outcome in _ENDED:
-            # It ended after the request reached it, with no record of ours.
-            return Status(self._stored_status() or SUCCESS, True, aborted, True, record)
-        if (
-            record is None
-            and requested is None
-            and middleware_of(self._self_broker, TaskStates) is None
-        ):
-            # Without TaskStates no record tells that it ended: ask Results.
-            stored = self._stored_status()
-            if stored is not None:
-                return Status(stored, True, aborted, True, record)
-        if requested is not None:
-            return Status(requested, False, aborted, False, record)
-        if record is not None:
-            return Status(record.state, False, aborted, False, record)
-        return Status(PENDING, False, aborted, False, None)
-
-    def _stored_status(self) -> str | None:
-        """``SUCCESS`` or ``FAILURE`` from the Results backend alone."""
-        results = self._results()
-        if results is None or not self._locate(results, None):
-            return None
-        try:
-            results.get_result(self.__wrapped__)
-        except ResultMissing:
-            return None
-        except ResultFailure as failure:
-            if failure.orig_exc_type == "MessageAborted":
-                return None
-            return FAILURE
-        return SUCCESS
-
-    def _info(self, status: Status) -> Any:
-        record = status.record
-        if status.state in (FAILURE, RETRY) and record is not None and record.state == status.state:
-            return records.rebuild_exception(record.meta)
-        if status.state == FAILURE:
-            return self._stored_failure()
-        if status.state == SUCCESS:
-            return self._value(status, None)
-        return None if record is None else record.meta
-
-    def _stored_failure(self) -> Exception:
-        results = self._results()
-        try:
-            if results is not None and self._locate(results, None):
-                results.get_result(self.__wrapped__)
-        except ResultFailure as failure:
-            return records.rebuild_exception(
-                {"exc_type": failure.orig_exc_type, "exc_message": failure.orig_exc_msg}
-            )
-        except ResultMissing:
-            pass
-        return Exception(f"task {self.id!r} failed")
-
-    def _value(self, status: Status, deadline: float | None) -> Any:
-        """The stored return value of a task that returned."""
-        record = status.record
-        if record is not None and record.ended and not record.stored:
-            return None
-        results = self._results()
-        if results is None or not self._locate(results, record):
-            return None
-        # An outcome may be recorded a moment before the result is stored.
-        # Short reads only: a blocking one could outlast the client's socket
-        # timeout.
-        grace = time.monotonic() + STORE_GRACE
-        pause = FIRST_PAUSE
-        while True:
-            try:
-                return results.get_result(self.__wrapped__)
-            except ResultMissing:
-                pass
-            now = time.monotonic()
-            if now >= grace:
-                return None
-            if deadline is not None and now >= deadline:
-                raise TimeoutError(f"task {self.id!r} ended, but its result was not stored in time")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-
-    def _results(self) -> ResultBackend | None:
-        if self._self_backend is not None:
-            return self._self_backend
-        results = middleware_of(self._self_broker, Results)
-        return None if results is None else results.backend
-
-    def _locate(self, results: ResultBackend, record: records.TaskRecord | None) -> bool:
-        """Find the actor and queue of a result rebuilt from an id alone:
-        from the task's record, else the actor under which a result is stored."""
-        if self._self_located:
-            return True
-        if record is None:
-            record = records.decode(self.abortable.backend.records(self.id).state)
-        if record is not None and record.actor and record.queue is not None:
-            candidates = [(record.queue, record.actor)]
-        else:
-            candidates = [(a.queue_name, a.actor_name) for a in self._self_broker.actors.values()]
-        for queue_name, actor_name in candidates:
-            candidate = self.__wrapped__.copy(queue_name=queue_name, actor_name=actor_name)
-            if record is None:
-                try:
-                    results.get_result(candidate)
-                except ResultMissing:
-                    continue
-                except ResultFailure:
-                    pass
-            self.__wrapped__ = candidate
-            self._self_located = True
-            return True
-        return False
-
-    def _stopped(self, limit: float | None) -> bool:
-        status = self.status_now()
-        if status.ended:
-            return not status.returned
-        eta = self.__wrapped__.options.get("eta")
-        if eta is not None and eta > time.time() * 1000:
-            # Due later: the request recorded now is in force when it comes,
-            # so it never starts.
-            return True
-        outcome = self.abortable.wait_outcome(self.id, limit)
-        if outcome is None:
-            raise TimeoutError(f"no worker said what became of task {self.id!r} within {limit}s")
-        return outcome is not Outcome.FINISHED
+        self._self_reader.forget()
 
 
 class AbortableGroupResult:

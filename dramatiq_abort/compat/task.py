@@ -1,5 +1,6 @@
 """AbortableActor: a dramatiq actor with the API of Celery's ``AbortableTask``
-and of the ``Task`` around it."""
+and of the ``Task`` around it; ``BoundTask``, the ``self`` of its bound
+tasks; ``send_task``, which sends by name through it when it can."""
 
 from __future__ import annotations
 
@@ -11,98 +12,19 @@ from typing import Any
 import dramatiq
 import wrapt
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import AgeLimit, Retries
 
-from ..checks import check_bool, check_message_id, check_seconds
-from ..dramatiq_internals import middleware_of
+from ..checks import check_message_id
 from ..middleware import Abortable, abortable_of
-from .exceptions import Ignore, MaxRetriesExceededError, Retry
-from .middleware import HOSTNAME, TaskStates, task_states_of
-from .records import format_traceback
+from . import retries
+from .exceptions import Ignore, Retry
+from .messages import build_message, enqueue
+from .middleware import TaskStates, task_states_of
+from .request import ExceptionInfo, Request
 from .result import AbortableResult
 from .states import FAILURE, RETRY, SUCCESS
 
-#: Celery's defaults for ``self.retry()``: how many times, and how many
-#: seconds apart, unless the task or the call says otherwise.
-DEFAULT_MAX_RETRIES = 3
-DEFAULT_RETRY_DELAY = 180.0
-
-#: Options of Celery's ``apply_async`` that dramatiq has no place for: they
-#: are refused rather than silently dropped.
-UNSUPPORTED_OPTIONS = {
-    "link": "pipe the result with dramatiq.pipeline or message.options['pipe_target']",
-    "link_error": "use the on_failure option of dramatiq's Callbacks middleware",
-    "routing_key": "use queue=",
-    "exchange": "use queue=",
-    "chord": "use dramatiq.group(...).add_completion_callback",
-}
-
-
 #: Celery's hooks, run in the worker after the task.
 HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
-
-
-class Request:
-    """What Celery's ``self.request`` says of the task being run."""
-
-    def __init__(self, message: MessageProxy | dramatiq.Message[Any] | None, **call: Any) -> None:
-        #: The message itself, ``None`` when the task is called directly.
-        self.message = message
-        #: Whether the function was called directly, not by a worker.
-        self.called_directly = message is None
-        self.is_eager = False
-        self.hostname = HOSTNAME
-        if message is None:
-            self.id: str | None = None
-            self.task: str | None = None
-            self.args: tuple[Any, ...] = tuple(call.get("args", ()))
-            self.kwargs: dict[str, Any] = dict(call.get("kwargs", {}))
-            self.retries = 0
-            self.eta: datetime.datetime | None = None
-            self.expires: datetime.datetime | None = None
-            self.delivery_info: dict[str, Any] = {}
-            return
-        options = message.options
-        self.id = message.message_id
-        self.task = message.actor_name
-        self.args = tuple(message.args)
-        self.kwargs = dict(message.kwargs)
-        #: How many times the task was retried before this run.
-        self.retries = int(options.get("retries", 0))
-        self.eta = _datetime(options.get("eta"))
-        max_age = options.get("max_age")
-        self.expires = _datetime(message.message_timestamp + max_age if max_age else None)
-        self.delivery_info = {
-            "routing_key": message.queue_name,
-            "exchange": "",
-            "priority": None,
-            "redelivered": bool(options.get("redelivered", False)),
-        }
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
-
-    def __repr__(self) -> str:
-        return f"<Request {self.task}[{self.id}] args={self.args!r} kwargs={self.kwargs!r}>"
-
-
-def _datetime(milliseconds: int | float | None) -> datetime.datetime | None:
-    if milliseconds is None:
-        return None
-    return datetime.datetime.fromtimestamp(milliseconds / 1000, datetime.timezone.utc)
-
-
-class ExceptionInfo:
-    """What Celery's ``einfo`` gives the failure hooks."""
-
-    def __init__(self, exception: BaseException) -> None:
-        self.exception = exception
-        self.type = type(exception)
-        self.tb = exception.__traceback__
-        self.traceback = format_traceback(exception)
-
-    def __str__(self) -> str:
-        return self.traceback
 
 
 class AbortableActor(dramatiq.Actor[..., Any]):
@@ -124,9 +46,9 @@ class AbortableActor(dramatiq.Actor[..., Any]):
     binds_self = True
     #: ``self.retry()``'s limit when neither the call nor the actor's
     #: ``max_retries`` option sets one.
-    max_retries: int | None = DEFAULT_MAX_RETRIES
+    max_retries: int | None = retries.DEFAULT_MAX_RETRIES
     #: Seconds ``self.retry()`` waits without a countdown or eta.
-    default_retry_delay: float = DEFAULT_RETRY_DELAY
+    default_retry_delay: float = retries.DEFAULT_RETRY_DELAY
 
     def __init__(
         self,
@@ -304,53 +226,10 @@ class AbortableActor(dramatiq.Actor[..., Any]):
         """
         return self._retry(self.states.current.get(), *args, **kwargs)
 
-    def _retry(
-        self,
-        message: MessageProxy | None,
-        args: Any = None,
-        kwargs: Any = None,
-        exc: BaseException | None = None,
-        throw: bool = True,
-        eta: datetime.datetime | None = None,
-        countdown: float | None = None,
-        max_retries: int | None = None,
-        **options: Any,
-    ) -> Retry:
-        if message is None or message.actor_name != self.actor_name:
-            raise RuntimeError(f"retry() of {self.actor_name!r} called outside of its task")
-        if args is not None or kwargs is not None:
-            raise TypeError(
-                "retry(args=..., kwargs=...) is not supported: dramatiq retries the same"
-                " message; send a new one with apply_async() instead"
-            )
-        if max_retries is None:
-            max_retries = self.options.get("max_retries", self.max_retries)
-        if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
-            raise ValueError(f"max_retries must be a whole number, 0 or more, not {max_retries!r}")
-        delay = _delay(countdown, eta)
-        when = self.default_retry_delay if delay is None else delay
-        retries = int(message.options.get("retries", 0))
-        if max_retries is not None and retries >= max_retries:
-            if exc is not None:
-                raise exc
-            raise MaxRetriesExceededError(
-                f"Can't retry {self.actor_name}[{message.message_id}]"
-                f" args:{tuple(message.args)!r} kwargs:{dict(message.kwargs)!r}"
-                f" after {retries} retries"
-            )
-        # dramatiq's Retries middleware re-enqueues the message; it must
-        # not refuse this retry for its own limit.
-        retries_middleware = middleware_of(self.broker, Retries)
-        limit = message.options.get(
-            "max_retries",
-            self.options.get(
-                "max_retries", retries_middleware.max_retries if retries_middleware else None
-            ),
+    def _retry(self, message: MessageProxy | None, *args: Any, **kwargs: Any) -> Retry:
+        return retries.retry(
+            self, message, self.max_retries, self.default_retry_delay, *args, **kwargs
         )
-        if limit is not None and limit <= retries:
-            message.options["max_retries"] = retries + 1
-        reason = f"Retry in {when}s" + (f": {exc!r}" if exc is not None else "")
-        raise Retry(reason, exc=exc, when=when)
 
     # Sending
 
@@ -397,9 +276,7 @@ class AbortableActor(dramatiq.Actor[..., Any]):
             options=options,
             make=self.message_with_options,
         )
-        delay = _delay(countdown, eta)
-        # The broker gives back the message as it was queued, with its ETA.
-        message = self.broker.enqueue(message, delay=None if delay is None else int(delay * 1000))
+        message = enqueue(self.broker, message, countdown, eta)
         return AbortableResult(message, actor=self)
 
     def s(self, *args: Any, **kwargs: Any) -> dramatiq.Message[Any]:
@@ -442,131 +319,24 @@ class BoundTask(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
     def is_aborted(self, task_id: str | None = None, **_: Any) -> bool:
         actor: AbortableActor = self.__wrapped__
-        message = self._self_message
-        if task_id is None and message is not None:
-            task_id = message.message_id
-        return actor.is_aborted(task_id)
+        return actor.is_aborted(self._task_id(task_id))
 
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None, **_: Any
     ) -> None:
         actor: AbortableActor = self.__wrapped__
-        message = self._self_message
-        if task_id is None and message is not None:
-            task_id = message.message_id
-        actor.update_state(task_id, state, meta)
+        actor.update_state(self._task_id(task_id), state, meta)
 
     def retry(self, *args: Any, **kwargs: Any) -> Retry:
         actor: AbortableActor = self.__wrapped__
         return actor._retry(self._self_message, *args, **kwargs)
 
-
-def _delay(countdown: float | None, eta: datetime.datetime | None) -> float | None:
-    """Seconds from now given as Celery's ``countdown`` or ``eta`` (naive
-    ``eta``s are UTC); ``None`` when neither is."""
-    if countdown is not None and eta is not None:
-        raise TypeError("give countdown or eta, not both")
-    if countdown is not None:
-        return check_seconds("countdown", countdown)
-    if eta is None:
-        return None
-    return max(0.0, _seconds_until("eta", eta))
-
-
-def _seconds_until(name: str, when: datetime.datetime) -> float:
-    if not isinstance(when, datetime.datetime):
-        raise TypeError(f"{name} must be a datetime, not {when!r}")
-    when = when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
-    return (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
-
-
-def build_message(
-    broker: dramatiq.Broker,
-    actor_name: str,
-    queue_name: str,
-    args: Any,
-    kwargs: Any,
-    *,
-    task_id: str | None,
-    expires: float | datetime.datetime | None,
-    queue: str | None,
-    priority: int | None,
-    options: dict[str, Any],
-    make: Callable[..., dramatiq.Message[Any]] | None = None,
-) -> dramatiq.Message[Any]:
-    """The message Celery's ``apply_async``/``send_task`` arguments describe,
-    every argument checked before anything is sent."""
-    if args is not None and not isinstance(args, (tuple, list)):
-        raise TypeError(f"args must be a tuple or list, not {args!r}")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError(f"kwargs must be a dict, not {kwargs!r}")
-    for name, instead in UNSUPPORTED_OPTIONS.items():
-        if options.get(name) is not None:
-            raise TypeError(f"{name}={options[name]!r} is not supported here: {instead}")
-    if priority is not None:
-        raise TypeError(
-            f"priority={priority!r} is not supported: dramatiq orders messages by the"
-            " priority of their actor; declare the actor with priority=..."
-        )
-    if task_id is not None:
-        task_id = check_message_id(task_id)
-    options = _celery_call_options(options)
-    if queue is not None and queue != queue_name:
-        if not isinstance(queue, str) or queue not in broker.get_declared_queues():
-            raise ValueError(
-                f"queue {queue!r} is not declared on this broker: workers consume only the"
-                " queues declared in their process; declare an actor with"
-                f" queue_name={queue!r} or call broker.declare_queue({queue!r}) in the module"
-                " that producers and workers import"
-            )
-        queue_name = queue
-    if expires is not None:
-        if isinstance(expires, datetime.datetime):
-            seconds = _seconds_until("expires", expires)
-        else:
-            seconds = check_seconds("expires", expires)
-        if middleware_of(broker, AgeLimit) is None:
-            raise ValueError(
-                f"expires={expires!r} needs dramatiq's AgeLimit middleware on the broker"
-            )
-        options = {**options, "max_age": max(1, int(seconds * 1000))}
-    args = tuple(args or ())
-    if make is not None:
-        message = make(args=args, kwargs=kwargs or {}, **options)
-    else:
-        message = dramatiq.Message(
-            queue_name=queue_name,
-            actor_name=actor_name,
-            args=args,
-            kwargs=kwargs or {},
-            options=options,
-        )
-    changes: dict[str, Any] = {"queue_name": queue_name}
-    if task_id is not None:
-        changes["message_id"] = task_id
-    return message.copy(**changes)
-
-
-def pop_time_limit(options: dict[str, Any]) -> int | None:
-    """Take Celery's ``time_limit`` and ``soft_time_limit`` (seconds, either
-    may be ``None``) out of ``options``: the smaller one in milliseconds,
-    dramatiq's one time limit, or ``None`` when neither is given."""
-    given = {name: options.pop(name, None) for name in ("time_limit", "soft_time_limit")}
-    limits = [check_seconds(name, value) for name, value in given.items() if value is not None]
-    return max(1, int(min(limits) * 1000)) if limits else None
-
-
-def _celery_call_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with Celery's per-call options in dramatiq's terms: the
-    time limits (see :func:`pop_time_limit`), ``ignore_result`` as
-    ``store_results``."""
-    options = dict(options)
-    time_limit = pop_time_limit(options)
-    if time_limit is not None:
-        options["time_limit"] = time_limit
-    if "ignore_result" in options:
-        options["store_results"] = not check_bool("ignore_result", options.pop("ignore_result"))
-    return options
+    def _task_id(self, task_id: str | None) -> str | None:
+        """``task_id``, else the id of the message this task runs."""
+        message = self._self_message
+        if task_id is None and message is not None:
+            return str(message.message_id)
+        return task_id
 
 
 def send_task(
@@ -623,6 +393,5 @@ def send_task(
         priority=priority,
         options=options,
     )
-    delay = _delay(countdown, eta)
-    message = broker.enqueue(message, delay=None if delay is None else int(delay * 1000))
+    message = enqueue(broker, message, countdown, eta)
     return AbortableResult(message, broker=broker)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import datetime
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -18,6 +20,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+import dramatiq_abort.compat
 from compat import (
     ABORTED,
     FAILURE,
@@ -418,3 +421,46 @@ def test_compat_revoke_and_abort_carry_a_reason(
     running.abort(timeout=0, reason="taking too long")
     assert abortable.wait_outcome(running.message, WAIT) is Outcome.ABORTED
     assert abortable.outcome_reason(running.message) == "taking too long"
+
+
+#: compat's modules, each importing only those before it: none needs an
+#: import inside a function to break a cycle, and the app is at the top.
+COMPAT_LAYERS = [
+    "states",
+    "exceptions",
+    "options",
+    "records",
+    "middleware",
+    "request",
+    "messages",
+    "retries",
+    "status",
+    "result",
+    "task",
+    "decorators",
+    "control",
+    "connections",
+    "app",
+]
+
+
+def test_each_compat_module_imports_only_the_compat_modules_before_it() -> None:
+    package = Path(dramatiq_abort.compat.__file__).parent
+    modules = sorted(path.stem for path in package.glob("*.py") if path.stem != "__init__")
+    assert modules == sorted(COMPAT_LAYERS), "a new compat module needs its place in COMPAT_LAYERS"
+    upward = []
+    for rank, name in enumerate(COMPAT_LAYERS):
+        # Every import, also those inside functions or under TYPE_CHECKING.
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 1:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+            elif node.level == 0 and (node.module or "").startswith("dramatiq_abort.compat."):
+                targets = [(node.module or "").removeprefix("dramatiq_abort.compat.")]
+            else:
+                continue
+            for target in (t.partition(".")[0] for t in targets):
+                if target in COMPAT_LAYERS and COMPAT_LAYERS.index(target) >= rank:
+                    upward.append(f"{name} imports {target}")
+    assert upward == []
