@@ -3,21 +3,15 @@ expire, and pushed to workers with LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import re
-import threading
 import time
 import uuid
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ...backend import Event, EventBackend, MessageRecords, TimedEvent
@@ -26,14 +20,12 @@ from ...mode import AbortMode
 from ...wire import event_key, is_inquiry
 from ..files import shipped_text
 from ..pushed import encode_batch, encode_params
+from .answers import Answers
 from .connections import Connect, Listener, Pool
-from .subscription import PostgresSubscription
+from .outcomes import Outcomes
+from .schema import DEFAULT_NAMESPACE, Schema, check_namespace, fetch
+from .subscription import Deliveries, PostgresSubscription
 
-#: The namespace of a backend built without one.
-DEFAULT_NAMESPACE = "dramatiq_aborts"
-#: A namespace: a lower-case SQL name, short enough that the longest name
-#: made from it (``<namespace>_outcomes_expiry``) fits PostgreSQL's 63 bytes.
-NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 #: Most connections of the pool that the callers' threads share, and how
 #: long a thread waits for one of them, in seconds.
 POOL_SIZE = 10
@@ -49,11 +41,6 @@ FRAGMENT_SIZE = 7900
 #: Most events pushed as one batch: a larger notify pushes several, in
 #: the same transaction.
 CHUNK_SIZE = 1000
-#: Longest wait, in seconds, of ``notify`` for the subscriptions of its
-#: own process to see the batch (see ``PostgresBackend.notify``).
-DELIVERY_WAIT = 1.0
-#: Seconds between two clean-ups of a table's expired rows by one process.
-CLEAN_UP_INTERVAL = 10.0
 
 #: The name under which it logs since 2.0, its subscriptions too: the
 #: package's rather than this module's.
@@ -61,25 +48,10 @@ logger = logging.getLogger("dramatiq_abort.backends.postgres")
 
 # The statements, each in a file of its own, which says what it does atop
 # it; their placeholders (``{events}``...) stand for the namespace's tables.
-_SCHEMA = shipped_text(__package__, "sql/schema.sql")
 _NOTIFY = shipped_text(__package__, "sql/notify.sql")
 _PUSH = shipped_text(__package__, "sql/push.sql")
-_RECORD_OUTCOME = shipped_text(__package__, "sql/record_outcome.sql")
 _RECORD_STATE = shipped_text(__package__, "sql/record_state.sql")
-_ANSWER = shipped_text(__package__, "sql/answer.sql")
 _RECORDS = shipped_text(__package__, "sql/records.sql")
-_CLEAN_UP = shipped_text(__package__, "sql/clean_up.sql")
-
-
-def _check_namespace(namespace: object) -> str:
-    """Return ``namespace`` when it can name a backend's tables, else raise."""
-    if not isinstance(namespace, str) or not NAMESPACE.fullmatch(namespace):
-        raise ValueError(
-            f"namespace must be a lower-case SQL name of at most 40 characters"
-            f" (letters a-z, digits and _, not starting with a digit), such as"
-            f" {DEFAULT_NAMESPACE!r}, not {namespace!r:.100}"
-        )
-    return namespace
 
 
 def _check_url_options(url: str) -> dict[str, Any]:
@@ -137,7 +109,7 @@ class PostgresBackend(EventBackend):
         namespace: str = DEFAULT_NAMESPACE,
         pool_size: int = POOL_SIZE,
     ) -> None:
-        self.namespace = _check_namespace(namespace)
+        self.namespace = check_namespace(namespace)
         if connect is not None and not callable(connect):
             hint = (
                 ": for a URL, use PostgresBackend.from_url(url)" if isinstance(connect, str) else ""
@@ -152,6 +124,8 @@ class PostgresBackend(EventBackend):
             )
         self.connect: Connect = connect if connect is not None else psycopg.connect
         self.pool = Pool(self.connect, pool_size, POOL_TIMEOUT)
+        #: The namespace's tables, and the statements on them.
+        self.schema = Schema(self.pool, namespace)
         #: The channel every batch of events is notified on.
         self.channel = f"{namespace}_events"
         #: The channel on which a recorded outcome names its message.
@@ -160,33 +134,11 @@ class PostgresBackend(EventBackend):
         self.answers_channel = f"{namespace}_answers"
         #: What ``pg_stat_activity`` shows of a subscription's connection.
         self.application_name = f"dramatiq-abort:{namespace}"
-        #: Each table, by its role.
-        self.tables = {
-            name: sql.Identifier(f"{namespace}_{name}")
-            for name in ("events", "outcomes", "states", "answers")
-        }
-        names = {
-            **self.tables,
-            **{
-                f"{name}_expiry": sql.Identifier(f"{namespace}_{name}_expiry")
-                for name in ("events", "outcomes", "states", "answers")
-            },
-            "answers_reply_to": sql.Identifier(f"{namespace}_answers_reply_to"),
-        }
-        #: Every table and index name, for the statements' placeholders.
-        self._names = names
-        #: Each statement, its names filled in, by its template.
-        self._statements: dict[str, sql.Composed] = {}
-        self._clean_ups = {
-            name: sql.SQL(_CLEAN_UP).format(table=table) for name, table in self.tables.items()
-        }
-        self._lock_key = f"dramatiq-abort:{namespace}"
-        self._schema_ready = False
-        self._schema_lock = threading.Lock()
-        self._cleaned_at: dict[str, float] = {}
-        #: The subscriptions open in this process, and what they wait on.
-        self._subscriptions: weakref.WeakSet[PostgresSubscription] = weakref.WeakSet()
-        self._received = threading.Condition()
+        #: What is recorded of each message's end, and what answers a listing.
+        self.outcomes = Outcomes(self.schema, self.connect, self.outcomes_channel)
+        self.answers = Answers(self.schema, self.connect, self.answers_channel)
+        #: The subscriptions open in this process, which ``notify`` waits for.
+        self.deliveries = Deliveries()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> PostgresBackend:
@@ -214,100 +166,26 @@ class PostgresBackend(EventBackend):
 
     def drop(self) -> None:
         """Drop the namespace's tables, and what they hold."""
-        with self.pool.connection() as connection, connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [self._lock_key])
-            connection.execute(
-                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(self.tables.values()))
-            )
-        self._schema_ready = False
-
-    def _sql(self, template: str) -> sql.Composed:
-        """``template`` with its placeholders (``{events}``...) filled in
-        with this namespace's names; composed once."""
-        statement = self._statements.get(template)
-        if statement is None:
-            statement = self._statements[template] = sql.SQL(template).format(**self._names)
-        return statement
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection, once the tables exist: for a write."""
-        with self.pool.connection() as connection:
-            self._create_tables(connection)
-            yield connection
-
-    @staticmethod
-    def _fetch(
-        connection: psycopg.Connection[Any], statement: sql.Composed, params: Any = None
-    ) -> list[tuple[Any, ...]]:
-        """The rows ``statement`` reads; none while the tables do not exist
-        (no worker has booted, nothing was sent): a read leaves the schema as
-        it is, for a role that may only read, and for a mistyped namespace."""
-        try:
-            return connection.execute(statement, params).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return []
-
-    def _create_tables(self, connection: psycopg.Connection[Any]) -> None:
-        if self._schema_ready:
-            return
-        with self._schema_lock:
-            if self._schema_ready:
-                return
-            # Looked up first: CREATE ... IF NOT EXISTS needs the right to
-            # create, which a user of tables made by another may not have.
-            missing = connection.execute(
-                "SELECT count(*) FROM unnest(%s::text[]) AS t(name)"
-                " WHERE to_regclass(name) IS NULL",
-                [[f"{self.namespace}_{name}" for name in self.tables]],
-            ).fetchone()
-            if missing is not None and missing[0]:
-                with connection.transaction():
-                    # Processes that start together wait for each other here
-                    # instead of failing on each other's CREATE.
-                    connection.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext(%s))", [self._lock_key]
-                    )
-                    connection.execute(self._sql(_SCHEMA))
-            self._schema_ready = True
+        self.schema.drop()
 
     def _listener(
         self, channel: str, application_name: str | None = None, *, create: bool = False
     ) -> Listener:
         """A connection of its own listening on ``channel``; with ``create``,
         once the tables exist."""
-        if create and not self._schema_ready:
-            with self._connection():
+        if create and not self.schema.ready:
+            with self.schema.connection():
                 pass
         return Listener(self.connect, [channel], application_name)
-
-    def _clean_up(self, connection: psycopg.Connection[Any], table: str) -> None:
-        """Delete the expired rows of ``table`` if this process has not
-        lately. Called once the write is committed: a failure is logged,
-        not raised, since what the caller asked for is done."""
-        now = time.monotonic()
-        if now - self._cleaned_at.get(table, -CLEAN_UP_INTERVAL) < CLEAN_UP_INTERVAL:
-            return
-        self._cleaned_at[table] = now
-        try:
-            connection.execute(self._clean_ups[table])
-        except psycopg.Error as e:
-            logger.warning(
-                "Could not delete the expired rows of %s (%s: %s); trying again in %d s.",
-                f"{self.namespace}_{table}",
-                type(e).__name__,
-                e,
-                CLEAN_UP_INTERVAL,
-            )
-            logger.debug("The clean-up failed with:", exc_info=e)
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         """Record and notify ``events``; inquiries are notified only, so
         that a listing writes no row. PostgreSQL hands a notification to
         the listening connections a moment after the commit; so that the
         messages running in this process see the events once this returns
-        (as they would with Redis), it waits, at most ``DELIVERY_WAIT``
-        seconds, until they reached each subscription of this process.
+        (as they would with Redis), it waits a moment at most (see
+        :class:`~.subscription.Deliveries`) until they reached each
+        subscription of this process.
         Other processes receive them within the server's delivery time."""
         ttl = check_milliseconds("ttl", ttl, positive=True)
         events = list(events)
@@ -330,9 +208,9 @@ class PostgresBackend(EventBackend):
             with self.pool.connection() as connection:
                 connection.execute(_PUSH, {"channel": self.channel, "fragments": fragments})
         else:
-            with self._connection() as connection:
+            with self.schema.connection() as connection:
                 connection.execute(
-                    self._sql(_NOTIFY),
+                    self.schema.sql(_NOTIFY),
                     {
                         "ttl": ttl,
                         "keys": list(rows),
@@ -341,25 +219,9 @@ class PostgresBackend(EventBackend):
                         "fragments": fragments,
                     },
                 )
-                self._clean_up(connection, "events")
+                self.schema.clean_up(connection, "events")
         # Those of one transaction arrive in order: the last batch comes last.
-        self._wait_delivered(name)
-
-    def _wait_delivered(self, name: str) -> None:
-        """Wait until every subscription of this process has received the
-        batch ``name`` or has it on its socket, or ``DELIVERY_WAIT`` passed."""
-        # Not those inherited from a parent process: they are its own.
-        waiting = [s for s in self._subscriptions if s.pid == os.getpid()]
-        deadline = time.monotonic() + DELIVERY_WAIT
-        while waiting:
-            waiting = [subscription for subscription in waiting if not subscription.has(name)]
-            left = deadline - time.monotonic()
-            if not waiting or left <= 0:
-                return
-            with self._received:
-                # Woken by a receive(); the sockets are looked at anew
-                # every millisecond.
-                self._received.wait(min(left, 0.001))
+        self.deliveries.wait(name)
 
     def poll(self, key: str) -> Event | None:
         with self.pool.connection() as connection:
@@ -367,9 +229,9 @@ class PostgresBackend(EventBackend):
 
     def _read_event(self, connection: psycopg.Connection[Any], keys: list[str]) -> Event | None:
         """The first valid event among ``keys``, if any."""
-        for key, params in self._fetch(
+        for key, params in fetch(
             connection,
-            self._sql(
+            self.schema.sql(
                 "SELECT key, params FROM {events}"
                 " WHERE key = ANY(%s::text[]) AND expires_at > now()"
             ),
@@ -397,75 +259,30 @@ class PostgresBackend(EventBackend):
     def record_outcome(
         self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
     ) -> None:
-        ttl = check_milliseconds("ttl", ttl, positive=True)
-        with self._connection() as connection:
-            connection.execute(
-                self._sql(_RECORD_OUTCOME),
-                {
-                    "message_id": message_id,
-                    "outcome": outcome,
-                    "reason": reason,
-                    "ttl": ttl,
-                    "channel": self.outcomes_channel,
-                },
-            )
-            self._clean_up(connection, "outcomes")
+        self.outcomes.record(message_id, outcome, ttl, reason)
 
     def outcome_reason(self, message_id: str) -> str | None:
-        with self.pool.connection() as connection:
-            rows = self._fetch(
-                connection,
-                self._sql(
-                    "SELECT reason FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
-                ),
-                [message_id],
-            )
-        return rows[0][0] if rows else None
+        return self.outcomes.reason(message_id)
 
     def wait_outcome(self, message_id: str, timeout: float | None) -> str | None:
-        if timeout is not None and timeout <= 0:
-            with self.pool.connection() as connection:
-                return self._read_outcome(connection, message_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._listener(self.outcomes_channel) as listener:
-            # Listening first, so an outcome recorded while looking is notified.
-            while True:
-                outcome = self._read_outcome(listener.connection, message_id)
-                if outcome is not None:
-                    return outcome
-                while True:
-                    left = 1.0 if deadline is None else deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    if any(payload == message_id for _, payload in listener.wait(left)):
-                        break
-
-    def _read_outcome(self, connection: psycopg.Connection[Any], message_id: str) -> str | None:
-        rows = self._fetch(
-            connection,
-            self._sql(
-                "SELECT outcome FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
-            ),
-            [message_id],
-        )
-        return str(rows[0][0]) if rows else None
+        return self.outcomes.wait(message_id, timeout)
 
     def record_state(self, message_id: str, state: str, ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
-        with self._connection() as connection:
+        with self.schema.connection() as connection:
             connection.execute(
-                self._sql(_RECORD_STATE),
+                self.schema.sql(_RECORD_STATE),
                 {"message_id": message_id, "state": state, "ttl": ttl},
             )
-            self._clean_up(connection, "states")
+            self.schema.clean_up(connection, "states")
 
     def records(self, message_id: str) -> MessageRecords:
         abort_key = event_key(message_id, AbortMode.ABORT)
         cancel_key = event_key(message_id, AbortMode.CANCEL)
         with self.pool.connection() as connection:
-            rows = self._fetch(
+            rows = fetch(
                 connection,
-                self._sql(_RECORDS),
+                self.schema.sql(_RECORDS),
                 {"abort": abort_key, "cancel": cancel_key, "message_id": message_id},
             )
         abort, cancel, outcome, state = rows[0] if rows else (None, None, None, None)
@@ -477,54 +294,21 @@ class PostgresBackend(EventBackend):
         )
 
     def forget(self, message_id: str) -> None:
-        with self._connection() as connection, connection.transaction():
+        with self.schema.connection() as connection, connection.transaction():
             connection.execute(
-                self._sql("DELETE FROM {outcomes} WHERE message_id = %s"), [message_id]
+                self.schema.sql("DELETE FROM {outcomes} WHERE message_id = %s"), [message_id]
             )
             connection.execute(
-                self._sql("DELETE FROM {states} WHERE message_id = %s"), [message_id]
+                self.schema.sql("DELETE FROM {states} WHERE message_id = %s"), [message_id]
             )
 
     def answer(self, reply_to: str, payload: str, ttl: int) -> None:
-        ttl = check_milliseconds("ttl", ttl, positive=True)
-        with self._connection() as connection:
-            connection.execute(
-                self._sql(_ANSWER),
-                {
-                    "reply_to": reply_to,
-                    "payload": payload,
-                    "ttl": ttl,
-                    "channel": self.answers_channel,
-                },
-            )
-            self._clean_up(connection, "answers")
+        self.answers.answer(reply_to, payload, ttl)
 
     def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
         """The answers handed to ``reply_to``, read and left to expire, so
         that a listing writes no row: they live no longer than its wait."""
-        answers: list[str] = []
-        # The ids read: one written earlier may commit later, so no bound on ids would do.
-        read: list[int] = []
-        deadline = time.monotonic() + timeout
-        unread = self._sql(
-            "SELECT id, payload FROM {answers} WHERE reply_to = %s"
-            " AND NOT id = ANY(%s::bigint[]) AND expires_at > now() ORDER BY id"
-        )
-        with self._listener(self.answers_channel) as listener:
-            # Listening first, so an answer handed while looking is notified.
-            while expected is None or len(answers) < expected:
-                for answer_id, payload in self._fetch(
-                    listener.connection, unread, [reply_to, read]
-                ):
-                    read.append(answer_id)
-                    answers.append(payload)
-                if expected is not None and len(answers) >= expected:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                listener.wait(left)
-        return answers
+        return self.answers.collect(reply_to, expected, timeout)
 
     def subscribers(self) -> int | None:
         """How many connections of this database bear the name of this
@@ -547,9 +331,9 @@ class PostgresBackend(EventBackend):
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
         with self.pool.connection() as connection:
-            rows = self._fetch(
+            rows = fetch(
                 connection,
-                self._sql(
+                self.schema.sql(
                     "SELECT key, params, ttl,"
                     " ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint"
                     " FROM {events} WHERE expires_at > now()"

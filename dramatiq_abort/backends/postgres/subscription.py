@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import select
+import threading
+import time
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -29,6 +32,54 @@ MAX_FRAGMENTS = 2000
 MAX_INCOMPLETE = 100
 #: Names of the batches received lately that a subscription remembers.
 SEEN_BATCHES = 1000
+#: Longest wait, in seconds, of a sender for the subscriptions of its own
+#: process to see its batch (see :meth:`Deliveries.wait`).
+DELIVERY_WAIT = 1.0
+
+
+class Deliveries:
+    """The subscriptions open in one process, which a sender of that
+    process waits for: PostgreSQL hands a notification to the listening
+    connections a moment after the commit, and the messages running in the
+    sender's process must see the events once the sender returns (as they
+    would with Redis)."""
+
+    def __init__(self) -> None:
+        self._open: weakref.WeakSet[PostgresSubscription] = weakref.WeakSet()
+        #: Notified each time a subscription received batches.
+        self._received = threading.Condition()
+
+    def add(self, subscription: PostgresSubscription) -> None:
+        self._open.add(subscription)
+
+    def discard(self, subscription: PostgresSubscription) -> None:
+        self._open.discard(subscription)
+
+    def received(self, seen: OrderedDict[str, None], names: list[str]) -> None:
+        """Add ``names`` to ``seen``, a subscription's batches received
+        lately, and wake the senders waiting for them."""
+        with self._received:
+            for name in names:
+                seen[name] = None
+            while len(seen) > SEEN_BATCHES:
+                seen.popitem(last=False)
+            self._received.notify_all()
+
+    def wait(self, name: str) -> None:
+        """Wait until every subscription of this process has received the
+        batch ``name`` or has it on its socket, or ``DELIVERY_WAIT`` passed."""
+        # Not those inherited from a parent process: they are its own.
+        waiting = [s for s in self._open if s.pid == os.getpid()]
+        deadline = time.monotonic() + DELIVERY_WAIT
+        while waiting:
+            waiting = [subscription for subscription in waiting if not subscription.has(name)]
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                return
+            with self._received:
+                # Woken by a receive(); the sockets are looked at anew
+                # every millisecond.
+                self._received.wait(min(left, 0.001))
 
 
 class PostgresSubscription(Subscription):
@@ -42,7 +93,7 @@ class PostgresSubscription(Subscription):
         self.pid = os.getpid()
         #: The names of the batches received lately, oldest first.
         self._seen: OrderedDict[str, None] = OrderedDict()
-        backend._subscriptions.add(self)
+        backend.deliveries.add(self)
         #: Batch name -> its fragments received so far (``None`` for those
         #: still to come) and how many those are.
         self._incomplete: dict[str, tuple[list[str | None], int]] = {}
@@ -78,12 +129,7 @@ class PostgresSubscription(Subscription):
                 events.extend(decode_batch(batch))
                 names.append(name)
         if names:
-            with self.backend._received:
-                for name in names:
-                    self._seen[name] = None
-                while len(self._seen) > SEEN_BATCHES:
-                    self._seen.popitem(last=False)
-                self.backend._received.notify_all()
+            self.backend.deliveries.received(self._seen, names)
         return events
 
     def _assemble(self, payload: str) -> tuple[str, str | None]:
@@ -116,5 +162,5 @@ class PostgresSubscription(Subscription):
         return name, "".join(piece or "" for piece in pieces)
 
     def close(self) -> None:
-        self.backend._subscriptions.discard(self)
+        self.backend.deliveries.discard(self)
         self._listener.close()

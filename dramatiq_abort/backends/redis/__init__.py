@@ -1,4 +1,5 @@
-"""The Redis event backend: the backend (:mod:`.backend`), its Lua scripts
+"""The Redis event backend: the backend (:mod:`.backend`), its clients
+(:mod:`.clients`), a listing's answers (:mod:`.answers`), its Lua scripts
 (``scripts/``), its subscribed connections (:mod:`.channels`) and a
 worker's subscription (:mod:`.subscription`)."""
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
 
 from ...backend import Event, EventBackend, MessageRecords, TimedEvent
 from ...checks import check_milliseconds, check_redis_url, check_text
@@ -21,7 +18,9 @@ from ...mode import AbortMode
 from ...wire import event_key
 from ..files import shipped_text
 from ..pushed import decode_batch, encode_batch, encode_params
+from .answers import Answers
 from .channels import Channel, PubSubChannel, RawChannel, text
+from .clients import client_for_url, database, node_client, socket_timeout
 from .subscription import RedisSubscription
 
 #: The environment variable that makes ``plain_reads`` default to true when
@@ -33,24 +32,12 @@ DEFAULT_NAMESPACE = "dramatiq:aborts:"
 #: Appended to a namespace without a hash tag, so that all of its keys fall
 #: in one slot of a Redis Cluster, as its Lua scripts require.
 HASH_TAG = "{aborts}:"
-#: Connections in the pool of a client made by ``RedisBackend.from_url``, and
-#: how long a thread waits for one of them, in seconds.
-POOL_SIZE = 100
-POOL_TIMEOUT = 20
 #: Most events recorded and published by one script call: a larger batch
 #: is sent in chunks, so that no call blocks Redis for long.
 CHUNK_SIZE = 1000
 #: Larger than any notification this package sends in one call (about 70
 #: bytes an id), small enough that a hostile one cannot exhaust memory.
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
-#: Shortest wait, in seconds, for which ``collect_answers`` still blocks
-#: on Redis: what is left of a wait below it is not waited for.
-MIN_BLOCK = 0.001
-#: The share of the client's socket timeout that one blocking command of
-#: ``collect_answers`` lasts at most: redis-py fails a read that waits
-#: longer than the socket timeout, so a longer wait is made of several,
-#: each answered by Redis well before the client gives up.
-BLOCK_SHARE = 0.5
 
 #: The name under which it logs since 2.0, the package's rather than this module's.
 logger = logging.getLogger("dramatiq_abort.backends.redis")
@@ -59,7 +46,6 @@ logger = logging.getLogger("dramatiq_abort.backends.redis")
 # said atop its file.
 _NOTIFY = shipped_text(__package__, "scripts/notify.lua")
 _RECORD_OUTCOME = shipped_text(__package__, "scripts/record_outcome.lua")
-_ANSWER = shipped_text(__package__, "scripts/answer.lua")
 _RECORDED = shipped_text(__package__, "scripts/recorded.lua")
 
 
@@ -88,38 +74,6 @@ def _prefix_of(namespace: object) -> str:
     if not _hash_tag(prefix):
         raise ValueError(f"namespace {namespace!r} holds an empty hash tag '{{}}'")
     return prefix
-
-
-def _database(client: Any) -> int:
-    """The number of the database that ``client`` selects: 0 on a cluster,
-    which has no other."""
-    if isinstance(client, RedisCluster):
-        return 0
-    return int(client.connection_pool.connection_kwargs.get("db") or 0)
-
-
-def _socket_timeout(client: Any) -> float | None:
-    """How long, in seconds, the connections of ``client`` (a ``redis.Redis``)
-    wait for a reply before they fail (``None``: for ever). Read from a
-    connection made the way its pool makes them: the pool's settings leave
-    out redis-py's default, which differs between its versions."""
-    pool = client.connection_pool
-    timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
-    return None if timeout is None else float(timeout)
-
-
-def _split_cluster_flag(url: str) -> tuple[str, bool]:
-    """``url`` without its ``cluster`` query parameter, and that parameter."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    flags = [value.lower() for name, value in query if name == "cluster"]
-    if not flags:
-        return url, False
-    if flags[-1] not in ("true", "yes", "1", "false", "no", "0"):
-        # Not the URL itself: it may hold a password.
-        raise ValueError(f"cluster must be true or false in a Redis URL, not {flags[-1]!r}")
-    rest = urlencode([(name, value) for name, value in query if name != "cluster"])
-    return urlunsplit(parts._replace(query=rest)), flags[-1] in ("true", "yes", "1")
 
 
 class RedisBackend(EventBackend):
@@ -181,15 +135,11 @@ class RedisBackend(EventBackend):
         self.plain_reads = plain_reads
         self.client: Any = client if client is not None else redis.Redis()
         self.namespace = namespace
-        timeout = _socket_timeout(self._node_client())
-        #: Longest block of one BLPOP of ``collect_answers``, in seconds
-        #: (see ``BLOCK_SHARE``); ``None`` for no limit. Never 0, which
-        #: BLPOP reads as for ever.
-        self._longest_block = None if not timeout else max(timeout * BLOCK_SHARE, MIN_BLOCK)
+        #: What carries a listing's answers.
+        self.answers = Answers(self.client, max_payload, socket_timeout(self._node_client()))
         self._notify = self.client.register_script(_NOTIFY)
         self._recorded = self.client.register_script(_RECORDED)
         self._record_outcome = self.client.register_script(_RECORD_OUTCOME)
-        self._answer = self.client.register_script(_ANSWER)
 
     @property
     def namespace(self) -> str:
@@ -207,7 +157,7 @@ class RedisBackend(EventBackend):
         self.index_key = prefix + "index"
         # Channels are server-wide; keys are not: the database in the name
         # keeps apart what the keys of each database keep apart.
-        channels = f"{prefix}db{_database(self.client)}:"
+        channels = f"{prefix}db{database(self.client)}:"
         #: The channel of every notification: requests, rules, inquiries.
         self.channel = channels + "events"
         #: The channel on which a recorded outcome names its message.
@@ -218,27 +168,13 @@ class RedisBackend(EventBackend):
         """Build the backend on a client for ``url`` (``redis://``, ``rediss://``
         or ``unix://``). Extra arguments go to the constructor.
 
-        The client's pool holds up to ``POOL_SIZE`` connections (or the URL's
+        The client's pool holds up to ``clients.POOL_SIZE`` connections (or the URL's
         ``max_connections``) and makes a thread wait for a free one rather
         than fail, however many threads a worker runs. With ``cluster=true``
         in the query string (``redis://node:7000/0?cluster=true``) the
         client is a ``RedisCluster`` that discovers the cluster from that node.
         """
-        url = check_redis_url(url)
-        url, cluster = _split_cluster_flag(url)
-        if cluster:
-            try:
-                client = RedisCluster.from_url(url)
-            except RedisClusterException as e:
-                # The cluster client connects at once, and its errors are
-                # not RedisErrors: make them one, as every other failure to
-                # reach Redis is.
-                raise redis.RedisError(f"Redis Cluster: {e}") from e
-            return cls(*args, client=client, **kwargs)
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=POOL_TIMEOUT
-        )
-        return cls(*args, client=redis.Redis.from_pool(pool), **kwargs)
+        return cls(*args, client=client_for_url(check_redis_url(url)), **kwargs)
 
     def notify(self, events: Iterable[Event], ttl: int) -> None:
         ttl = check_milliseconds("ttl", ttl, positive=True)
@@ -368,31 +304,10 @@ class RedisBackend(EventBackend):
         return None
 
     def answer(self, reply_to: str, payload: str, ttl: int) -> None:
-        ttl = check_milliseconds("ttl", ttl, positive=True)
-        self._answer(keys=[self._answers_key(reply_to)], args=[payload, ttl])
+        self.answers.answer(self._answers_key(reply_to), payload, ttl)
 
     def collect_answers(self, reply_to: str, expected: int | None, timeout: float) -> list[str]:
-        key = self._answers_key(reply_to)
-        answers: list[str] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while expected is None or len(answers) < expected:
-                left = deadline - time.monotonic()
-                # BLPOP reads a timeout of 0 as for ever.
-                if left < MIN_BLOCK:
-                    break
-                block = left if self._longest_block is None else min(left, self._longest_block)
-                popped = self.client.blpop([key], timeout=block)
-                if popped is None:
-                    continue
-                value = popped[1]
-                if len(value) > self.max_payload:
-                    logger.warning("Skipping an answer of %d bytes: too large.", len(value))
-                    continue
-                answers.append(text(value))
-        finally:
-            self.client.delete(key)
-        return answers
+        return self.answers.collect(self._answers_key(reply_to), expected, timeout)
 
     def subscribers(self) -> int | None:
         """How many subscriptions to the events channel Redis counts
@@ -421,10 +336,7 @@ class RedisBackend(EventBackend):
     def _node_client(self) -> Any:
         """The ``redis.Redis`` of the node that holds this backend's keys:
         the client itself, unless it is a cluster's."""
-        client = self.client
-        if isinstance(client, RedisCluster):
-            return client.get_redis_connection(client.get_node_from_key(self.index_key))
-        return client
+        return node_client(self.client, self.index_key)
 
     def recorded(self) -> list[TimedEvent]:
         """Every event still valid, with the milliseconds it has left."""
