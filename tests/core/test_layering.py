@@ -53,7 +53,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     ("backends", frozenset({"backends"})),
     ("worker", frozenset({"worker", "listing", "metrics"})),
-    ("core", frozenset({"__init__", "middleware", "settings", "blocking"})),
+    ("core", frozenset({"__init__", "middleware", "sending", "endings", "settings", "blocking"})),
     ("tools", frozenset({"cli", "web", "__main__", "compat"})),
 )
 #: The subpackage of worker internals, which no tool imports.
