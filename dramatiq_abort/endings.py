@@ -1,13 +1,16 @@
-"""The endings of the messages an abort request reached: cancelled before
-they start or stopped while they run, logged once at INFO, their result a
-:class:`~dramatiq_abort.MessageAborted` failure, and their outcome recorded."""
+"""The endings of the messages an abort request or rule reached: cancelled
+before they start (for their own request, an ancestor's or a rule) or
+stopped while they run, logged once at INFO, their result a
+:class:`~dramatiq_abort.MessageAborted` failure, their outcome recorded."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import threading
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import dramatiq
 
@@ -16,10 +19,18 @@ from .errors import MessageAborted, aborted
 from .metrics import AbortMetrics
 from .outcome import Outcome
 from .sending import Sender
+from .worker import coroutines, lineage
+from .worker.execution import Execution
 from .worker.executions import Executions
-from .worker.requests import AbortRequest, AbortRequests
+from .worker.requests import AbortRequest, AbortRequests, prevailing
+from .worker.rules import AbortRules
+from .worker.watcher import Watcher
 
 __all__ = ["Endings", "own_skips"]
+
+#: Set on the function that stands for an actor's own once it is wrapped,
+#: so that it is wrapped once.
+WRAPPED_MARK = "_dramatiq_abort_wrapped"
 
 
 class _OwnSkips(logging.Filter):
@@ -60,6 +71,7 @@ class Endings:
     :param executions: The messages this process runs, which a cancelled
         one leaves.
     :param requests: The requests this process's watcher recorded.
+    :param rules: The rules in force, which this process's watcher recorded.
     :param logger: Where each ending is logged.
     """
 
@@ -68,14 +80,39 @@ class Endings:
         sender: Sender,
         executions: Executions,
         requests: AbortRequests,
+        rules: AbortRules,
         logger: logging.Logger,
     ) -> None:
         self.sender = sender
         self.executions = executions
         self.requests = requests
+        self.rules = rules
         self.logger = logger
         #: The metrics workers of this process count in, once one booted with them.
         self.metrics: AbortMetrics | None = None
+
+    def wrap(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        """Wrap the function of ``actor`` (once) so that an abort delivered
+        while its message runs ends it as :meth:`stopped` says."""
+        fn = actor.fn
+        if getattr(fn, WRAPPED_MARK, False):
+            return
+        # dramatiq runs an ``async def`` actor through a function that wraps it.
+        wrapped = getattr(fn, "__wrapped__", None)
+        async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
+        executions = self.executions
+        runner = (
+            None
+            if async_fn is None
+            else functools.partial(coroutines.runner, executions, async_fn=async_fn)
+        )
+
+        def stopped(execution: Execution, outcome: Outcome) -> NoReturn:
+            self.stopped(broker, execution.message, outcome, execution.request)
+
+        abortable_fn = executions.wrap(fn, stopped, runner)
+        setattr(abortable_fn, WRAPPED_MARK, True)
+        actor.fn = abortable_fn
 
     def cancel(
         self, broker: dramatiq.Broker, message: AnyMessage, request: AbortRequest
@@ -87,6 +124,53 @@ class Endings:
             # Kept past its TTL while the process held the message, which leaves.
             self.requests.forget_left(message)
         self.stopped(broker, message, Outcome.CANCELLED, request)
+
+    def cancel_descendant(
+        self,
+        broker: dramatiq.Broker,
+        message: AnyMessage,
+        execution: Execution,
+        ancestry: object,
+        watcher: Watcher | None,
+    ) -> None:
+        """Index ``execution`` under its ``ancestry`` (the option its message
+        carries), then cancel it if an abort of one of them is in force.
+
+        :param watcher: This process's watcher, if a worker booted one, which
+            is asked for the ancestors' requests first.
+        """
+        try:
+            ancestors = lineage.check_ancestry(ancestry)
+        except ValueError as e:
+            # Sent by a process without this middleware, which would have refused it.
+            self.logger.warning(
+                "Message %r has a bad ancestry, ignored: no abort of another message reaches it"
+                " (%s).",
+                message.message_id,
+                e,
+            )
+            return
+        # Indexed before the table is read, as begin() registers it.
+        self.executions.descend(execution, ancestors)
+        if watcher is not None:
+            watcher.synchronise_ancestors(ancestors)
+        found: AbortRequest | None = None
+        for ancestor in ancestors:
+            request = self.requests.get(ancestor)
+            if request is not None:
+                found = prevailing(found, request)
+        if found is not None:
+            self.cancel(broker, message, found.for_descendant(execution.message_id))
+
+    def cancel_by_rule(
+        self, broker: dramatiq.Broker, message: AnyMessage, inner: dramatiq.Message[Any]
+    ) -> None:
+        """Cancel ``message`` (whose plain message is ``inner``) if a rule in
+        force stops it. A method of its own: the lines it holds would cost
+        every message even unrun."""
+        rule = self.rules.match(inner)
+        if rule is not None:
+            self.cancel(broker, message, rule.request_for(inner.message_id))
 
     def stopped(
         self,

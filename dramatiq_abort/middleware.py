@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime
 import functools
-import inspect
 import logging
 import threading
 import warnings
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -18,7 +17,6 @@ from dramatiq.middleware.threading import current_platform, supported_platforms
 
 from . import settings
 from .backend import EventBackend
-from .checks import shown_url
 from .dramatiq_internals import (
     AnyMessage,
     DramatiqInternals,
@@ -27,19 +25,19 @@ from .dramatiq_internals import (
     unwrapped,
 )
 from .endings import Endings, own_skips
-from .errors import ActorOptionError, MessageOptionError
 from .listing import Listing
 from .metrics import AbortMetrics, worker_metrics
 from .mode import AbortMode
+from .options import OPTIONS, check_actor_options, check_message_options
 from .outcome import Outcome
 from .sending import LISTING_WAIT, MessageRef, Sender, message_id_of, time_left
 from .settings import UNSET, OrUnset
 from .wire import event_key, key_message_id
-from .worker import coroutines, lineage
+from .worker import lineage
 from .worker.execution import Execution
 from .worker.executions import Executions
 from .worker.lineage import ANCESTRY
-from .worker.requests import AbortRequest, AbortRequests, prevailing
+from .worker.requests import AbortRequests
 from .worker.rules import AbortRules
 from .worker.watcher import Watcher
 
@@ -68,11 +66,6 @@ BOOT_TIMEOUT = 2.0
 
 #: The logger of dramatiq's worker threads, which warns of every skipped message.
 WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"
-
-
-#: Set on the function that stands for an actor's own once this middleware
-#: wrapped it, so that it is wrapped once.
-_WRAPPED_MARK = "_dramatiq_abort_wrapped"
 
 
 class Abortable(Sender, Middleware):
@@ -135,31 +128,16 @@ class Abortable(Sender, Middleware):
         boot_timeout: OrUnset[float] = UNSET,
         metrics: OrUnset[bool | None] = UNSET,
     ) -> None:
-        if abortable is None:
-            abortable = UNSET
-        given = {
-            name: value
-            for name, value in (
-                ("abortable", abortable),
-                ("abort_children", abort_children),
-                ("abort_ttl", abort_ttl),
-                ("boot_timeout", boot_timeout),
-                ("metrics", metrics),
-            )
-            if value is not UNSET
-        }
-        parameters = settings.check_parameters(given)
-        if backend is None:
-            configuration = settings.configuration()
-            parameters = {**configuration.parameters, **parameters}
-            backend = configuration.backend()
-        elif not isinstance(backend, EventBackend):
-            # A URL given here may hold a password.
-            shown = shown_url(backend) if isinstance(backend, str) else f"{backend!r:.100}"
-            raise TypeError(
-                f"backend must be an EventBackend, such as backends.from_url(url),"
-                f" or None to build it from the settings, not {shown}"
-            )
+        backend, parameters = settings.resolve(
+            backend,
+            {
+                "abortable": UNSET if abortable is None else abortable,
+                "abort_children": abort_children,
+                "abort_ttl": abort_ttl,
+                "boot_timeout": boot_timeout,
+                "metrics": metrics,
+            },
+        )
         super().__init__(
             backend,
             parameters.get("abort_ttl", DEFAULT_ABORT_TTL),
@@ -178,7 +156,7 @@ class Abortable(Sender, Middleware):
         self._workers = 0
         self._boot_lock = threading.Lock()
         #: How the messages an abort request reached end.
-        self.endings = Endings(self, self.executions, self.requests, self.logger)
+        self.endings = Endings(self, self.executions, self.requests, self.rules, self.logger)
 
     @property
     def metrics(self) -> AbortMetrics | None:
@@ -187,7 +165,7 @@ class Abortable(Sender, Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"abortable", "abort_children"}
+        return set(OPTIONS)
 
     @staticmethod
     def id_to_key(message_id: str, mode: AbortMode = AbortMode.ABORT) -> str:
@@ -236,23 +214,7 @@ class Abortable(Sender, Middleware):
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
     ) -> None:
-        options = message.options
-        for name in ("abortable", "abort_children"):
-            value = options.get(name)
-            if value is not None and not isinstance(value, bool):
-                # A MiddlewareError: the broker lets it through, and nothing is enqueued.
-                raise MessageOptionError(
-                    f"{name} must be True or False, not {value!r:.100}"
-                    f" (message {message.message_id!r} of actor {message.actor_name!r})"
-                )
-        if ANCESTRY in options:
-            try:
-                lineage.check_ancestry(options[ANCESTRY])
-            except ValueError as e:
-                raise MessageOptionError(
-                    f"{e} (message {message.message_id!r} of actor {message.actor_name!r}):"
-                    " leave that option to dramatiq-abort"
-                ) from None
+        check_message_options(message)
         # The message running in the calling thread or coroutine, as for
         # abort_requested(); a retry re-enqueues that very message.
         parent = self.executions.current()
@@ -262,45 +224,16 @@ class Abortable(Sender, Middleware):
             and self.passes_aborts_on(broker, parent)
         ):
             ancestry = lineage.ancestry_of(parent.message_id, parent.ancestors)
-            lineage.give_ancestry(options, ancestry, message.message_id)
+            lineage.give_ancestry(message.options, ancestry, message.message_id)
 
     def before_declare_actor(
         self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
     ) -> None:
-        for name in ("abortable", "abort_children"):
-            value = actor.options.get(name)
-            if value is not None and not isinstance(value, bool):
-                raise ActorOptionError(
-                    f"actor {actor.actor_name!r} sets {name}={value!r:.100}:"
-                    " it must be True or False"
-                )
-        if actor.options.get("abort_children") and actor.options.get("abortable") is False:
-            raise ActorOptionError(
-                f"actor {actor.actor_name!r} sets abort_children=True and abortable=False:"
-                " only an abortable message passes its abort on; drop one of the two"
-            )
+        check_actor_options(actor)
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self.declared_actors.add(actor.actor_name)
-        fn = actor.fn
-        if getattr(fn, _WRAPPED_MARK, False):
-            return
-        # dramatiq runs an ``async def`` actor through a function that wraps it.
-        wrapped = getattr(fn, "__wrapped__", None)
-        async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        executions = self.executions
-        runner = (
-            None
-            if async_fn is None
-            else functools.partial(coroutines.runner, executions, async_fn=async_fn)
-        )
-
-        def stopped(execution: Execution, outcome: Outcome) -> NoReturn:
-            self.endings.stopped(broker, execution.message, outcome, execution.request)
-
-        abortable_fn = executions.wrap(fn, stopped, runner)
-        setattr(abortable_fn, _WRAPPED_MARK, True)
-        actor.fn = abortable_fn
+        self.endings.wrap(broker, actor)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if current_platform not in supported_platforms:  # pragma: no cover
@@ -395,11 +328,11 @@ class Abortable(Sender, Middleware):
         # One lookup for a message that no abortable parent enqueued.
         ancestry = inner.options.get(ANCESTRY)
         if ancestry is not None:
-            self._begin_descendant(broker, message, execution, ancestry)
+            self.endings.cancel_descendant(broker, message, execution, ancestry, watcher)
         # Rules (abort_where): one attribute read while none is in force,
         # after begin() as the table is (see Watcher._record).
         if self.rules.in_force:
-            self._cancel_by_rule(broker, message, inner)
+            self.endings.cancel_by_rule(broker, message, inner)
 
     def after_process_message(
         self,
@@ -453,44 +386,6 @@ class Abortable(Sender, Middleware):
         watcher = self._watcher
         if watcher is not None:
             watcher.catch_up()
-
-    def _begin_descendant(
-        self, broker: dramatiq.Broker, message: AnyMessage, execution: Execution, ancestry: object
-    ) -> None:
-        """Index ``execution`` under its ``ancestry`` (the option its message
-        carries), then cancel it if an abort of one of them is in force."""
-        try:
-            ancestors = lineage.check_ancestry(ancestry)
-        except ValueError as e:
-            # Sent by a process without this middleware, which would have refused it.
-            self.logger.warning(
-                "Message %r has a bad ancestry, ignored: no abort of another message reaches it"
-                " (%s).",
-                message.message_id,
-                e,
-            )
-            return
-        # Indexed before the table is read, as begin() registers it.
-        self.executions.descend(execution, ancestors)
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.synchronise_ancestors(ancestors)
-        found: AbortRequest | None = None
-        for ancestor in ancestors:
-            request = self.requests.get(ancestor)
-            if request is not None:
-                found = prevailing(found, request)
-        if found is not None:
-            self.endings.cancel(broker, message, found.for_descendant(execution.message_id))
-
-    def _cancel_by_rule(
-        self, broker: dramatiq.Broker, message: AnyMessage, inner: dramatiq.Message[Any]
-    ) -> None:
-        """Cancel ``message`` if a rule in force stops it. A method of its
-        own: the lines it holds would cost every message even unrun."""
-        rule = self.rules.match(inner)
-        if rule is not None:
-            self.endings.cancel(broker, message, rule.request_for(inner.message_id))
 
 
 _default: tuple[dramatiq.Broker, Abortable] | None = None
