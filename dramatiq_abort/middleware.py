@@ -22,19 +22,23 @@ from .dramatiq_internals import (
     DramatiqInternals,
     message_of,
     middleware_of,
-    unwrapped,
 )
 from .endings import Endings, own_skips
 from .listing import Listing
 from .metrics import AbortMetrics, worker_metrics
 from .mode import AbortMode
-from .options import OPTIONS, check_actor_options, check_message_options
+from .options import (
+    OPTIONS,
+    check_actor_options,
+    check_message_options,
+    is_abortable,
+    passes_aborts_on,
+)
 from .outcome import Outcome
 from .sending import LISTING_WAIT, MessageRef, Sender, message_id_of, time_left
 from .settings import UNSET, OrUnset
 from .wire import event_key, key_message_id
 from .worker import lineage
-from .worker.execution import Execution
 from .worker.executions import Executions
 from .worker.lineage import ANCESTRY
 from .worker.requests import AbortRequests
@@ -186,30 +190,7 @@ class Abortable(Sender, Middleware):
 
         :param message: The ``MessageProxy`` a worker runs, or a plain ``Message``.
         """
-        abortable = unwrapped(message).options.get("abortable")
-        if isinstance(abortable, bool):
-            return abortable
-        if abortable is not None:
-            # Sent by a process without this middleware, which would have refused it.
-            self.logger.warning(
-                "Message %r has abortable=%.100r, which is neither True nor False:"
-                " ignored, the actor's setting applies.",
-                message.message_id,
-                abortable,
-            )
-        abortable = actor.options.get("abortable")
-        return self.abortable if abortable is None else bool(abortable)
-
-    def passes_aborts_on(self, broker: dramatiq.Broker, execution: Execution) -> bool:
-        """Whether an abort of the message of ``execution`` reaches the
-        messages it enqueues: the ``abort_children`` option of the message,
-        else of its actor, else this middleware's; ``None`` counts as not given."""
-        passes = unwrapped(execution.message).options.get("abort_children")
-        if isinstance(passes, bool):
-            return passes
-        actor = broker.actors.get(execution.message.actor_name)
-        passes = None if actor is None else actor.options.get("abort_children")
-        return self.abort_children if passes is None else bool(passes)
+        return is_abortable(actor, message, self.abortable, self.logger)
 
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
@@ -221,7 +202,7 @@ class Abortable(Sender, Middleware):
         if (
             parent is not None
             and parent.message_id != message.message_id
-            and self.passes_aborts_on(broker, parent)
+            and passes_aborts_on(broker, parent, self.abort_children)
         ):
             ancestry = lineage.ancestry_of(parent.message_id, parent.ancestors)
             lineage.give_ancestry(message.options, ancestry, message.message_id)
