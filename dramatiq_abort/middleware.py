@@ -4,57 +4,44 @@ from __future__ import annotations
 
 import datetime
 import functools
-import inspect
 import logging
-import math
 import threading
-import time
-import uuid
 import warnings
 from collections.abc import Iterable
-from typing import Any, NoReturn, TypeAlias
+from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
-from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.threading import current_platform, supported_platforms
 
-from . import listing, settings
-from .backend import Event, EventBackend
-from .checks import (
-    check_abort_timeout,
-    check_marks,
-    check_message_id,
-    check_milliseconds,
-    check_mode,
-    check_name,
-    check_reason,
-    check_seconds,
-    check_sent_before,
-    shown_url,
-)
+from . import settings
+from .backend import EventBackend
 from .dramatiq_internals import (
     AnyMessage,
     DramatiqInternals,
     message_of,
     middleware_of,
-    result_options,
-    store_no_result,
-    unwrapped,
 )
-from .errors import ActorOptionError, MessageAborted, MessageOptionError, aborted
+from .endings import Endings, own_skips
 from .listing import Listing
 from .metrics import AbortMetrics, worker_metrics
 from .mode import AbortMode
+from .options import (
+    OPTIONS,
+    check_actor_options,
+    check_message_options,
+    is_abortable,
+    passes_aborts_on,
+)
 from .outcome import Outcome
+from .sending import LISTING_WAIT, MessageRef, Sender, message_id_of, time_left
 from .settings import UNSET, OrUnset
-from .wire import event_key, events_for, key_message_id, rule_event
-from .worker import coroutines, lineage
-from .worker.execution import Execution
+from .wire import event_key, key_message_id
+from .worker import lineage
 from .worker.executions import Executions
 from .worker.lineage import ANCESTRY
-from .worker.requests import AbortRequest, AbortRequests, prevailing
+from .worker.requests import AbortRequests
 from .worker.rules import AbortRules
 from .worker.watcher import Watcher
 
@@ -71,9 +58,6 @@ __all__ = [
     "wait_outcome",
 ]
 
-#: What names a message: its id, the message, or the proxy a worker runs it as.
-MessageRef: TypeAlias = "str | AnyMessage"
-
 #: Default milliseconds an abort request stays valid for a message that
 #: has not started: as in dramatiq-abort 1.x.
 DEFAULT_ABORT_TTL = 90_000
@@ -84,52 +68,11 @@ DEFAULT_ABORT_TTL = 90_000
 #: is down (the watcher keeps trying in the background).
 BOOT_TIMEOUT = 2.0
 
-#: Default seconds :func:`running_messages` waits for worker processes to
-#: answer. It returns as soon as every listening process answered, so this
-#: is only waited out when one does not: a watcher waits its turn for the
-#: GIL behind the busy threads of its process, over a second beside 20
-#: threads that compute in Python (see benchmarks/listing.py).
-LISTING_WAIT = 5.0
-
 #: The logger of dramatiq's worker threads, which warns of every skipped message.
 WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"
 
 
-class _OwnSkips(logging.Filter):
-    """Drops dramatiq's ``Message ... was skipped.`` warning for the
-    messages this package stops: an intended abort is not a warning, and
-    :class:`Abortable` logs it once, at INFO.
-
-    dramatiq logs that warning for every ``SkipMessage``, and skipping is
-    the only ending that neither retries, dead-letters nor triggers the
-    next message of a pipeline. The message being stopped is noted in its
-    worker thread just before the skip, so other skips still warn.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.skipping = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        skipping = getattr(self.skipping, "message_id", None)
-        if skipping is None or record.msg != "Message %s was skipped.":
-            return True
-        message = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        if getattr(message, "message_id", None) != skipping:
-            return True
-        self.skipping.message_id = None
-        return False
-
-
-_own_skips = _OwnSkips()
-
-
-#: Set on the function that stands for an actor's own once this middleware
-#: wrapped it, so that it is wrapped once.
-_WRAPPED_MARK = "_dramatiq_abort_wrapped"
-
-
-class Abortable(Middleware):
+class Abortable(Sender, Middleware):
     """Middleware that cancels aborted messages before they start and
     interrupts them while they run.
 
@@ -189,55 +132,44 @@ class Abortable(Middleware):
         boot_timeout: OrUnset[float] = UNSET,
         metrics: OrUnset[bool | None] = UNSET,
     ) -> None:
-        if abortable is None:
-            abortable = UNSET
-        given = {
-            name: value
-            for name, value in (
-                ("abortable", abortable),
-                ("abort_children", abort_children),
-                ("abort_ttl", abort_ttl),
-                ("boot_timeout", boot_timeout),
-                ("metrics", metrics),
-            )
-            if value is not UNSET
-        }
-        parameters = settings.check_parameters(given)
-        if backend is None:
-            configuration = settings.configuration()
-            parameters = {**configuration.parameters, **parameters}
-            backend = configuration.backend()
-        elif not isinstance(backend, EventBackend):
-            # A URL given here may hold a password.
-            shown = shown_url(backend) if isinstance(backend, str) else f"{backend!r:.100}"
-            raise TypeError(
-                f"backend must be an EventBackend, such as backends.from_url(url),"
-                f" or None to build it from the settings, not {shown}"
-            )
-        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        self.backend = backend
+        backend, parameters = settings.resolve(
+            backend,
+            {
+                "abortable": UNSET if abortable is None else abortable,
+                "abort_children": abort_children,
+                "abort_ttl": abort_ttl,
+                "boot_timeout": boot_timeout,
+                "metrics": metrics,
+            },
+        )
+        super().__init__(
+            backend,
+            parameters.get("abort_ttl", DEFAULT_ABORT_TTL),
+            logging.getLogger(f"{__name__}.{type(self).__name__}"),
+        )
         self.abortable: bool = parameters.get("abortable", True)
         self.abort_children: bool = parameters.get("abort_children", False)
-        self.abort_ttl: int = parameters.get("abort_ttl", DEFAULT_ABORT_TTL)
         self.boot_timeout: float = parameters.get("boot_timeout", BOOT_TIMEOUT)
         #: Whether workers count metrics: see the ``metrics`` parameter.
         self.count_metrics: bool | None = parameters.get("metrics")
-        #: The metrics workers of this process count in, once one booted with them.
-        self.metrics: AbortMetrics | None = None
         self.requests = AbortRequests(self.logger)
         self.rules = AbortRules(self.logger)
-        #: The names of the actors declared in this process, to warn of a
-        #: rule that names none of them.
-        self.declared_actors: set[str] = set()
         self.internals = DramatiqInternals()
         self.executions = Executions(self.logger, self.internals)
         self._watcher: Watcher | None = None
         self._workers = 0
         self._boot_lock = threading.Lock()
+        #: How the messages an abort request reached end.
+        self.endings = Endings(self, self.executions, self.requests, self.rules, self.logger)
+
+    @property
+    def metrics(self) -> AbortMetrics | None:
+        """The metrics workers of this process count in, once one booted with them."""
+        return self.endings.metrics
 
     @property
     def actor_options(self) -> set[str]:
-        return {"abortable", "abort_children"}
+        return set(OPTIONS)
 
     @staticmethod
     def id_to_key(message_id: str, mode: AbortMode = AbortMode.ABORT) -> str:
@@ -258,99 +190,31 @@ class Abortable(Middleware):
 
         :param message: The ``MessageProxy`` a worker runs, or a plain ``Message``.
         """
-        abortable = unwrapped(message).options.get("abortable")
-        if isinstance(abortable, bool):
-            return abortable
-        if abortable is not None:
-            # Sent by a process without this middleware, which would have refused it.
-            self.logger.warning(
-                "Message %r has abortable=%.100r, which is neither True nor False:"
-                " ignored, the actor's setting applies.",
-                message.message_id,
-                abortable,
-            )
-        abortable = actor.options.get("abortable")
-        return self.abortable if abortable is None else bool(abortable)
-
-    def passes_aborts_on(self, broker: dramatiq.Broker, execution: Execution) -> bool:
-        """Whether an abort of the message of ``execution`` reaches the
-        messages it enqueues: the ``abort_children`` option of the message,
-        else of its actor, else this middleware's; ``None`` counts as not given."""
-        passes = unwrapped(execution.message).options.get("abort_children")
-        if isinstance(passes, bool):
-            return passes
-        actor = broker.actors.get(execution.message.actor_name)
-        passes = None if actor is None else actor.options.get("abort_children")
-        return self.abort_children if passes is None else bool(passes)
+        return is_abortable(actor, message, self.abortable, self.logger)
 
     def before_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
     ) -> None:
-        options = message.options
-        for name in ("abortable", "abort_children"):
-            value = options.get(name)
-            if value is not None and not isinstance(value, bool):
-                # A MiddlewareError: the broker lets it through, and nothing is enqueued.
-                raise MessageOptionError(
-                    f"{name} must be True or False, not {value!r:.100}"
-                    f" (message {message.message_id!r} of actor {message.actor_name!r})"
-                )
-        if ANCESTRY in options:
-            try:
-                lineage.check_ancestry(options[ANCESTRY])
-            except ValueError as e:
-                raise MessageOptionError(
-                    f"{e} (message {message.message_id!r} of actor {message.actor_name!r}):"
-                    " leave that option to dramatiq-abort"
-                ) from None
+        check_message_options(message)
         # The message running in the calling thread or coroutine, as for
         # abort_requested(); a retry re-enqueues that very message.
         parent = self.executions.current()
         if (
             parent is not None
             and parent.message_id != message.message_id
-            and self.passes_aborts_on(broker, parent)
+            and passes_aborts_on(broker, parent, self.abort_children)
         ):
             ancestry = lineage.ancestry_of(parent.message_id, parent.ancestors)
-            lineage.give_ancestry(options, ancestry, message.message_id)
+            lineage.give_ancestry(message.options, ancestry, message.message_id)
 
     def before_declare_actor(
         self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]
     ) -> None:
-        for name in ("abortable", "abort_children"):
-            value = actor.options.get(name)
-            if value is not None and not isinstance(value, bool):
-                raise ActorOptionError(
-                    f"actor {actor.actor_name!r} sets {name}={value!r:.100}:"
-                    " it must be True or False"
-                )
-        if actor.options.get("abort_children") and actor.options.get("abortable") is False:
-            raise ActorOptionError(
-                f"actor {actor.actor_name!r} sets abort_children=True and abortable=False:"
-                " only an abortable message passes its abort on; drop one of the two"
-            )
+        check_actor_options(actor)
 
     def after_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self.declared_actors.add(actor.actor_name)
-        fn = actor.fn
-        if getattr(fn, _WRAPPED_MARK, False):
-            return
-        # dramatiq runs an ``async def`` actor through a function that wraps it.
-        wrapped = getattr(fn, "__wrapped__", None)
-        async_fn = wrapped if inspect.iscoroutinefunction(wrapped) else None
-        executions = self.executions
-        runner = (
-            None
-            if async_fn is None
-            else functools.partial(coroutines.runner, executions, async_fn=async_fn)
-        )
-
-        def stopped(execution: Execution, outcome: Outcome) -> NoReturn:
-            self._stopped(broker, execution.message, outcome, execution.request)
-
-        abortable_fn = executions.wrap(fn, stopped, runner)
-        setattr(abortable_fn, _WRAPPED_MARK, True)
-        actor.fn = abortable_fn
+        self.endings.wrap(broker, actor)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if current_platform not in supported_platforms:  # pragma: no cover
@@ -370,7 +234,7 @@ class Abortable(Middleware):
         with self._boot_lock:
             self._workers += 1
             if self._watcher is None:
-                self.metrics = worker_metrics(broker, self.count_metrics, self.logger)
+                self.endings.metrics = worker_metrics(broker, self.count_metrics, self.logger)
                 self._watcher = Watcher(
                     self.backend,
                     self.requests,
@@ -384,7 +248,7 @@ class Abortable(Middleware):
                 )
                 self._watcher.start()
             watcher = self._watcher
-        logging.getLogger(WORKER_THREAD_LOGGER).addFilter(_own_skips)
+        logging.getLogger(WORKER_THREAD_LOGGER).addFilter(own_skips)
         if watcher.pushes and not watcher.connected.wait(self.boot_timeout):
             self.logger.warning(
                 "The abort watcher could not reach its backend within %g s (boot_timeout):"
@@ -441,15 +305,15 @@ class Abortable(Middleware):
             watcher.synchronise(message_id)
         requests = self.requests
         if requests.held(message_id) is not None and (request := requests.get(message_id)):
-            self._cancel(broker, message, request)
+            self.endings.cancel(broker, message, request)
         # One lookup for a message that no abortable parent enqueued.
         ancestry = inner.options.get(ANCESTRY)
         if ancestry is not None:
-            self._begin_descendant(broker, message, execution, ancestry)
+            self.endings.cancel_descendant(broker, message, execution, ancestry, watcher)
         # Rules (abort_where): one attribute read while none is in force,
         # after begin() as the table is (see Watcher._record).
         if self.rules.in_force:
-            self._cancel_by_rule(broker, message, inner)
+            self.endings.cancel_by_rule(broker, message, inner)
 
     def after_process_message(
         self,
@@ -462,197 +326,30 @@ class Abortable(Middleware):
         execution = self.executions.end(message)
         if execution is not None and execution.request is not None:
             outcome = Outcome.STOPPED if execution.told else Outcome.FINISHED
-            self._record_outcome(message, outcome, execution.request)
+            self.endings.record_outcome(message, outcome, execution.request)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: AnyMessage) -> None:
         self.executions.end(message)
 
-    def abort(
-        self,
-        message_id: MessageRef,
-        abort_ttl: int | None = None,
-        mode: AbortMode = AbortMode.ABORT,
-        abort_timeout: float = 0,
-        *,
-        reason: str | None = None,
-    ) -> None:
-        """Send an abort request for ``message_id``; see :func:`abort`."""
-        self.abort_many([message_id], abort_ttl, mode, abort_timeout, reason=reason)
-
-    def abort_many(
-        self,
-        message_ids: Iterable[MessageRef],
-        abort_ttl: int | None = None,
-        mode: AbortMode = AbortMode.ABORT,
-        abort_timeout: float = 0,
-        *,
-        reason: str | None = None,
-        marks: dict[str, bool | int | str] | None = None,
-    ) -> None:
-        """Send the same abort request for every id of ``message_ids`` in
-        one write. Every argument is checked before anything is sent.
-
-        Messages may be given instead of ids: the request then lives at least
-        until ``abort_ttl`` after the latest of their ETAs, so that a message
-        delayed for longer than the TTL is still cancelled.
-
-        ``marks`` are kept with the request for a layer on top of the
-        middleware (compat marks Celery's revoke with them), and read back
-        in the request's parameters by ``EventBackend.records()``; workers
-        ignore them.
-        """
-        if isinstance(message_ids, str):
-            raise TypeError(f"message_ids must be an iterable of ids, not the str {message_ids!r}")
-        try:
-            given = list(message_ids)
-        except TypeError:
-            raise TypeError(
-                f"message_ids must be an iterable of ids or messages, not {message_ids!r:.100}"
-            ) from None
-        ids = [_message_id(m) for m in given]
-        mode = check_mode(mode)
-        ttl = self._ttl(abort_ttl)
-        messages = [m for m in given if isinstance(m, (dramatiq.Message, MessageProxy))]
-        etas = [m.options.get("eta", 0) for m in messages]
-        if etas:
-            ttl += max(0, int(max(etas) - time.time() * 1000))
-        timeout = check_abort_timeout(abort_timeout)
-        reason = check_reason(reason)
-        checked_marks = check_marks(marks)
-        if not ids:
-            return
-        self._send(events_for(ids, mode, timeout, reason, checked_marks), ttl)
-
-    def abort_where(
-        self,
-        *,
-        actor: str | None = None,
-        queue: str | None = None,
-        sent_before: datetime.datetime | float | None = None,
-        mode: AbortMode = AbortMode.ABORT,
-        abort_timeout: float = 0,
-        abort_ttl: int | None = None,
-        reason: str | None = None,
-    ) -> str:
-        """Record a rule that stops the messages of ``actor`` and of
-        ``queue`` sent before ``sent_before``; see :func:`abort_where`.
-        Returns the rule's id."""
-        actor = check_name("actor", actor)
-        queue = check_name("queue", queue)
-        if actor is None and queue is None:
-            raise ValueError(
-                "abort_where needs actor or queue (or both): it would stop every message"
-            )
-        now = time.time()
-        before = check_sent_before(sent_before, now)
-        mode = check_mode(mode)
-        timeout = check_abort_timeout(abort_timeout)
-        ttl = self._ttl(abort_ttl)
-        reason = check_reason(reason)
-        if not self.backend.pushes:
-            raise NotImplementedError(
-                f"{type(self.backend).__name__} does not push events: workers would never learn"
-                " of a rule; use a backend that pushes, such as RedisBackend"
-            )
-        if actor is not None and self.declared_actors and actor not in self.declared_actors:
-            self.logger.warning(
-                "The abort rule names actor %r, which matches no actor declared in this"
-                " process: it is recorded anyway, for workers that may declare it.",
-                actor,
-            )
-        rule_id = uuid.uuid4().hex
-        event = rule_event(
-            rule_id,
-            actor=actor,
-            queue=None if queue is None else q_name(queue),
-            sent_before=int(before * 1000),
-            mode=mode,
-            abort_timeout=timeout,
-            reason=reason,
-        )
-        self._send([event], ttl)
-        return rule_id
-
-    def wait_outcome(self, message_id: MessageRef, timeout: float | None = None) -> Outcome | None:
-        """Wait up to ``timeout`` seconds (``None`` or ``math.inf``: for ever)
-        for a worker to report what became of ``message_id`` (an id or the
-        message) after an abort request reached it; ``None`` if no worker
-        did in time.
-
-        :raises NotImplementedError: at once, with a backend that does not
-            record outcomes (see ``EventBackend.records_outcomes``).
-        """
-        message_id = _message_id(message_id)
-        seconds = check_seconds("timeout", timeout, forever=True)
-        if not self.backend.records_outcomes:
-            raise NotImplementedError(
-                f"{type(self.backend).__name__} does not record outcomes: nothing to wait for"
-            )
-        outcome = self.backend.wait_outcome(message_id, seconds)
-        return None if outcome is None else Outcome(outcome)
-
-    def outcome(self, message_id: MessageRef) -> Outcome | None:
-        """What workers last reported of ``message_id``, without waiting;
-        always ``None`` with a backend that does not record outcomes."""
-        message_id = _message_id(message_id)
-        return self.wait_outcome(message_id, 0) if self.backend.records_outcomes else None
-
-    def running_messages(
-        self,
-        *,
-        actor: str | None = None,
-        queue: str | None = None,
-        sent_before: float | datetime.datetime | None = None,
-        args: bool = False,
-        timeout: float = LISTING_WAIT,
-    ) -> Listing:
-        """Ask every worker process which abortable messages it runs; see
-        :func:`running_messages`."""
-        inquiry = listing.check_inquiry(actor, queue, sent_before, args)
-        seconds = check_seconds("timeout", timeout)
-        if not seconds:
-            raise ValueError(f"timeout must be greater than 0 seconds, not {timeout!r}")
-        backend = self.backend
-        if not (backend.pushes and backend.carries_answers):
-            raise NotImplementedError(
-                f"{type(backend).__name__} cannot ask workers what they run: that needs a"
-                " backend that pushes events and carries answers, such as RedisBackend"
-            )
-        return listing.ask(backend, inquiry, seconds)
-
-    def outcome_reason(self, message_id: MessageRef) -> str | None:
-        """The reason of the abort request or rule that stopped ``message_id``
-        (an id or the message), recorded with its outcome; ``None`` when it
-        had none, no outcome is recorded, or the backend does not record
-        reasons (see ``EventBackend.records_reasons``)."""
-        message_id = _message_id(message_id)
-        if not (self.backend.records_outcomes and self.backend.records_reasons):
-            return None
-        return self.backend.outcome_reason(message_id)
-
     def get_abort_request(self, message_id: MessageRef | None = None) -> float | None:
-        """Milliseconds until ``message_id`` (default: the current message)
-        is interrupted, or ``None`` when no abort is requested."""
-        if message_id is None:
-            # Called in tight loops: the thread's slot first, with no
-            # Python frame; then an asyncio task's execution.
-            executions = self.executions
-            execution = executions.registered(executions.ident()) or executions.adopted()
-            if execution is None:
-                return None
-            request = execution.request
-            if request is None:
-                # A request the watcher recorded but has not handed over yet.
-                if self.requests.held(execution.message_id) is None:
-                    return None
-                request = self.requests.get(execution.message_id)
-            if request is not None and request.interrupts:
-                execution.told = True
-        else:
-            request = self.requests.get(_message_id(message_id))
-        if request is None or not request.interrupts:
+        """See :func:`abort_requested`."""
+        if message_id is not None:
+            return time_left(self.requests.get(message_id_of(message_id)))
+        # Called in tight loops: the thread's slot first, with no Python
+        # frame; then an asyncio task's execution.
+        executions = self.executions
+        execution = executions.registered(executions.ident()) or executions.adopted()
+        if execution is None:
             return None
-        return max(0.0, (request.abort_at - time.monotonic()) * 1000)
+        request = execution.request
+        if request is None:
+            # A request the watcher recorded but has not handed over yet.
+            if self.requests.held(execution.message_id) is None:
+                return None
+            request = self.requests.get(execution.message_id)
+        if request is not None and request.interrupts:
+            execution.told = True
+        return time_left(request)
 
     def _held(self, broker: dramatiq.Broker) -> list[tuple[bool, MessageProxy]]:
         """The abortable messages that the workers of this process fetched
@@ -664,150 +361,15 @@ class Abortable(Middleware):
                 held.append((delayed, message))
         return held
 
-    def _send(self, events: list[Event], ttl: int) -> None:
-        """Record ``events`` in the backend for ``ttl`` milliseconds."""
-        self.backend.notify(events, ttl=ttl)
-        # Read-your-writes in this process: once the call returns, the
-        # messages running here see what it sent.
+    def sent(self) -> None:
+        """Hand the watcher of this process, if a worker booted one, what
+        this process just sent: read-your-writes for the messages it runs."""
         watcher = self._watcher
         if watcher is not None:
             watcher.catch_up()
 
-    def _ttl(self, abort_ttl: object) -> int:
-        """The checked ``abort_ttl`` of a request or rule; the middleware's when ``None``."""
-        if abort_ttl is None:
-            return self.abort_ttl
-        return check_milliseconds("abort_ttl", abort_ttl, positive=True)
-
-    def _cancel(
-        self, broker: dramatiq.Broker, message: AnyMessage, request: AbortRequest
-    ) -> NoReturn:
-        """Stop ``message``, which has begun but not started: it leaves its
-        slot at once, whoever calls the hooks, and ends as cancelled."""
-        self.executions.end(message)
-        if request.expires_at == math.inf:
-            # Kept past its TTL while the process held the message, which leaves.
-            self.requests.forget_left(message)
-        self._stopped(broker, message, Outcome.CANCELLED, request)
-
-    def _begin_descendant(
-        self, broker: dramatiq.Broker, message: AnyMessage, execution: Execution, ancestry: object
-    ) -> None:
-        """Index ``execution`` under its ``ancestry`` (the option its message
-        carries), then cancel it if an abort of one of them is in force."""
-        try:
-            ancestors = lineage.check_ancestry(ancestry)
-        except ValueError as e:
-            # Sent by a process without this middleware, which would have refused it.
-            self.logger.warning(
-                "Message %r has a bad ancestry, ignored: no abort of another message reaches it"
-                " (%s).",
-                message.message_id,
-                e,
-            )
-            return
-        # Indexed before the table is read, as begin() registers it.
-        self.executions.descend(execution, ancestors)
-        watcher = self._watcher
-        if watcher is not None:
-            watcher.synchronise_ancestors(ancestors)
-        found: AbortRequest | None = None
-        for ancestor in ancestors:
-            request = self.requests.get(ancestor)
-            if request is not None:
-                found = prevailing(found, request)
-        if found is not None:
-            self._cancel(broker, message, found.for_descendant(execution.message_id))
-
-    def _cancel_by_rule(
-        self, broker: dramatiq.Broker, message: AnyMessage, inner: dramatiq.Message[Any]
-    ) -> None:
-        """Cancel ``message`` if a rule in force stops it. A method of its
-        own: the lines it holds would cost every message even unrun."""
-        rule = self.rules.match(inner)
-        if rule is not None:
-            self._cancel(broker, message, rule.request_for(inner.message_id))
-
-    def _stopped(
-        self,
-        broker: dramatiq.Broker,
-        message: AnyMessage,
-        outcome: Outcome,
-        request: AbortRequest | None,
-    ) -> NoReturn:
-        """End ``message`` as ``outcome`` says, because of ``request``:
-        skipped, with its result (if stored) a :class:`MessageAborted`
-        failure that carries the request's reason."""
-        reason = None if request is None else request.reason
-        ancestor = None if request is None else request.ancestor
-        because = "" if ancestor is None else f" with its ancestor {ancestor!r}"
-        if reason is None:
-            self.logger.info("Message %r was %s%s.", message.message_id, outcome.value, because)
-        else:
-            # repr: a reason cannot break the one line into several.
-            self.logger.info(
-                "Message %r was %s%s (reason: %r).",
-                message.message_id,
-                outcome.value,
-                because,
-                reason,
-            )
-        _own_skips.skipping.message_id = message.message_id
-        error = MessageAborted(aborted(message.message_id, outcome.value, reason), reason=reason)
-        results, store, ttl = result_options(broker, message)
-        if store:
-            try:
-                results.backend.store_exception(message, error, ttl)
-            except Exception as e:
-                self.logger.error(
-                    "Failed to store the result of aborted message %r (%s: %.200s).",
-                    message.message_id,
-                    type(e).__name__,
-                    e,
-                )
-                self.logger.debug("Storing the result failed with:", exc_info=e)
-            # Results stores None for skipped messages, which would hide the failure.
-            store_no_result(message)
-        self._record_outcome(message, outcome, request)
-        raise error
-
-    def _record_outcome(
-        self, message: AnyMessage, outcome: Outcome, request: AbortRequest | None
-    ) -> None:
-        # Only messages an abort request reached get here: no cost per message.
-        if self.metrics is not None:
-            self.metrics.ended(message.actor_name, outcome, request)
-        reason = None if request is None else request.reason
-        backend = self.backend
-        if not backend.records_outcomes:
-            return
-        try:
-            if backend.records_reasons:
-                backend.record_outcome(
-                    message.message_id, outcome.value, self.abort_ttl, reason=reason
-                )
-            else:
-                backend.record_outcome(message.message_id, outcome.value, self.abort_ttl)
-        except Exception as e:
-            self.logger.warning(
-                "Failed to record that message %r was %s (%s: %.200s).",
-                message.message_id,
-                outcome.value,
-                type(e).__name__,
-                e,
-            )
-            self.logger.debug("Recording the outcome failed with:", exc_info=e)
-
 
 _default: tuple[dramatiq.Broker, Abortable] | None = None
-
-
-def _message_id(message: object) -> str:
-    """The checked id of ``message``: an id, a dramatiq message, or the
-    proxy of one that a worker runs (``CurrentMessage.get_current_message()``)."""
-    if isinstance(message, (dramatiq.Message, MessageProxy)):
-        message = message.message_id
-    return check_message_id(message)
 
 
 def resolve(middleware: object) -> Abortable:

@@ -79,6 +79,28 @@ def check_parameters(parameters: Mapping[str, object], key: str | None = None) -
     return checked
 
 
+def resolve(backend: object, given: Mapping[str, object]) -> tuple[EventBackend, dict[str, Any]]:
+    """The backend and the checked parameters of an Abortable built with
+    ``backend`` and the parameters ``given`` (``UNSET`` when not given).
+
+    With no ``backend``, both come from :func:`configuration`, whose
+    parameters the given ones win over; else nothing is read. Raise naming
+    a bad parameter, setting or backend before anything is built.
+    """
+    parameters = check_parameters({k: v for k, v in given.items() if v is not UNSET})
+    if backend is None:
+        configured = configuration()
+        return configured.backend(), {**configured.parameters, **parameters}
+    if not isinstance(backend, EventBackend):
+        # A URL given here may hold a password.
+        shown = shown_url(backend) if isinstance(backend, str) else f"{backend!r:.100}"
+        raise TypeError(
+            f"backend must be an EventBackend, such as backends.from_url(url),"
+            f" or None to build it from the settings, not {shown}"
+        )
+    return backend, parameters
+
+
 class Configuration(NamedTuple):
     """What the configuration gives an Abortable, every part checked."""
 

@@ -28,8 +28,9 @@ from ..checks import (
     check_sent_before,
     check_text,
 )
-from ..middleware import DEFAULT_ABORT_TTL, LISTING_WAIT
+from ..middleware import DEFAULT_ABORT_TTL
 from ..mode import AbortMode
+from ..sending import LISTING_WAIT
 from ..settings import URL_VARIABLE
 from ..web import DEFAULT_REFRESH
 

@@ -17,8 +17,8 @@ from typing import Any
 from ..backend import EventBackend
 from ..listing import RUNNING, Listing, check_inquiry
 from ..listing import ask as ask_workers
-from ..middleware import LISTING_WAIT
 from ..mode import AbortMode
+from ..sending import LISTING_WAIT
 from ..settings import URL_VARIABLE
 from ..web import serve
 from . import output

@@ -13,7 +13,8 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from ..checks import check_bool, check_port, check_refresh, check_seconds
-from ..middleware import LISTING_WAIT, Abortable
+from ..middleware import Abortable
+from ..sending import LISTING_WAIT
 from .handler import Handler, static_file
 
 #: Seconds between two listings the page asks for, unless told otherwise.

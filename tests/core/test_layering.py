@@ -11,7 +11,8 @@ From the bottom up:
 3. ``worker``: what runs inside a worker process (``dramatiq_abort.worker``),
    with the two public modules it feeds: ``listing`` (the answers'
    states) and ``metrics`` (what a worker counts).
-4. ``core``: the middleware, its settings and the blocking helpers, which
+4. ``core``: the middleware (with its option checks, its sender and the
+   endings of stopped messages), its settings and the blocking helpers, which
    build and drive the worker's parts.
 5. ``tools``: the command line (with its demo), the page and the Celery-style
    ``compat`` layer (and the top-level ``compat`` package), which use the
@@ -53,7 +54,12 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     ("backends", frozenset({"backends"})),
     ("worker", frozenset({"worker", "listing", "metrics"})),
-    ("core", frozenset({"__init__", "middleware", "settings", "blocking"})),
+    (
+        "core",
+        frozenset(
+            {"__init__", "middleware", "options", "sending", "endings", "settings", "blocking"}
+        ),
+    ),
     ("tools", frozenset({"cli", "web", "__main__", "compat"})),
 )
 #: The subpackage of worker internals, which no tool imports.
