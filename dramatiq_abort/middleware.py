@@ -647,7 +647,7 @@ class Abortable(Middleware):
                     return None
                 request = self.requests.get(execution.message_id)
             if request is not None and request.interrupts:
-                execution.told = True
+                execution.note_told()
         else:
             request = self.requests.get(_message_id(message_id))
         if request is None or not request.interrupts:

@@ -263,7 +263,7 @@ class Watcher(threading.Thread):
             self.timers.expire(time.monotonic())
             try:
                 # The ancestors too: their abort reaches their descendants here.
-                running = self.executions.running_ids() + self.executions.ancestor_ids()
+                running = self.executions.running_ids() + self.executions.families.ancestor_ids()
                 if not running:
                     self._sleep(POLL_WAIT / 1000)
                     continue
@@ -298,7 +298,7 @@ class Watcher(threading.Thread):
         if requests:
             ids = [request.message_id for request in requests]
             running = self.executions.find(ids)
-            descendants = self.executions.descendants(ids)
+            descendants = self.executions.families.descendants(ids)
             for request in requests:
                 for execution in running.get(request.message_id, ()):
                     deliver(execution, request, now)
