@@ -67,6 +67,10 @@ class Watcher(threading.Thread):
         held: Callable[[], list[tuple[bool, MessageProxy]]] = list,
         actors: Collection[str] = (),
     ) -> None:
+        """``held``: the messages this process fetched and has not started,
+        each with whether it is delayed: listed in answers beside the
+        running ones, and kept from the expiry of the requests and rules
+        that stop them."""
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
         self.requests = requests
@@ -76,10 +80,6 @@ class Watcher(threading.Thread):
         self.abort_ttl = abort_ttl
         #: Where the requests received are counted, if anywhere.
         self.metrics = metrics
-        #: The messages this process fetched and has not started, each with
-        #: whether it is delayed: listed in answers beside the running ones,
-        #: and kept from the expiry of the requests and rules that stop them.
-        self.held = held
         #: Set while the watcher is subscribed and caught up.
         self.connected = threading.Event()
         self._stopping = False
