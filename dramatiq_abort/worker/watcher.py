@@ -22,6 +22,7 @@ from ..mode import AbortMode
 from ..wire import event_key, is_inquiry, is_rule
 from .answerer import Answerer
 from .attempts import Attempts
+from .cancels import CancelQuestions
 from .executions import Executions
 from .requests import AbortRequest, AbortRequests
 from .rules import AbortRules
@@ -34,8 +35,6 @@ __all__ = ["Watcher"]
 SYNC_TIMEOUT = 0.1
 #: How long a polling backend is asked to wait for an event, in ms.
 POLL_WAIT = 1000
-#: Seconds between two warnings that the backend could not be polled.
-POLL_WARNING_INTERVAL = 10
 
 
 #: :attr:`Watcher.in_flight` while no subscription is live: a C call that
@@ -99,9 +98,11 @@ class Watcher(threading.Thread):
         #: While connected and caught up: the subscription, and the probe
         #: that tells whether events wait on it.
         self._live: tuple[Subscription, nogil.ReadinessProbe] | None = None
-        self._poll_warnings_muted_until = 0.0
         #: Whether the backend pushes events; if not, the watcher polls it.
         self.pushes = backend.pushes
+        #: Asks the backend about a message about to start, while no push
+        #: channel is live.
+        self.cancels = CancelQuestions(backend, logger, abort_ttl, self._record_requests)
         #: The graces that run out, and the TTLs that end.
         self.timers = Timers(executions, requests, rules, held)
         #: Answers inquiries of which messages run here, and of which
@@ -127,7 +128,7 @@ class Watcher(threading.Thread):
         if live is None:
             # No push channel, or it is down and the watcher catches up only
             # once it reconnects: ask the backend.
-            self._poll_cancel(message_id)
+            self.cancels.ask(message_id)
         else:
             self._wait_received(live)
 
@@ -138,31 +139,7 @@ class Watcher(threading.Thread):
         channel is live, the backend is asked about each ancestor."""
         if self._live is None:
             for ancestor in ancestors:
-                self._poll_cancel(ancestor)
-
-    def _poll_cancel(self, message_id: str) -> None:
-        try:
-            event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
-        except Exception as e:
-            # Once per message would flood the log while the backend is down.
-            now = time.monotonic()
-            if now >= self._poll_warnings_muted_until:
-                self._poll_warnings_muted_until = now + POLL_WARNING_INTERVAL
-                self.logger.warning(
-                    "Could not ask the backend whether message %r was aborted; it starts "
-                    "anyway (%s: %s). Further failures are not logged for %d s.",
-                    message_id,
-                    type(e).__name__,
-                    e,
-                    POLL_WARNING_INTERVAL,
-                )
-            return
-        if event is not None:
-            # Called by a worker thread about to start the message: recorded
-            # only, the thread finds it as it starts.
-            self._record_requests(
-                [TimedEvent(event, self.abort_ttl, self.abort_ttl)], time.monotonic()
-            )
+                self.cancels.ask(ancestor)
 
     def catch_up(self) -> None:
         """Wait (at most ``SYNC_TIMEOUT``) until the watcher has recorded the
