@@ -37,9 +37,9 @@ def sleep(seconds: float, middleware: Abortable | None = None) -> bool:
     if execution is None:
         time.sleep(checked)
         return False
-    woken = middleware.executions.abort_event(execution).wait(checked)
+    woken = execution.abort_signal().wait(checked)
     if woken:
-        execution.told = True
+        execution.note_told()
     return woken
 
 

@@ -348,7 +348,7 @@ class Abortable(Sender, Middleware):
                 return None
             request = self.requests.get(execution.message_id)
         if request is not None and request.interrupts:
-            execution.told = True
+            execution.note_told()
         return time_left(request)
 
     def _held(self, broker: dramatiq.Broker) -> list[tuple[bool, MessageProxy]]:

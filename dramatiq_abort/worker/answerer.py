@@ -4,19 +4,21 @@ runs and holds (see :mod:`dramatiq_abort.listing` for the asking side)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import reprlib
 import socket
 import time
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from dramatiq.common import q_name
 
+from ..backend import EventBackend, TimedEvent
 from ..listing import ARGS_LENGTH, DELAYED, FOREVER, RUNNING, WAITING
-from ..wire import Inquiry
+from ..wire import Inquiry, parse_inquiry
 from .execution import Execution
 from .requests import AbortRequests
 from .rules import message_matches
@@ -27,18 +29,65 @@ _args_repr.maxother = 60
 
 
 class Answerer:
-    """Makes a worker process's answer to an inquiry from what it runs;
-    used by its watcher. Reads only the snapshot the process keeps in memory."""
+    """Answers the inquiries of which messages run in a worker process,
+    once each, from what it runs; used by its watcher. Reads only the
+    snapshot the process keeps in memory."""
 
-    def __init__(self, requests: AbortRequests, actors: Collection[str] = ()) -> None:
-        """``actors``: the names of the actors this process declares, as
-        they are declared (read at each answer that asks for them)."""
+    def __init__(
+        self,
+        backend: EventBackend,
+        requests: AbortRequests,
+        logger: logging.Logger,
+        running: Callable[[], Iterable[Execution]],
+        held: Callable[[], Iterable[tuple[bool, Any]]],
+        actors: Collection[str] = (),
+    ) -> None:
+        """``running``: the executions of this process; ``held``: the
+        messages it fetched and has not started, each with whether it is
+        delayed; ``actors``: the names of the actors it declares, as they
+        are declared (read at each answer that asks for them)."""
+        self.backend = backend
         self.requests = requests
+        self.logger = logger
+        self.running = running
+        self.held = held
         self.actors = actors
         #: Names this process in its answers, so that the asker counts it
         #: once, even if it answers twice or shares a host name and pid.
         self.process = uuid.uuid4().hex
         self.host = socket.gethostname()
+        #: The reply addresses of the inquiries answered, with when each
+        #: inquiry expires: catching up after a reconnect finds an inquiry
+        #: that may have been answered already, and an asker that counts a
+        #: second answer as another process would stop waiting too soon.
+        self._answered: dict[str, float] = {}
+
+    def reply(self, timed: TimedEvent) -> None:
+        """Tell the asker of the inquiry ``timed`` which messages run here,
+        unless this process answered it already; a failure is logged, and
+        the asker counts this process as not answering."""
+        try:
+            inquiry = parse_inquiry(timed.event)
+            now = time.monotonic()
+            self._answered = {
+                reply_to: expires for reply_to, expires in self._answered.items() if expires > now
+            }
+            if inquiry.reply_to in self._answered:
+                return
+            # Held before running: a message that starts between the two
+            # reads is in both, and listed once, rather than in neither.
+            held = self.held()
+            payload = self.answer(inquiry, self.running(), held)
+            self.backend.answer(inquiry.reply_to, payload, max(1, timed.ttl_left))
+            self._answered[inquiry.reply_to] = now + timed.ttl_left / 1000
+        except Exception as e:
+            self.logger.warning(
+                "Abort watcher could not answer inquiry %.100r (%s: %.200s).",
+                timed.event.key,
+                type(e).__name__,
+                e,
+            )
+            self.logger.debug("Answering failed with:", exc_info=e)
 
     def answer(
         self,

@@ -32,7 +32,7 @@ def runner(
     if loop_thread is None:
         raise RuntimeError("async actors need the AsyncIO middleware on the broker")
     interrupter = AsyncioInterrupter(executions.internals, loop_thread.loop)
-    execution.interrupter = interrupter
+    execution.interrupt_with(interrupter)
 
     def run(*args: Any, **kwargs: Any) -> R:
         coroutine = async_fn(*args, **kwargs)

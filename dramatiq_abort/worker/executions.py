@@ -3,7 +3,6 @@ by which an Abort reaches the one it was meant for, and nothing else."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -15,24 +14,16 @@ from typing import Any, NoReturn, TypeVar
 from dramatiq.middleware.threading import is_gevent_active
 
 from ..dramatiq_internals import AnyMessage, DramatiqInternals
-from ..errors import Abort
 from ..outcome import Outcome
-from .execution import STARTING, AbortSignal, Execution, ExecutionState
+from .execution import FINISHED, RUNNING, Execution, guarded
+from .families import Families
 from .interrupters import GeventInterrupter, Interrupter, ThreadInterrupter
-from .requests import AbortRequest, prevailing
+from .requests import AbortRequest
 from .switching import FastSwitching
 
 __all__ = ["Executions"]
 
 R = TypeVar("R")
-
-RUNNING = ExecutionState.RUNNING
-FINISHED = ExecutionState.FINISHED
-
-
-#: How long a thread that finished its actor waits between two looks at
-#: a watcher that is interrupting it, in seconds.
-HANDOVER_POLL = 0.0001
 
 
 class Executions:
@@ -42,8 +33,8 @@ class Executions:
     Each worker thread registers the message it processes in a slot of
     its own, so that threads share nothing on their way through a message.
     The watcher finds messages by scanning the slots, and the descendants
-    of a message (see :mod:`dramatiq_abort.worker.lineage`) in an index by
-    ancestor, which only the messages that carry an ancestry join.
+    of a message in :attr:`families`, which only the messages that carry
+    an ancestry join.
 
     No lock is taken on the way through a message. The watcher and the
     thread that owns an execution each write their own field, then read
@@ -66,7 +57,8 @@ class Executions:
       while it is RUNNING, then clears ``interrupting``. The thread sets
       FINISHED, then waits while ``interrupting`` is set, then lets an
       Abort that was set land where the wrapper (see :meth:`wrap`) catches it.
-    - A wait on ``execution.abort_event`` is woken: see :meth:`abort_event`.
+    - A wait on ``execution.abort_event`` is woken: see
+      :meth:`Execution.abort_signal`.
     """
 
     def __init__(self, logger: logging.Logger, internals: DramatiqInternals) -> None:
@@ -96,11 +88,8 @@ class Executions:
         self.switching = FastSwitching()
         #: Threads share one interrupter: it keeps nothing per message.
         self._thread_interrupter = ThreadInterrupter(internals, self.switching)
-        #: The executions registered with ancestors, by ancestor id: an
-        #: abort finds the descendants of its message without a scan.
-        #: Only messages that carry an ancestry take its lock.
-        self._by_ancestor: dict[str, list[Execution]] = {}
-        self._lineage_lock = threading.Lock()
+        #: The executions registered with ancestors, by ancestor.
+        self.families = Families(self.registered)
 
     def running(self) -> list[Execution]:
         """The executions registered now, in a snapshot."""
@@ -122,48 +111,12 @@ class Executions:
                 found.setdefault(execution.message_id, []).append(execution)
         return found
 
-    def descendants(self, message_ids: Iterable[str]) -> dict[str, list[Execution]]:
-        """The executions running now that descend from each of
-        ``message_ids`` (see :meth:`descend`), by ancestor."""
-        if not self._by_ancestor:
-            return {}
-        slots = self._slots
-        found: dict[str, list[Execution]] = {}
-        with self._lineage_lock:
-            for message_id in message_ids:
-                # Only an execution still in its slot: its thread may have
-                # moved on to another message, which must not be hit.
-                family = [
-                    execution
-                    for execution in self._by_ancestor.get(message_id, ())
-                    if slots.get(execution.thread_id) is execution
-                ]
-                if family:
-                    found[message_id] = family
-        return found
-
-    def ancestor_ids(self) -> list[str]:
-        """The ids of the ancestors of the executions running now."""
-        with self._lineage_lock:
-            return list(self._by_ancestor)
-
     def descend(self, execution: Execution, ancestors: tuple[str, ...]) -> None:
         """Index ``execution``, which the calling thread began, under each
         of ``ancestors``. As with :meth:`begin`, the caller then reads the
         table of requests for them (see the class's docstring)."""
-        execution.ancestors = ancestors
-        with self._lineage_lock:
-            for ancestor in ancestors:
-                self._by_ancestor.setdefault(ancestor, []).append(execution)
-
-    def _undescend(self, execution: Execution) -> None:
-        with self._lineage_lock:
-            for ancestor in execution.ancestors:
-                family = self._by_ancestor.get(ancestor)
-                if family is not None and execution in family:
-                    family.remove(execution)
-                    if not family:
-                        del self._by_ancestor[ancestor]
+        execution.record_ancestors(ancestors)
+        self.families.join(execution)
 
     def current(self) -> Execution | None:
         """The execution of the calling thread (or asyncio task), if it is
@@ -202,11 +155,12 @@ class Executions:
             execution.message is not message and execution.message_id != message.message_id
         ):
             return None
-        # A skipped message never ran: nothing can be interrupting it.
-        execution.state = FINISHED
+        if execution.state is not FINISHED:
+            # Skipped: it never ran, nothing can be interrupting it.
+            execution.finish()
         self._slots[thread_id] = None
         if execution.ancestors:
-            self._undescend(execution)
+            self.families.leave(execution)
         return execution
 
     def wrap(
@@ -226,61 +180,7 @@ class Executions:
         the code that runs after the actor. Called outside a worker, or by
         an actor running another one, it is ``fn``.
         """
-        registered, ident, hand_over = self.registered, self.ident, self._hand_over
-
-        # A plain function, and the one Python frame this package adds
-        # around the actor: every message calls it.
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> R:
-            """The actor's function, run so that an abort never escapes it."""
-            # The worker calls it in the thread that began the message; an
-            # asyncio task never does (the thread waits for the coroutine).
-            execution = registered(ident())
-            if execution is None or execution.state is not STARTING:
-                return fn(*args, **kwargs)
-            runs = fn if runner is None else runner(execution)
-            result: Any = None
-            stop: Outcome | None = None
-            escaped: BaseException | None = None
-            try:
-                # Written before the request is read (see the class's docstring).
-                execution.state = RUNNING
-                if execution.request is None:
-                    result = runs(*args, **kwargs)
-                else:
-                    stop = Outcome.CANCELLED
-            except Abort as e:
-                if execution.interrupted:
-                    stop = Outcome.ABORTED
-                else:
-                    escaped = e
-            except BaseException as e:
-                escaped = e
-            # Whatever ended fn, the execution leaves RUNNING before anything
-            # else runs. An Abort delivered as fn ended may land while
-            # finishing: it was meant for this message, so it stops it, and
-            # finishing resumes.
-            while True:
-                try:
-                    # Written before interrupting is read (see the class's docstring).
-                    execution.state = FINISHED
-                    if execution.interrupting or execution.interrupted:
-                        hand_over(execution)
-                    break
-                except Abort:
-                    stop = stop or Outcome.ABORTED
-                except BaseException as e:
-                    escaped = escaped or e
-            if execution.interrupted:
-                # Its Abort landed, or never will now.
-                execution.interrupter.landed(execution)
-            if stop is not None:
-                stopped(execution, stop)
-            if escaped is not None:
-                raise escaped
-            return result  # type: ignore[no-any-return]
-
-        return run
+        return guarded(fn, self.registered, self.ident, stopped, runner)
 
     def deliver(self, execution: Execution, request: AbortRequest, now: float) -> bool:
         """Apply ``request`` to ``execution``, ``now`` being
@@ -290,8 +190,7 @@ class Executions:
         requests before it found ``execution``. Returns whether it still
         has to be interrupted later, when ``request.abort_at`` comes.
         """
-        # Written before the state is read (see the class's docstring).
-        request = execution.request = prevailing(execution.request, request)
+        request = execution.receive(request)
         state = execution.state
         if state is FINISHED or not request.interrupts:
             return False
@@ -300,7 +199,7 @@ class Executions:
             self._interrupt(execution)
             return False
         # A message still STARTING finds the request when it starts.
-        self._wake(execution)
+        execution.wake()
         # An endless grace never comes due: it must not be scheduled.
         return running and request.abort_at != math.inf
 
@@ -311,62 +210,19 @@ class Executions:
             if request is not None and request.abort_at <= now:
                 self._interrupt(execution)
 
-    def abort_event(self, execution: Execution) -> AbortSignal:
-        """An event set once an abort is requested for ``execution`` or
-        raised in it; called by the thread that owns it."""
-        event = execution.abort_event
-        if event is None:
-            event = execution.abort_event = AbortSignal()
-            # Written before the request is read; the watcher sets the
-            # request, then reads the event: one of the two sets it. A
-            # request already due is left to the watcher, which sets the
-            # event once the Abort is set: a wait it cuts short must raise,
-            # not return.
-            request = execution.request
-            if (execution.interrupted and not execution.interrupting) or (
-                request is not None and request.interrupts and request.abort_at > time.monotonic()
-            ):
-                event.set()
-        return event
-
     def _interrupt(self, execution: Execution) -> None:
         # Only the watcher interrupts: no two calls overlap.
         if execution.interrupted:
             return
-        execution.interrupting = True
-        try:
-            if execution.state is not RUNNING:
-                return
-            # Flagged before the Abort is set: the thread may raise it at
-            # once, and must then recognise it as the abort of its message.
-            execution.interrupted = True
-            if not execution.interrupter.interrupt(execution):
-                execution.interrupted = False
-        finally:
-            execution.interrupting = False
-        if not execution.interrupted:
+        if not execution.interrupt():
             self.logger.info(
                 "Not aborting message %r: its time limit or the shutdown interrupted it"
                 " first, or its thread is gone.",
                 execution.message_id,
             )
             return
-        self._wake(execution)
+        execution.wake()
         # DEBUG: the message's end is logged once, at INFO, by the middleware.
         self.logger.debug(
             "Aborting message %r in thread %d.", execution.message_id, execution.thread_id
         )
-
-    @staticmethod
-    def _wake(execution: Execution) -> None:
-        event = execution.abort_event
-        if event is not None:
-            event.set()
-
-    @staticmethod
-    def _hand_over(execution: Execution) -> None:
-        # The watcher is interrupting the execution, or did: wait until it
-        # is done, then let an Abort it set land here.
-        while execution.interrupting:
-            time.sleep(HANDOVER_POLL)
-        execution.interrupter.settle(execution)

@@ -134,6 +134,6 @@ class GeventInterrupter(Interrupter):
         if execution.state is not ExecutionState.RUNNING or self.greenlet.dead:
             return
         if not self.internals.claim_greenlet(execution.thread_id, self.greenlet):
-            execution.interrupted = False
+            execution.withdraw_interrupt()
             return
         self.greenlet.throw(Abort.of(execution.message_id, execution.reason))

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import heapq
 import logging
 import os
-import random
 import select
 import selectors
 import threading
@@ -21,38 +19,27 @@ from .. import nogil
 from ..backend import EventBackend, Subscription, TimedEvent
 from ..metrics import AbortMetrics
 from ..mode import AbortMode
-from ..wire import event_key, is_inquiry, is_rule, parse_inquiry
+from ..wire import event_key, is_inquiry, is_rule
 from .answerer import Answerer
-from .execution import Execution
+from .attempts import Attempts
+from .cancels import CancelQuestions
 from .executions import Executions
-from .lineage import ANCESTRY, check_ancestry
 from .requests import AbortRequest, AbortRequests
-from .rules import AbortRule, AbortRules
+from .rules import AbortRules
+from .timers import Timers
 
-#: Longest wait between two attempts to reach a backend that fails.
-MAX_BACKOFF = 30.0
+__all__ = ["Watcher"]
+
 #: How long a worker thread waits for events already on their way before
 #: it starts a message anyway.
 SYNC_TIMEOUT = 0.1
 #: How long a polling backend is asked to wait for an event, in ms.
 POLL_WAIT = 1000
-#: Seconds the watcher lets expired requests wait before it forgets them.
-FORGET_DELAY = 1.0
-#: Seconds between two warnings that the backend could not be polled.
-POLL_WARNING_INTERVAL = 10
-#: Seconds between two looks for the messages gone from the process that
-#: requests were kept for past their TTL.
-LEFT_CHECK_INTERVAL = 1.0
 
 
 #: :attr:`Watcher.in_flight` while no subscription is live: a C call that
 #: always says events may be on their way.
 _ALWAYS: Callable[[], int] = functools.partial(int, 1)
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait after ``failures`` failures in a row: exponential, jittered."""
-    return min(MAX_BACKOFF, 0.05 * 2.0 ** min(failures, 16)) * random.uniform(0.5, 1.0)
 
 
 class Watcher(threading.Thread):
@@ -79,6 +66,10 @@ class Watcher(threading.Thread):
         held: Callable[[], list[tuple[bool, MessageProxy]]] = list,
         actors: Collection[str] = (),
     ) -> None:
+        """``held``: the messages this process fetched and has not started,
+        each with whether it is delayed: listed in answers beside the
+        running ones, and kept from the expiry of the requests and rules
+        that stop them."""
         super().__init__(name="dramatiq-abort-watcher", daemon=True)
         self.backend = backend
         self.requests = requests
@@ -88,10 +79,6 @@ class Watcher(threading.Thread):
         self.abort_ttl = abort_ttl
         #: Where the requests received are counted, if anywhere.
         self.metrics = metrics
-        #: The messages this process fetched and has not started, each with
-        #: whether it is delayed: listed in answers beside the running ones,
-        #: and kept from the expiry of the requests and rules that stop them.
-        self.held = held
         #: Set while the watcher is subscribed and caught up.
         self.connected = threading.Event()
         self._stopping = False
@@ -111,22 +98,16 @@ class Watcher(threading.Thread):
         #: While connected and caught up: the subscription, and the probe
         #: that tells whether events wait on it.
         self._live: tuple[Subscription, nogil.ReadinessProbe] | None = None
-        self._poll_warnings_muted_until = 0.0
         #: Whether the backend pushes events; if not, the watcher polls it.
         self.pushes = backend.pushes
-        #: Graceful aborts of running messages: (abort_at, message_id).
-        self._deadlines: list[tuple[float, str]] = []
+        #: Asks the backend about a message about to start, while no push
+        #: channel is live.
+        self.cancels = CancelQuestions(backend, logger, abort_ttl, self._record_requests)
+        #: The graces that run out, and the TTLs that end.
+        self.timers = Timers(executions, requests, rules, held)
         #: Answers inquiries of which messages run here, and of which
         #: actors (``actors``, those this process declares) it runs.
-        self.answerer = Answerer(requests, actors)
-        #: The reply addresses of the inquiries answered, with when each
-        #: inquiry expires: catching up after a reconnect finds an inquiry
-        #: that may have been answered already, and an asker that counts a
-        #: second answer as another process would stop waiting too soon.
-        self._answered: dict[str, float] = {}
-        #: ``time.monotonic()`` of the next look for messages gone from the
-        #: process, while requests are kept for some.
-        self._left_check_at = 0.0
+        self.answerer = Answerer(backend, requests, logger, executions.running, held, actors)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the watcher and release its subscription."""
@@ -147,7 +128,7 @@ class Watcher(threading.Thread):
         if live is None:
             # No push channel, or it is down and the watcher catches up only
             # once it reconnects: ask the backend.
-            self._poll_cancel(message_id)
+            self.cancels.ask(message_id)
         else:
             self._wait_received(live)
 
@@ -158,31 +139,7 @@ class Watcher(threading.Thread):
         channel is live, the backend is asked about each ancestor."""
         if self._live is None:
             for ancestor in ancestors:
-                self._poll_cancel(ancestor)
-
-    def _poll_cancel(self, message_id: str) -> None:
-        try:
-            event = self.backend.poll(event_key(message_id, AbortMode.CANCEL))
-        except Exception as e:
-            # Once per message would flood the log while the backend is down.
-            now = time.monotonic()
-            if now >= self._poll_warnings_muted_until:
-                self._poll_warnings_muted_until = now + POLL_WARNING_INTERVAL
-                self.logger.warning(
-                    "Could not ask the backend whether message %r was aborted; it starts "
-                    "anyway (%s: %s). Further failures are not logged for %d s.",
-                    message_id,
-                    type(e).__name__,
-                    e,
-                    POLL_WARNING_INTERVAL,
-                )
-            return
-        if event is not None:
-            # Called by a worker thread about to start the message: recorded
-            # only, the thread finds it as it starts.
-            self._record_requests(
-                [TimedEvent(event, self.abort_ttl, self.abort_ttl)], time.monotonic()
-            )
+                self.cancels.ask(ancestor)
 
     def catch_up(self) -> None:
         """Wait (at most ``SYNC_TIMEOUT``) until the watcher has recorded the
@@ -211,19 +168,14 @@ class Watcher(threading.Thread):
         if not self.pushes:
             self._poll_forever()
             return
-        failures = 0
+        attempts = Attempts(self.logger, "reach", "reached")
         while not self._stopping:
             try:
                 subscription = self.backend.subscribe()
                 try:
                     probe = subscription.probe()
                     self._answer_all(self._record(subscription.recorded()))
-                    if failures:
-                        self.logger.info(
-                            "Abort watcher reached its backend again after %d failed attempt(s).",
-                            failures,
-                        )
-                    failures = 0
+                    attempts.succeeded()
                     self._live = (subscription, probe)
                     self.in_flight = probe.ready_count
                     self.connected.set()
@@ -234,77 +186,20 @@ class Watcher(threading.Thread):
                     self.connected.clear()
                     subscription.close()
             except Exception as e:
-                failures += 1
-                delay = backoff(failures)
-                self._log_failure("reach", failures, e, delay)
-                self._back_off(delay)
-
-    def _log_failure(self, what: str, failures: int, error: Exception, delay: float) -> None:
-        """One line per failed attempt; the traceback only at DEBUG, where it
-        does not drown the log while the backend stays down."""
-        self.logger.warning(
-            "Abort watcher cannot %s its backend (attempt %d, %s: %.200s); retrying in %.2f s.",
-            what,
-            failures,
-            type(error).__name__,
-            error,
-            delay,
-        )
-        self.logger.debug("Attempt %d failed with:", failures, exc_info=error)
+                self._back_off(attempts.failed(e))
 
     def _listen(self, subscription: Subscription) -> None:
         with selectors.DefaultSelector() as selector:
             selector.register(subscription.fileno(), selectors.EVENT_READ, "events")
             selector.register(self._wake_r, selectors.EVENT_READ, "wake")
             while not self._stopping:
-                for key, _ in selector.select(self._until_next_deadline()):
+                for key, _ in selector.select(self.timers.seconds_to_next()):
                     if key.data == "events":
                         self._receive(subscription)
                     else:
                         self._drain_wake()
-                self._deliver_due()
-                self._expire(time.monotonic())
-
-    def _expire(self, now: float) -> None:
-        """Forget the requests and rules past their expiry, once the
-        requests for messages this process holds are kept (see
-        :meth:`_keep_for_held`); put the switch interval back when due."""
-        requests, rules = self.requests.ending(now), self.rules.ending(now)
-        if requests or rules:
-            self._keep_for_held(requests, rules)
-        if self.requests.kept and now >= self._left_check_at:
-            self._left_check_at = now + LEFT_CHECK_INTERVAL
-            self.requests.forget_left()
-        self.requests.forget_expired(now)
-        self.rules.forget_expired(now)
-        self.executions.switching.expire(now)
-
-    def _keep_for_held(self, requests: list[AbortRequest], rules: list[AbortRule]) -> None:
-        """Keep in force, until they start or leave the process, the
-        ``requests`` and ``rules`` whose TTL ends, for the messages waiting
-        here for a thread that they stop: the message of a request, its
-        descendants, those a rule matches. A delayed message is not kept
-        for: at its ETA it goes back to its queue, and leaves the process."""
-        by_message = {request.message_id: request for request in requests}
-        for delayed, message in self.held():
-            if delayed:
-                continue
-            message_id = message.message_id
-            request = by_message.get(message_id)
-            if request is not None:
-                self.requests.keep(request, message)
-            ancestry = message.options.get(ANCESTRY) if by_message else None
-            if ancestry is not None:
-                try:
-                    ancestors = check_ancestry(ancestry)
-                except ValueError:
-                    ancestors = ()  # Warned of as it starts: no abort reaches it.
-                for ancestor in ancestors:
-                    if (request := by_message.get(ancestor)) is not None:
-                        self.requests.keep(request.for_descendant(message_id), message)
-            rule = next((rule for rule in rules if rule.matches(message)), None)
-            if rule is not None:
-                self.requests.keep(rule.request_for(message_id), message)
+                self.timers.deliver_due()
+                self.timers.expire(time.monotonic())
 
     def _record_requests(self, events: list[TimedEvent], now: float) -> list[AbortRequest]:
         """Record the requests of ``events`` in the table, and count what
@@ -337,15 +232,15 @@ class Watcher(threading.Thread):
         # that the answer shows them, and once ``receiving`` is down: the
         # messages that start meanwhile do not wait on the round trip.
         for timed in inquiries:
-            self._answer(timed)
+            self.answerer.reply(timed)
 
     def _poll_forever(self) -> None:
-        failures = 0
+        attempts = Attempts(self.logger, "poll", "polled")
         while not self._stopping:
-            self._expire(time.monotonic())
+            self.timers.expire(time.monotonic())
             try:
                 # The ancestors too: their abort reaches their descendants here.
-                running = self.executions.running_ids() + self.executions.ancestor_ids()
+                running = self.executions.running_ids() + self.executions.families.ancestor_ids()
                 if not running:
                     self._sleep(POLL_WAIT / 1000)
                     continue
@@ -353,22 +248,14 @@ class Watcher(threading.Thread):
                 event = self.backend.wait_many(keys, POLL_WAIT)
                 if event is not None:
                     self._record([TimedEvent(event, self.abort_ttl, self.abort_ttl)])
-                self._deliver_due()
-                if failures:
-                    self.logger.info(
-                        "Abort watcher polled its backend again after %d failed attempt(s).",
-                        failures,
-                    )
-                    failures = 0
+                self.timers.deliver_due()
+                attempts.succeeded()
             except Exception as e:
-                failures += 1
-                delay = max(POLL_WAIT / 1000, backoff(failures))
-                self._log_failure("poll", failures, e, delay)
-                self._back_off(delay)
+                self._back_off(attempts.failed(e, at_least=POLL_WAIT / 1000))
 
     def _record(self, events: Iterable[TimedEvent]) -> list[TimedEvent]:
         """Record and deliver the requests and rules of ``events``; return
-        its inquiries, which the caller answers (see :meth:`_answer`)."""
+        its inquiries, which the caller answers (see :meth:`Answerer.reply`)."""
         now = time.monotonic()
         request_events: list[TimedEvent] = []
         rule_events: list[TimedEvent] = []
@@ -384,82 +271,22 @@ class Watcher(threading.Thread):
         rules = self.rules.record(rule_events, now) if rule_events else []
         # Looked up only once every request and rule is recorded: a message
         # that registers after this finds them as it starts.
+        deliver = self.timers.deliver
         if requests:
             ids = [request.message_id for request in requests]
             running = self.executions.find(ids)
-            descendants = self.executions.descendants(ids)
+            descendants = self.executions.families.descendants(ids)
             for request in requests:
                 for execution in running.get(request.message_id, ()):
-                    self._deliver(execution, request, now)
+                    deliver(execution, request, now)
                 for execution in descendants.get(request.message_id, ()):
-                    self._deliver(execution, request.for_descendant(execution.message_id), now)
+                    deliver(execution, request.for_descendant(execution.message_id), now)
         if rules:
             for execution in self.executions.running():
                 rule = next((rule for rule in rules if rule.matches(execution.message)), None)
                 if rule is not None:
-                    self._deliver(execution, rule.request_for(execution.message_id), now)
+                    deliver(execution, rule.request_for(execution.message_id), now)
         return inquiries
-
-    def _answer(self, timed: TimedEvent) -> None:
-        """Tell the asker which messages run here; a failure is logged,
-        and the asker counts this process as not answering."""
-        try:
-            inquiry = parse_inquiry(timed.event)
-            now = time.monotonic()
-            self._answered = {
-                reply_to: expires for reply_to, expires in self._answered.items() if expires > now
-            }
-            if inquiry.reply_to in self._answered:
-                return
-            # Held before running: a message that starts between the two
-            # reads is in both, and listed once, rather than in neither.
-            held = self.held()
-            payload = self.answerer.answer(inquiry, self.executions.running(), held)
-            self.backend.answer(inquiry.reply_to, payload, max(1, timed.ttl_left))
-            self._answered[inquiry.reply_to] = now + timed.ttl_left / 1000
-        except Exception as e:
-            self.logger.warning(
-                "Abort watcher could not answer inquiry %.100r (%s: %.200s).",
-                timed.event.key,
-                type(e).__name__,
-                e,
-            )
-            self.logger.debug("Answering failed with:", exc_info=e)
-
-    def _deliver(self, execution: Execution, request: AbortRequest, now: float) -> None:
-        if self.executions.deliver(execution, request, now):
-            heapq.heappush(self._deadlines, (request.abort_at, request.message_id))
-
-    def _deliver_due(self) -> None:
-        now = time.monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, message_id = heapq.heappop(self._deadlines)
-            self.executions.deliver_due(message_id, now)
-
-    def _until_next_deadline(self) -> float | None:
-        """Seconds until the watcher has something to do without an event:
-        a grace that runs out, a TTL that ends, requests to forget, a
-        switch interval to put back."""
-        moments = []
-        if self._deadlines:
-            moments.append(self._deadlines[0][0])
-        switching_expires_at = self.executions.switching.expires_at
-        if switching_expires_at is not None:
-            moments.append(switching_expires_at)
-        # On time: a request may have to be kept before its grace runs out.
-        for look in (self.requests.next_look(), self.rules.next_look()):
-            if look is not None:
-                moments.append(look)
-        if self.requests.kept:
-            moments.append(self._left_check_at)
-        for expiry in (self.requests.next_expiry(), self.rules.next_expiry()):
-            if expiry is not None:
-                # Late on purpose, so that requests expiring together are
-                # forgotten in one wake-up.
-                moments.append(expiry + FORGET_DELAY)
-        if not moments:
-            return None
-        return max(0.0, min(moments) - time.monotonic())
 
     def _back_off(self, seconds: float) -> None:
         """Wait ``seconds`` before the next attempt to reach the backend,
@@ -469,11 +296,11 @@ class Watcher(threading.Thread):
         until = time.monotonic() + seconds
         while not self._stopping:
             now = time.monotonic()
-            self._deliver_due()
-            self._expire(now)
+            self.timers.deliver_due()
+            self.timers.expire(now)
             if now >= until:
                 return
-            next_deadline = self._until_next_deadline()
+            next_deadline = self.timers.seconds_to_next()
             self._sleep(until - now if next_deadline is None else min(until - now, next_deadline))
 
     def _sleep(self, seconds: float) -> None:

@@ -656,4 +656,4 @@ def test_aborting_some_parents_among_many_stops_their_children_and_no_others(
     for child_id in stopped:
         assert abortable.wait_outcome(child_id, WAIT) in (Outcome.ABORTED, Outcome.CANCELLED)
     # Every child left the index by ancestor as it ended: nothing is held for ever.
-    assert abortable.executions.ancestor_ids() == []
+    assert abortable.executions.families.ancestor_ids() == []

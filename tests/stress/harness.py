@@ -51,7 +51,8 @@ from dramatiq.middleware import Middleware
 
 from dramatiq_abort import Abortable, AbortMode, abort
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.worker.watcher import FORGET_DELAY, SYNC_TIMEOUT
+from dramatiq_abort.worker.timers import FORGET_DELAY
+from dramatiq_abort.worker.watcher import SYNC_TIMEOUT
 
 from ..support import ROOT, stop_process_group
 
@@ -492,7 +493,7 @@ class Tables(NamedTuple):
             requests=len(abortable.requests._table),
             expiries=abortable.requests._table.scheduled,
             executions=len(abortable.executions.running()),
-            deadlines=len(watcher._deadlines) if watcher is not None else 0,
+            deadlines=len(watcher.timers.deadlines) if watcher is not None else 0,
         )
 
     def sizes(self) -> tuple[int, int, int, int]:

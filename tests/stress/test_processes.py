@@ -36,7 +36,7 @@ import redis
 
 from dramatiq_abort import Abortable, AbortMode
 from dramatiq_abort.backends import RedisBackend
-from dramatiq_abort.worker.watcher import FORGET_DELAY
+from dramatiq_abort.worker.timers import FORGET_DELAY
 
 from ..support import ROOT, start_dramatiq, stop_process_group
 from .harness import (
