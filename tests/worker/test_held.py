@@ -165,9 +165,12 @@ def test_a_held_child_of_a_cancelled_parent_is_cancelled_when_threads_free_past_
     sent: list[dramatiq.Message[Any]] = []
     worker = start(stub_broker)
     try:
-        # The parent and a holding message take both threads.
-        stopped = parent.send()
+        # The parent and a holding message take both threads. The holding
+        # one first: the threads take messages in the order sent, so both
+        # are taken before the parent enqueues its child (sent the other way
+        # round, a slow test thread let the child run on the second thread).
         busy.actor.send()
+        stopped = parent.send()
         for _ in range(THREADS):
             assert busy.started.acquire(timeout=WAIT)
         wait_until(lambda: sent[0].message_id in held_ids(abortable), "the child is held")
