@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 from . import nogil
 
+__all__ = ["Event", "EventBackend", "MessageRecords", "Subscription", "TimedEvent"]
+
 
 class Event(NamedTuple):
     """Events are composed of an identifying key and associated parameters."""

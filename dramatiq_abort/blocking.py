@@ -15,6 +15,8 @@ from typing import Any
 from .checks import check_seconds
 from .middleware import Abortable, resolve
 
+__all__ = ["SUBPROCESS_POLL", "run_subprocess", "sleep"]
+
 #: How often :func:`run_subprocess` looks whether its child has exited, in seconds.
 SUBPROCESS_POLL = 0.01
 

@@ -11,6 +11,39 @@ from urllib.parse import unquote, urlsplit
 
 from .mode import AbortMode
 
+__all__ = [
+    "CLOCK_SKEW",
+    "EXAMPLE_POSTGRES_URL",
+    "EXAMPLE_REDIS_URL",
+    "MAX_MARKS",
+    "MAX_MESSAGE_ID_LENGTH",
+    "MAX_MILLISECONDS",
+    "MAX_MOMENT",
+    "MAX_NAME_LENGTH",
+    "MAX_REASON_LENGTH",
+    "MAX_REFRESH",
+    "MAX_SECONDS",
+    "MIN_REFRESH",
+    "RESERVED_MARKS",
+    "check_abort_timeout",
+    "check_bool",
+    "check_marks",
+    "check_message_id",
+    "check_milliseconds",
+    "check_mode",
+    "check_moment",
+    "check_name",
+    "check_port",
+    "check_postgres_url",
+    "check_reason",
+    "check_redis_url",
+    "check_refresh",
+    "check_seconds",
+    "check_sent_before",
+    "check_text",
+    "shown_url",
+]
+
 #: Longest message id accepted, in characters. dramatiq's ids are UUIDs (36
 #: characters); 255 leaves room for ids of other schemes (prefixed, ULIDs,
 #: Celery task ids) and fits a ``VARCHAR(255)`` column, while a hostile id

@@ -28,6 +28,18 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 from dramatiq.results import Results
 
+__all__ = [
+    "PROMETHEUS_MODULE",
+    "AnyMessage",
+    "DramatiqInternals",
+    "delete_result",
+    "middleware_of",
+    "prometheus_dir",
+    "result_options",
+    "store_no_result",
+    "unwrapped",
+]
+
 M = TypeVar("M", bound=dramatiq.Middleware)
 
 

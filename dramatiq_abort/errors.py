@@ -8,6 +8,15 @@ import threading
 from dramatiq.middleware import MiddlewareError, SkipMessage
 from dramatiq.middleware.threading import Interrupt
 
+__all__ = [
+    "Abort",
+    "ActorOptionError",
+    "AsyncAbort",
+    "MessageAborted",
+    "MessageOptionError",
+    "aborted",
+]
+
 
 class Abort(Interrupt):
     """Raised in the thread running a message when that message is aborted.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+__all__ = ["AbortMode"]
+
 
 class AbortMode(Enum):
     """What an abort request stops.

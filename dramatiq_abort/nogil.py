@@ -26,6 +26,8 @@ import select
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["ReadinessProbe", "read_ready"]
+
 _READ_SIZE = 65536
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+__all__ = ["Outcome"]
+
 
 class Outcome(Enum):
     """What became of a message that an abort request reached."""

@@ -15,6 +15,26 @@ from .backend import EventBackend
 from .checks import EXAMPLE_REDIS_URL, check_bool, check_milliseconds, check_seconds, shown_url
 from .metrics import check_metrics
 
+__all__ = [
+    "BACKEND",
+    "BACKEND_OPTIONS",
+    "BROKER_NAMESPACE",
+    "BROKER_SETTING",
+    "EXAMPLE_SETTING",
+    "KEYS",
+    "MIDDLEWARE_OPTIONS",
+    "PARAMETERS",
+    "SETTING",
+    "UNSET",
+    "URL_VARIABLE",
+    "Configuration",
+    "OrUnset",
+    "Unset",
+    "check_parameters",
+    "configuration",
+    "resolve",
+]
+
 #: The Django setting read, a dict with the keys below.
 SETTING = "DRAMATIQ_ABORT"
 #: The key of the backend's URL, as :func:`~dramatiq_abort.backends.from_url` takes it.

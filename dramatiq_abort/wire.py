@@ -20,6 +20,26 @@ from .backend import Event
 from .checks import MAX_REASON_LENGTH
 from .mode import AbortMode
 
+__all__ = [
+    "INQUIRY",
+    "RULE",
+    "SEPARATOR",
+    "Inquiry",
+    "WireRequest",
+    "WireRule",
+    "event_key",
+    "events_for",
+    "inquiry_event",
+    "is_inquiry",
+    "is_rule",
+    "key_message_id",
+    "parse_event",
+    "parse_inquiry",
+    "parse_rule",
+    "rule_event",
+    "rule_key",
+]
+
 #: Between the mode and the message id in a key.
 SEPARATOR = ":"
 #: What the key of an inquiry starts with, before the separator.

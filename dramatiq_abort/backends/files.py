@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+__all__ = ["shipped_text"]
+
 
 def shipped_text(package: str, name: str) -> str:
     """The text of ``name``, a path inside ``package``'s folder, shipped as

@@ -8,6 +8,8 @@ from typing import Any
 
 from ..backend import Event, TimedEvent
 
+__all__ = ["decode_batch", "encode_batch", "encode_params"]
+
 logger = logging.getLogger(__name__)
 
 

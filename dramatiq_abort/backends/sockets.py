@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 
+__all__ = ["KEEPALIVE", "keep_alive"]
+
 #: TCP keepalive of a connection that waits for pushes, in seconds: idle
 #: time before the first probe, time between probes, and probes unanswered
 #: before the connection is dropped. Such a connection sends nothing while

@@ -17,6 +17,8 @@ from ..expiring import ExpiringTable
 from ..mode import AbortMode
 from ..wire import event_key
 
+__all__ = ["StubBackend", "StubSubscription"]
+
 
 class StubBackend(EventBackend):
     """Keeps events in this process's memory, with their TTL, and pushes

@@ -34,6 +34,8 @@ from ..sending import LISTING_WAIT
 from ..settings import URL_VARIABLE
 from ..web import DEFAULT_REFRESH
 
+__all__ = ["BAD_ARGUMENTS", "REDIS_URL_VARIABLE", "default_reason", "parse"]
+
 #: The variable's name before backends other than Redis: still read, after
 #: :data:`URL_VARIABLE`.
 REDIS_URL_VARIABLE = "DRAMATIQ_ABORT_REDIS_URL"

@@ -24,6 +24,8 @@ from ..web import serve
 from . import output
 from .arguments import BAD_ARGUMENTS, parse
 
+__all__ = ["ACTOR_CHECK_WAIT", "main"]
+
 #: Exit statuses: a backend error (the request may not have been recorded);
 #: interrupted by Ctrl-C (128 + SIGINT).
 BACKEND_ERROR, INTERRUPTED = 1, 130

@@ -20,6 +20,8 @@ from ..errors import Abort
 from ..middleware import Abortable, abort, abort_requested, abort_where, running_messages
 from ..mode import AbortMode
 
+__all__ = ["STEP_TIMEOUT", "main", "run"]
+
 #: How long the demo waits for any one step before it calls it a failure.
 STEP_TIMEOUT = 10.0
 

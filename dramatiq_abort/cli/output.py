@@ -9,6 +9,8 @@ import math
 from ..listing import DELAYED, Listing, RunningMessage
 from ..mode import AbortMode
 
+__all__ = ["answered", "effect", "table"]
+
 
 def answered(listed: Listing, wait: float) -> str:
     """How many worker processes answered, said so that silence is never

@@ -38,6 +38,8 @@ from .options import (
 from .result import AbortableResult, App
 from .task import AbortableActor, send_task
 
+__all__ = ["RESULT_EXPIRES", "Celery", "Settings", "result_ttl"]
+
 #: How long results live unless ``result_expires`` says: a day, as in
 #: Celery (dramatiq's own ``Results`` keeps them 10 minutes).
 RESULT_EXPIRES = datetime.timedelta(days=1)

@@ -18,6 +18,17 @@ from ..backend import EventBackend
 from ..backends import StubBackend as StubAbortBackend
 from ..checks import check_redis_url
 
+__all__ = [
+    "AMQP_SCHEMES",
+    "MEMORY_SCHEMES",
+    "REDIS_SCHEMES",
+    "abort_backend",
+    "build_broker",
+    "check_scheme",
+    "key_prefix",
+    "result_backend",
+]
+
 #: URL schemes of a Redis server, for the broker and the result backend.
 REDIS_SCHEMES = ("redis", "rediss")
 #: URL schemes of a RabbitMQ server; ``pyamqp`` is Celery's name for

@@ -13,6 +13,8 @@ from ..middleware import abortable_of
 from . import records
 from .result import App
 
+__all__ = ["INSPECT_TIMEOUT", "QUERY_STATES", "Control", "Inspect", "Replies", "node_name"]
+
 #: Seconds ``inspect()`` and ``ping()`` wait for the workers' replies, as in Celery.
 INSPECT_TIMEOUT = 1.0
 #: What Celery's ``query_task`` calls a message in each state of a listing:

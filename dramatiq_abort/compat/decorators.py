@@ -17,6 +17,8 @@ from .options import (
 from .retries import check_retry_kwargs, only_asked_retries
 from .task import AbortableActor
 
+__all__ = ["shared_task", "task_name"]
+
 
 @overload
 def shared_task(fn: Callable[..., Any], /) -> AbortableActor: ...

@@ -15,6 +15,8 @@ from ..checks import check_message_id, check_seconds
 from ..dramatiq_internals import middleware_of
 from .options import UNSUPPORTED_SEND_OPTIONS, send_options
 
+__all__ = ["build_message", "delay_seconds", "enqueue", "seconds_until"]
+
 
 def build_message(
     broker: dramatiq.Broker,

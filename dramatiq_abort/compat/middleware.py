@@ -22,6 +22,8 @@ from ..middleware import abortable_of
 from . import records, states
 from .states import ABORTED, FAILURE, RETRY, STARTED, SUCCESS
 
+__all__ = ["ENDING_STATES", "HOSTNAME", "TaskStates", "task_states_of"]
+
 #: This host's name, for the ``STARTED`` record and ``self.request``.
 HOSTNAME = socket.gethostname()
 

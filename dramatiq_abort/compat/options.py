@@ -7,6 +7,20 @@ from typing import Any
 
 from ..checks import check_bool, check_seconds
 
+__all__ = [
+    "BASE_CLASS_OPTIONS",
+    "HONOURED_SETTINGS",
+    "IGNORED_APP_OPTIONS",
+    "RETRY_KWARGS",
+    "SATISFIED_TASK_OPTIONS",
+    "TASK_DEFAULT_SETTINGS",
+    "UNSUPPORTED_SEND_OPTIONS",
+    "UNSUPPORTED_TASK_OPTIONS",
+    "URL_SETTINGS",
+    "pop_time_limit",
+    "send_options",
+]
+
 # Options of ``shared_task`` / ``app.task``
 
 #: Task options that need nothing here: dramatiq acknowledges messages

@@ -18,6 +18,18 @@ from ..mode import AbortMode
 if TYPE_CHECKING:
     from ..middleware import Abortable
 
+__all__ = [
+    "REVOKE_MARKS",
+    "TaskRecord",
+    "decode",
+    "encode",
+    "failure_meta",
+    "format_traceback",
+    "is_revoke",
+    "rebuild_exception",
+    "revoke_tasks",
+]
+
 logger = logging.getLogger(__name__)
 
 #: Kept with the request that a revoke sends, so that its task reads

@@ -12,6 +12,8 @@ from dramatiq.broker import MessageProxy
 from .middleware import HOSTNAME
 from .records import format_traceback
 
+__all__ = ["ExceptionInfo", "Request"]
+
 
 class Request:
     """What Celery's ``self.request`` says of the task being run."""

@@ -17,6 +17,14 @@ from .exceptions import MaxRetriesExceededError, Retry
 from .messages import delay_seconds
 from .options import RETRY_KWARGS
 
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_RETRY_DELAY",
+    "check_retry_kwargs",
+    "only_asked_retries",
+    "retry",
+]
+
 #: Celery's defaults for ``self.retry()``: how many times, and how many
 #: seconds apart, unless the task or the call says otherwise.
 DEFAULT_MAX_RETRIES = 3

@@ -7,6 +7,27 @@ Celery does. Tasks may report states of their own (``"PROGRESS"``) with
 
 from __future__ import annotations
 
+__all__ = [
+    "ABORTED",
+    "ALL_STATES",
+    "EXCEPTION_STATES",
+    "FAILURE",
+    "IGNORED",
+    "PENDING",
+    "PRECEDENCE",
+    "PROPAGATE_STATES",
+    "READY_STATES",
+    "RECEIVED",
+    "REJECTED",
+    "RETRY",
+    "REVOKED",
+    "STARTED",
+    "SUCCESS",
+    "UNREADY_STATES",
+    "precedence",
+    "state",
+]
+
 #: Nothing is known of the task yet: it is queued, delayed, or unknown.
 PENDING = "PENDING"
 #: Only in Celery's events; never reported here.

@@ -21,6 +21,8 @@ from .exceptions import TimeoutError
 from .middleware import TaskStates
 from .states import ABORTED, FAILURE, PENDING, RETRY, REVOKED, SUCCESS
 
+__all__ = ["FIRST_PAUSE", "STORE_GRACE", "Status", "TaskReader"]
+
 #: How long a task that ended may take to have its result stored, in
 #: seconds; past it, it stored none.
 STORE_GRACE = 2.0

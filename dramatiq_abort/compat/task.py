@@ -23,6 +23,8 @@ from .request import ExceptionInfo, Request
 from .result import AbortableResult
 from .states import FAILURE, RETRY, SUCCESS
 
+__all__ = ["HOOKS", "AbortableActor", "BoundTask", "send_task"]
+
 #: Celery's hooks, run in the worker after the task.
 HOOKS = ("on_success", "on_failure", "on_retry", "after_return")
 

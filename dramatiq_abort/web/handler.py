@@ -23,6 +23,19 @@ from ..mode import AbortMode
 if TYPE_CHECKING:
     from .server import WebServer
 
+__all__ = [
+    "ALLOWED_METHODS",
+    "FILES",
+    "MAX_BODY",
+    "READ_ONLY",
+    "SECURITY_HEADERS",
+    "STATIC",
+    "TOKEN_HEADER",
+    "Handler",
+    "Refused",
+    "static_file",
+]
+
 #: Largest request body read, in bytes: a reason of ``MAX_REASON_LENGTH``
 #: characters and two names fit many times over.
 MAX_BODY = 16_384

@@ -17,6 +17,8 @@ from ..middleware import Abortable
 from ..sending import LISTING_WAIT
 from .handler import Handler, static_file
 
+__all__ = ["DEFAULT_REFRESH", "WebServer", "serve"]
+
 #: Seconds between two listings the page asks for, unless told otherwise.
 DEFAULT_REFRESH = 5.0
 #: The name under which the server and its handler log since 2.0.

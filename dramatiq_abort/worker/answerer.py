@@ -23,6 +23,8 @@ from .execution import Execution
 from .requests import AbortRequests
 from .rules import message_matches
 
+__all__ = ["Answerer", "shortened_args"]
+
 _args_repr = reprlib.Repr()
 _args_repr.maxstring = 60
 _args_repr.maxother = 60

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import random
 
+__all__ = ["MAX_BACKOFF", "Attempts", "backoff"]
+
 #: Longest wait between two attempts to reach a backend that fails.
 MAX_BACKOFF = 30.0
 

@@ -14,6 +14,8 @@ from .execution import Execution
 from .executions import Executions
 from .interrupters import AsyncioInterrupter
 
+__all__ = ["runner"]
+
 R = TypeVar("R")
 
 

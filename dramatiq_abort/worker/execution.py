@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from ..dramatiq_internals import AnyMessage
     from .interrupters import Interrupter
 
+__all__ = [
+    "FINISHED",
+    "HANDOVER_POLL",
+    "RUNNING",
+    "STARTING",
+    "AbortSignal",
+    "Execution",
+    "ExecutionState",
+    "guarded",
+]
+
 
 R = TypeVar("R")
 

@@ -14,6 +14,8 @@ from ..errors import Abort
 from .execution import Execution, ExecutionState
 from .switching import FastSwitching
 
+__all__ = ["AsyncioInterrupter", "GeventInterrupter", "Interrupter", "ThreadInterrupter"]
+
 
 class Interrupter(abc.ABC):
     """Raises :class:`Abort` in the actor of an execution."""

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+__all__ = ["FAST_INTERVAL", "MAX_WAIT", "FastSwitching"]
+
 #: The switch interval while an Abort is on its way, in seconds.
 FAST_INTERVAL = 0.0002
 #: The longest an Abort keeps the interval short, in seconds: a thread

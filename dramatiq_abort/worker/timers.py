@@ -15,6 +15,8 @@ from .lineage import ANCESTRY, check_ancestry
 from .requests import AbortRequest, AbortRequests
 from .rules import AbortRule, AbortRules
 
+__all__ = ["FORGET_DELAY", "LEFT_CHECK_INTERVAL", "Timers"]
+
 #: Seconds the watcher lets expired requests wait before it forgets them.
 FORGET_DELAY = 1.0
 #: Seconds between two looks for the messages gone from the process that

@@ -10,6 +10,8 @@ from ..files import shipped_text
 from .connections import Connect, Listener
 from .schema import Schema, fetch
 
+__all__ = ["Answers"]
+
 _ANSWER = shipped_text(__package__, "sql/answer.sql")
 #: The answers to one reply address that were not read yet, oldest first.
 _UNREAD = (

@@ -26,6 +26,15 @@ from .outcomes import Outcomes
 from .schema import DEFAULT_NAMESPACE, Schema, check_namespace, fetch
 from .subscription import Deliveries, PostgresSubscription
 
+__all__ = [
+    "CHUNK_SIZE",
+    "CONNECT_TIMEOUT",
+    "FRAGMENT_SIZE",
+    "POOL_SIZE",
+    "POOL_TIMEOUT",
+    "PostgresBackend",
+]
+
 #: Most connections of the pool that the callers' threads share, and how
 #: long a thread waits for one of them, in seconds.
 POOL_SIZE = 10

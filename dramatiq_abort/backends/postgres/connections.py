@@ -23,6 +23,8 @@ from psycopg import pq, sql
 from ... import nogil
 from ..sockets import keep_alive
 
+__all__ = ["Connect", "Listener", "Pool", "PoolTimeout", "open_connection"]
+
 #: What makes a new connection: a callable with no argument that returns
 #: an open ``psycopg.Connection``.
 Connect = Callable[[], "psycopg.Connection[Any]"]

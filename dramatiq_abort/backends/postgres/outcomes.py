@@ -13,6 +13,8 @@ from ..files import shipped_text
 from .connections import Connect, Listener
 from .schema import Schema, fetch
 
+__all__ = ["Outcomes"]
+
 _RECORD_OUTCOME = shipped_text(__package__, "sql/record_outcome.sql")
 _READ_OUTCOME = "SELECT outcome FROM {outcomes} WHERE message_id = %s AND expires_at > now()"
 _READ_REASON = "SELECT reason FROM {outcomes} WHERE message_id = %s AND expires_at > now()"

@@ -18,6 +18,16 @@ from psycopg import sql
 from ..files import shipped_text
 from .connections import Pool
 
+__all__ = [
+    "CLEAN_UP_INTERVAL",
+    "DEFAULT_NAMESPACE",
+    "NAMESPACE",
+    "TABLES",
+    "Schema",
+    "check_namespace",
+    "fetch",
+]
+
 #: The namespace of a backend built without one.
 DEFAULT_NAMESPACE = "dramatiq_aborts"
 #: A namespace: a lower-case SQL name, short enough that the longest name

@@ -20,6 +20,15 @@ from ..pushed import decode_batch
 if TYPE_CHECKING:
     from .backend import PostgresBackend
 
+__all__ = [
+    "DELIVERY_WAIT",
+    "MAX_FRAGMENTS",
+    "MAX_INCOMPLETE",
+    "SEEN_BATCHES",
+    "Deliveries",
+    "PostgresSubscription",
+]
+
 #: The backend's logger, under the name it has had since 2.0.
 logger = logging.getLogger("dramatiq_abort.backends.postgres")
 #: Most fragments of one batch that a subscription assembles: 16 MB of

@@ -11,6 +11,8 @@ from ...checks import check_milliseconds
 from ..files import shipped_text
 from .channels import text
 
+__all__ = ["BLOCK_SHARE", "MIN_BLOCK", "Answers"]
+
 #: Shortest wait, in seconds, for which :meth:`Answers.collect` still
 #: blocks on Redis: what is left of a wait below it is not waited for.
 MIN_BLOCK = 0.001

@@ -23,6 +23,15 @@ from .channels import Channel, PubSubChannel, RawChannel, text
 from .clients import client_for_url, database, node_client, socket_timeout
 from .subscription import RedisSubscription
 
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_NAMESPACE",
+    "HASH_TAG",
+    "PLAIN_READS_VARIABLE",
+    "RedisBackend",
+]
+
 #: The environment variable that makes ``plain_reads`` default to true when
 #: it is ``1``, ``true`` or ``yes``.
 PLAIN_READS_VARIABLE = "DRAMATIQ_ABORT_PLAIN_READS"

@@ -24,6 +24,8 @@ import redis
 from ... import nogil
 from ..sockets import keep_alive
 
+__all__ = ["Channel", "PubSubChannel", "RawChannel", "text"]
+
 #: The name under which it logs since 2.0, from when it was a module of
 #: its own beside the backend's.
 logger = logging.getLogger("dramatiq_abort.backends.redis_channels")

@@ -11,6 +11,15 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+__all__ = [
+    "POOL_SIZE",
+    "POOL_TIMEOUT",
+    "client_for_url",
+    "database",
+    "node_client",
+    "socket_timeout",
+]
+
 #: Connections in the pool of a client made by :func:`client_for_url`, and
 #: how long a thread waits for one of them, in seconds.
 POOL_SIZE = 100

@@ -10,6 +10,8 @@ from ...backend import Subscription, TimedEvent
 if TYPE_CHECKING:
     from .backend import RedisBackend
 
+__all__ = ["RedisSubscription"]
+
 
 class RedisSubscription(Subscription):
     """A worker's subscription to the backend's events."""
