@@ -191,13 +191,14 @@ class Execution:
         request = self.request = prevailing(self.request, request)
         return request
 
-    def interrupt(self) -> bool:
-        """Have its interrupter set an Abort in it, if it is RUNNING;
-        whether one was set. Called by the watcher only, once."""
+    def interrupt(self) -> bool | None:
+        """Have its interrupter set an Abort in it, if it is RUNNING:
+        whether one was set; ``None`` when it no longer runs (it finished
+        as the request came due). Called by the watcher only."""
         self.interrupting = True
         try:
             if self.state is not RUNNING:
-                return False
+                return None
             # Flagged before the Abort is set: the thread may raise it at
             # once, and must then recognise it as the abort of its message.
             self.interrupted = True

@@ -214,7 +214,10 @@ class Executions:
         # Only the watcher interrupts: no two calls overlap.
         if execution.interrupted:
             return
-        if not execution.interrupt():
+        interrupted = execution.interrupt()
+        if interrupted is None:
+            return  # It finished as the request came due: nothing to say.
+        if not interrupted:
             self.logger.info(
                 "Not aborting message %r: its time limit or the shutdown interrupted it"
                 " first, or its thread is gone.",

@@ -26,7 +26,7 @@ from dramatiq_abort.errors import Abort
 from dramatiq_abort.mode import AbortMode
 from dramatiq_abort.outcome import Outcome
 from dramatiq_abort.wire import events_for
-from dramatiq_abort.worker.execution import Execution
+from dramatiq_abort.worker.execution import Execution, ExecutionState
 from dramatiq_abort.worker.executions import Executions
 from dramatiq_abort.worker.requests import AbortRequest, AbortRequests
 
@@ -207,3 +207,23 @@ def test_a_request_recorded_as_its_message_begins_stops_it_and_nothing_else(
     assert [m for m, outcome in outcomes.items() if outcome and m not in recorded] == []
     counts = Counter(outcomes.values())
     assert min(counts[Outcome.CANCELLED], counts[Outcome.ABORTED], counts[None]) > 0, counts
+
+
+def test_a_grace_that_runs_out_as_its_message_finishes_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The watcher may find a message whose actor returned but whose end()
+    # has not run yet: there is nothing to abort, and nothing to report.
+    executions = Executions(LOGGER, DramatiqInternals())
+    message = MessageProxy(dramatiq.Message("q", "a", (), {}, {}, message_id="graced"))
+    execution = executions.begin(message, "graced")
+    execution.state = ExecutionState.RUNNING
+    now = time.monotonic()
+    request = AbortRequest("graced", True, now + 10, now + 60, now)
+    assert executions.deliver(execution, request, now), "the grace is scheduled"
+    execution.finish()
+    with caplog.at_level(logging.DEBUG, LOGGER.name):
+        executions.deliver_due("graced", now + 11)
+    assert caplog.records == []
+    assert not execution.interrupted
+    executions.end(message)
