@@ -40,7 +40,7 @@ pytestmark = pytest.mark.timeout(60)
 
 #: Seconds a listing on a cluster waits, always in full as how many listen
 #: is unknown: long enough for a worker to answer on a busy machine.
-ANSWER_WAIT = WAIT / 5
+ANSWER_WAIT = WAIT / 2
 
 
 @pytest.fixture(scope="module")

@@ -156,8 +156,9 @@ def test_a_worker_process_that_does_not_answer_is_not_counted_as_running_nothing
     stuck_id, stuck_pid = next(iter(pids.items()))
     os.kill(stuck_pid, signal.SIGSTOP)
     try:
-        # Long enough for the other process to answer on a busy machine.
-        listed = app.middleware.running_messages(timeout=WAIT / 5)
+        # Long enough for the other process to answer on a busy machine:
+        # the stopped one makes the listing wait all of it.
+        listed = app.middleware.running_messages(timeout=WAIT / 2)
     finally:
         os.kill(stuck_pid, signal.SIGCONT)
     try:
