@@ -14,7 +14,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from ..checks import check_message_id, check_mode, check_name, check_reason
 from ..listing import Listing
@@ -151,7 +151,22 @@ class Handler(BaseHTTPRequestHandler):
             if e.field is not None:
                 error["field"] = e.field
             body = json.dumps(error).encode()
+        except Exception:
+            # A defect of ours: its traceback in the server's log, and an
+            # answer with the headers of every answer rather than none.
+            logger.exception("The page failed to answer %s %.200r.", self.command, self.path)
+            status, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, "application/json"
+            body = json.dumps({"error": "the server failed to answer; see its log"}).encode()
         self._send(status, body, content_type)
+
+    def _parts(self) -> SplitResult:
+        """The request's path, split; a path that cannot be split is refused."""
+        try:
+            return urlsplit(self.path)
+        except ValueError:
+            raise Refused(
+                HTTPStatus.BAD_REQUEST, f"the path {self.path!r:.100} cannot be parsed"
+            ) from None
 
     def _send(
         self, status: HTTPStatus, body: bytes, content_type: str, *, close: bool = False
@@ -194,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             )
 
     def _get(self) -> tuple[bytes, str]:
-        parts = urlsplit(self.path)
+        parts = self._parts()
         if parts.path in FILES:
             name, content_type = FILES[parts.path]
             return self.server.page() if name == "web.html" else static_file(name), content_type
@@ -230,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
         return outcome
 
     def _post(self) -> tuple[bytes, str]:
-        path = urlsplit(self.path).path
+        path = self._parts().path
         write = {"/api/abort": self._abort, "/api/abort-where": self._abort_where}.get(path)
         if write is None:
             raise Refused(HTTPStatus.NOT_FOUND, f"nothing at {path!r:.100}")

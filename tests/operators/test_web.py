@@ -641,6 +641,12 @@ def test_other_methods_are_refused_in_json_with_the_headers_of_every_answer() ->
             answer = raw.makefile("rb").read().decode()
         assert answer.startswith("HTTP/1.0 431 ") and "Content-Security-Policy" in answer
         assert json.loads(answer.partition("\r\n\r\n")[2])["error"]
+        # A path that cannot be parsed.
+        with socket.create_connection((str(host), int(port)), timeout=WAIT) as raw:
+            raw.sendall(b"GET http://[x/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = raw.makefile("rb").read().decode()
+        assert answer.startswith("HTTP/1.0 400 ") and "Content-Security-Policy" in answer
+        assert "cannot be parsed" in json.loads(answer.partition("\r\n\r\n")[2])["error"]
 
         # HEAD: what GET answers, without the body.
         got, page = exchange(server, "GET", "/")
