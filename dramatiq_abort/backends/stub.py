@@ -87,6 +87,7 @@ class StubBackend(EventBackend):
     def record_outcome(
         self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
     ) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
         with self._changed:
             self._outcomes.put(message_id, (outcome, time.monotonic() + ttl / 1000))
             if reason is None:

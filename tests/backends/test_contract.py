@@ -101,6 +101,10 @@ def test_a_subscription_gets_every_event_pushed_and_catches_up_on_recorded_ones(
 def test_ttl_must_be_positive(event_backend: EventBackend) -> None:
     with pytest.raises(ValueError, match="ttl must be greater than 0, not 0"):
         event_backend.notify([Event("abort:x", {})], ttl=0)
+    if event_backend.records_outcomes:
+        with pytest.raises(ValueError, match="ttl must be greater than 0, not -1"):
+            event_backend.record_outcome("x", "aborted", ttl=-1)
+        assert event_backend.records("x").outcome is None
 
 
 def test_redis_namespaces_do_not_see_each_other(redis_client: redis.Redis, namespace: str) -> None:

@@ -276,6 +276,7 @@ class RedisBackend(EventBackend):
     def record_outcome(
         self, message_id: str, outcome: str, ttl: int, *, reason: str | None = None
     ) -> None:
+        ttl = check_milliseconds("ttl", ttl, positive=True)
         self._record_outcome(
             keys=[self._outcome_key(message_id), self._reason_key(message_id)],
             args=[
