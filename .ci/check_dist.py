@@ -105,9 +105,9 @@ def python_range_problems(metadata: Message, wheel: Path) -> list[str]:
     version its requirement allows, must support that Python too.
 
     Asked of pip's resolver, on the index, rather than of the installed
-    dependencies: their newest versions may need a later Python (redis 7
-    8.2 needs 3.11) while older ones that the requirement
-    allows still serve the oldest Python.
+    dependencies: their newest versions may need a later Python (redis-py
+    8.2 needs 3.11) while older ones that the requirement allows still
+    serve the oldest Python.
     """
     requires_python = metadata["Requires-Python"]
     if not requires_python:

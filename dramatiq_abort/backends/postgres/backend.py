@@ -118,7 +118,7 @@ class PostgresBackend(EventBackend):
         namespace: str = DEFAULT_NAMESPACE,
         pool_size: int = POOL_SIZE,
     ) -> None:
-        self.namespace = check_namespace(namespace)
+        self._namespace = check_namespace(namespace)
         if connect is not None and not callable(connect):
             hint = (
                 ": for a URL, use PostgresBackend.from_url(url)" if isinstance(connect, str) else ""
@@ -148,6 +148,12 @@ class PostgresBackend(EventBackend):
         self.answers = Answers(self.schema, self.connect, self.answers_channel)
         #: The subscriptions open in this process, which ``notify`` waits for.
         self.deliveries = Deliveries()
+
+    @property
+    def namespace(self) -> str:
+        """What the tables and channels are named after; given to the
+        constructor only: they are built from it once."""
+        return self._namespace
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> PostgresBackend:

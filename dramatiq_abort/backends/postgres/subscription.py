@@ -32,9 +32,8 @@ __all__ = [
 #: The backend's logger, under the name it has had since 2.0.
 logger = logging.getLogger("dramatiq_abort.backends.postgres")
 #: Most fragments of one batch that a subscription assembles: 16 MB of
-#: JSON, more than a batch of the backend's ``CHUNK_SIZE``
-#: events takes (about 70
-#: bytes each, 8 kB at most with the longest reason and names).
+#: JSON, more than a batch of the backend's ``CHUNK_SIZE`` events takes
+#: (about 70 bytes each, 8 kB at most with the longest reason and names).
 MAX_FRAGMENTS = 2000
 #: Batches a subscription holds incomplete at most; one of a hostile
 #: sender's is then dropped rather than memory exhausted.
