@@ -89,10 +89,18 @@ def _backend_url(text: str) -> str:
     return url
 
 
-def _default_url() -> str | None:
-    """The backend URL of the environment, if any: the variable that
-    ``Abortable()`` without a backend reads too, else the older one."""
-    return os.environ.get(URL_VARIABLE) or os.environ.get(REDIS_URL_VARIABLE) or None
+def _url_from_environment() -> str | None:
+    """The backend URL of the environment, checked as ``--backend`` is, if
+    any: the variable that ``Abortable()`` without a backend reads too,
+    else the older one. An error names the variable, not the option."""
+    for variable in (URL_VARIABLE, REDIS_URL_VARIABLE):
+        url = os.environ.get(variable)
+        if url:
+            try:
+                return _backend_url(url)
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError(f"${variable}: {e}") from None
+    return None
 
 
 def _milliseconds_or_inf(text: str) -> float:
@@ -431,7 +439,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         dest="url",
         type=_backend_url,
         metavar="URL",
-        default=_default_url(),
+        default=None,
         help="the backend the workers listen to, such as redis://host:6379/0 (--redis is the"
         f" same option); required unless ${URL_VARIABLE} is set, which keeps a password out"
         " of the process list",
@@ -455,8 +463,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.message_ids += unknown
     elif unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("abort", "list", "web") and not args.url:
-        args.command_parser.error(f"--backend URL is required, unless ${URL_VARIABLE} is set")
+    if args.command in ("abort", "list", "web") and args.url is None:
+        try:
+            args.url = _url_from_environment()
+        except argparse.ArgumentTypeError as e:
+            args.command_parser.error(str(e))
+        if args.url is None:
+            args.command_parser.error(f"--backend URL is required, unless ${URL_VARIABLE} is set")
     if args.command == "abort":
         filtered = args.actor is not None or args.queue is not None
         if filtered == bool(args.message_ids):

@@ -176,6 +176,25 @@ def test_abort_requires_a_redis_url(
 
 
 @pytest.mark.parametrize("variable", [URL_VARIABLE, REDIS_URL_VARIABLE])
+def test_a_bad_url_in_the_environment_is_named_by_its_variable_not_by_the_option(
+    variable: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(URL_VARIABLE, raising=False)
+    monkeypatch.delenv(REDIS_URL_VARIABLE, raising=False)
+    monkeypatch.setenv(variable, "http://user:secret@host/0")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"error: ${variable}: " in line and "--backend" not in line.partition(";")[0]
+    assert "secret" not in line
+    # Given on the command line, the option wins and the variable is not read.
+    with pytest.raises(SystemExit):
+        main(["list", "--backend", "memory://"])
+    assert "argument --backend/--redis: memory://" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variable", [URL_VARIABLE, REDIS_URL_VARIABLE])
 def test_abort_takes_the_backend_url_from_the_environment(
     variable: str,
     redis_url: str,
