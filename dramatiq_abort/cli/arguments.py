@@ -57,9 +57,10 @@ class _Parser(argparse.ArgumentParser):
 # The checks below run while the arguments are parsed, so that an error
 # names the option and the text the operator typed, rather than the
 # parameter of the Python API that would refuse it later. Each reads the
-# text, says what is wrong with text that means nothing, and leaves the
-# bounds to the check the Python API applies (checks.py), named after the
-# option: what passes here passes there, on every backend.
+# text, says what is wrong with text that means nothing (and, in the
+# option's own words, with the common slips: a blank, a negative number),
+# and leaves the bounds to the check the Python API applies (checks.py),
+# named after the option: what passes here passes there, on every backend.
 
 T = TypeVar("T")
 
